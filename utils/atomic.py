@@ -1,0 +1,128 @@
+"""Atomic writes and the resume manifest.
+
+A kill at any moment must lose nothing and leave nothing half-written: every file is written to a temporary
+name in the same folder and renamed into place (``os.replace`` is atomic on POSIX); whole folders are built
+under a temporary name and renamed at the end. Finished units are recorded as one marker file each, so shards
+running at once never race on a shared manifest file.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+
+def _temp_sibling(path: Path, is_dir: bool = False) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # keep the suffix so encoders that choose by extension (cv2.imwrite) still work on the temp name
+    if is_dir:
+        return Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it onto ``path``, on error delete it."""
+    path = Path(path)
+    tmp = _temp_sibling(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder; on success it replaces ``path`` whole, on error it is removed."""
+    path = Path(path)
+    tmp = _temp_sibling(path, is_dir=True)
+    try:
+        yield tmp
+        if path.exists():
+            if not overwrite:
+                raise FileExistsError(f"{path} exists")
+            old = _temp_sibling(path, is_dir=True)
+            old.rmdir()
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def clean_stale_temps(folder: str | os.PathLike) -> int:
+    """Remove temporaries a killed run left behind in ``folder`` (non-recursive). Returns how many."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for p in folder.glob(".*.tmp-*"):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+class Manifest:
+    """Which units of a stage are finished (or failed), one marker file per unit under ``folder``.
+
+    ``done(unit)`` is true only after ``mark_done`` ran, which callers do after every output of the unit was
+    written atomically; so a unit killed half-way is simply redone.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+
+    def _marker(self, unit: str, status: str) -> Path:
+        safe = unit.replace("/", "__")
+        return self.folder / f"{safe}.{status}.json"
+
+    def done(self, unit: str) -> bool:
+        return self._marker(unit, "done").exists()
+
+    def info(self, unit: str) -> dict | None:
+        marker = self._marker(unit, "done")
+        return json.loads(marker.read_text()) if marker.exists() else None
+
+    def mark_done(self, unit: str, **info: Any) -> None:
+        self._marker(unit, "failed").unlink(missing_ok=True)
+        write_json_atomic(self._marker(unit, "done"), {"unit": unit, "status": "done", **info})
+
+    def mark_failed(self, unit: str, reason: str) -> None:
+        """Record a bad unit (never as done) so a summary can list it; a rerun tries it again."""
+        write_json_atomic(self._marker(unit, "failed"), {"unit": unit, "status": "failed", "reason": reason})
+
+    def failed(self) -> dict[str, str]:
+        out = {}
+        for p in sorted(self.folder.glob("*.failed.json")):
+            d = json.loads(p.read_text())
+            out[d["unit"]] = d["reason"]
+        return out
+
+    def clear(self, unit: str) -> None:
+        self._marker(unit, "done").unlink(missing_ok=True)
+        self._marker(unit, "failed").unlink(missing_ok=True)

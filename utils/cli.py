@@ -1,0 +1,105 @@
+"""Command-line conventions shared by every stage.
+
+Every stage takes ``--root --split --shard --overwrite --seed``; user-caused errors end in one readable
+line and a non-zero exit (``UserError`` + ``run_main``), programming errors still raise.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import sys
+from typing import Callable, Iterable, Sequence, TypeVar
+
+T = TypeVar("T")
+
+SPLITS = ("train", "test")
+
+
+class UserError(Exception):
+    """An error the user can fix (bad path, corrupt video, missing weights): printed as one line."""
+
+
+def add_common_args(parser: argparse.ArgumentParser, root_default: str = "data/demo") -> argparse.ArgumentParser:
+    """Add the flags every stage shares."""
+    parser.add_argument("--root", default=root_default, help="data root (default: %(default)s)")
+    parser.add_argument("--split", default="all", choices=("train", "test", "all"), help="which split to process")
+    parser.add_argument("--shard", default="0/1", help="I/N: process the I-th of N interleaved shards of the units")
+    parser.add_argument("--overwrite", action="store_true", help="recompute units that are already done")
+    parser.add_argument("--seed", type=int, default=0, help="base seed; each unit derives its own from it")
+    return parser
+
+
+def splits_of(split: str) -> tuple[str, ...]:
+    """``'all'`` -> both splits, otherwise the one named."""
+    if split == "all":
+        return SPLITS
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}: use train, test or all")
+    return (split,)
+
+
+def parse_shard(shard: str) -> tuple[int, int]:
+    """Parse ``'I/N'`` into ``(I, N)`` with ``0 <= I < N``."""
+    try:
+        index_s, count_s = shard.split("/")
+        index, count = int(index_s), int(count_s)
+    except ValueError:
+        raise UserError(f"--shard must look like I/N (e.g. 0/4), got {shard!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise UserError(f"--shard {shard!r}: need 0 <= I < N")
+    return index, count
+
+
+def shard_items(items: Sequence[T], shard: str) -> list[T]:
+    """The units of ``items`` (sorted by the caller) that belong to this shard, interleaved."""
+    index, count = parse_shard(shard)
+    return [item for i, item in enumerate(items) if i % count == index]
+
+
+def unit_seed(seed: int, *names: object) -> int:
+    """A 32-bit seed derived from the base seed and a unit's names (clip, frame...).
+
+    Derived from a hash, never from the worker or process, so results do not depend on sharding, worker count
+    or restarts.
+    """
+    text = "/".join([str(seed), *map(str, names)])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Plain ``LEVEL message`` logs on stderr."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s",
+                        stream=sys.stderr, force=True)
+
+
+def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
+    """Run an entry point: ``UserError`` -> ``error: <message>`` on stderr and exit 1; Ctrl-C -> exit 130."""
+    setup_logging()
+    try:
+        code = main(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+def require_existing(path, what: str = "path"):
+    """Return ``path`` as a Path, or raise ``UserError`` naming it."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{what} not found: {p}")
+    return p
+
+
+def nonempty(items: Iterable[T], message: str) -> list[T]:
+    """Materialise ``items``; raise ``UserError(message)`` if there are none."""
+    items = list(items)
+    if not items:
+        raise UserError(message)
+    return items

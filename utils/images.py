@@ -1,0 +1,84 @@
+"""Lossless image I/O. Arrays are float32 in [0, 1], HWC (RGB) or HW (one channel); uint8/uint16 only on disk.
+
+Alpha keeps its precision: ``write_png(..., bits=16)`` stores 16-bit PNG and ``read_png`` scales by the
+file's own bit depth, so a round trip is exact up to quantisation (1/65535).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from utils.atomic import atomic_path
+from utils.cli import UserError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def to_uint(img: np.ndarray, bits: int = 8) -> np.ndarray:
+    """Float in [0,1] -> uint8 or uint16 with rounding (values outside [0,1] are clipped)."""
+    if bits not in (8, 16):
+        raise ValueError(f"bits must be 8 or 16, got {bits}")
+    scale = 255.0 if bits == 8 else 65535.0
+    dtype = np.uint8 if bits == 8 else np.uint16
+    return np.round(np.clip(img, 0.0, 1.0) * scale).astype(dtype)
+
+
+def to_float(img: np.ndarray) -> np.ndarray:
+    """uint8/uint16 -> float32 in [0,1]; float input is returned as float32 unchanged."""
+    if img.dtype == np.uint8:
+        return img.astype(np.float32) / 255.0
+    if img.dtype == np.uint16:
+        return img.astype(np.float32) / 65535.0
+    return img.astype(np.float32, copy=False)
+
+
+def read_image(path: str | os.PathLike, gray: bool | None = None) -> np.ndarray:
+    """Read an image as float32 in [0,1]: RGB ``HxWx3`` (alpha channel dropped) or ``HxW`` for one channel.
+
+    ``gray=True`` forces one channel (first channel of a colour file), ``gray=False`` forces RGB.
+    Raises ``UserError`` naming the file if it is missing or not a readable image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"image not found: {path}")
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise UserError(f"not a readable image: {path}")
+    img = to_float(raw)
+    if img.ndim == 3:
+        img = img[..., :3][..., ::-1]  # BGR(A) -> RGB
+        if img.shape[2] == 1:
+            img = img[..., 0]
+    if gray is True and img.ndim == 3:
+        img = img[..., 0] if np.allclose(img[..., 0], img[..., 1]) else cv2.cvtColor(
+            np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
+    elif gray is False and img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    return np.ascontiguousarray(img, dtype=np.float32)
+
+
+def write_png(path: str | os.PathLike, img: np.ndarray, bits: int = 8) -> Path:
+    """Write a float [0,1] (or uint8/uint16) RGB/gray/RGBA image as PNG, atomically. Returns the path."""
+    path = Path(path)
+    arr = img if img.dtype in (np.uint8, np.uint16) else to_uint(img, bits)
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        arr = arr[..., ::-1]
+    elif arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[..., [2, 1, 0, 3]]
+    elif arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    with atomic_path(path) as tmp:
+        # compression level 1: PNG is lossless at any level; level 1 is ~3x faster to write than the default
+        if not cv2.imwrite(str(tmp), np.ascontiguousarray(arr), [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+            raise OSError(f"could not write {path}")
+    return path
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly in ``folder``, sorted by name (hidden temp files excluded)."""
+    folder = Path(folder)
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
