@@ -7,6 +7,7 @@
 <root>/depth/<split>/<clip>.npz
 <root>/blurred/<split>/<clip>/{image,alpha,fgr,bgr}/0000.png + meta.json
 <root>/frames/<split>/{image,alpha,fgr,bgr,mask}/<clip>/frames/0000.png  (+ video/<clip>.mp4)
+<root>/frames_sharp/...   the same layout without depth-of-field blur (the ablation's control)
 ```
 """
 from __future__ import annotations
@@ -58,12 +59,13 @@ class DataLayout:
         return base / clip if clip else base
 
     # the seed's per-frame layout
-    def frames(self, split: str, layer: str, clip: str | None = None) -> Path:
-        base = self.root / "frames" / split / layer
+    def frames(self, split: str, layer: str, clip: str | None = None, tree: str = "frames") -> Path:
+        """``<root>/<tree>/<split>/<layer>[/<clip>/frames]``; ``tree='frames_sharp'`` is the all-in-focus control."""
+        base = self.root / tree / split / layer
         return base / clip / "frames" if clip else base
 
-    def frames_video(self, split: str, layer: str, clip: str) -> Path:
-        return self.root / "frames" / split / layer / clip / "video" / f"{clip}.mp4"
+    def frames_video(self, split: str, layer: str, clip: str, tree: str = "frames") -> Path:
+        return self.root / tree / split / layer / clip / "video" / f"{clip}.mp4"
 
     def manifest(self, stage: str, split: str) -> Path:
         """Folder of per-unit 'done' markers of a stage (see utils.atomic.Manifest)."""
