@@ -1,0 +1,108 @@
+"""The embedded default data set: determinism, soft alpha, thin strands, depth structure, reruns."""
+import logging
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from preprocess import make_demo_data as mdd
+from utils.cli import UserError
+from utils.images import read_image
+
+TINY = ["--size", "96x64", "--frames", "3", "--split", "test"]
+
+
+def _png_bytes(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.png"))}
+
+
+def test_same_seed_gives_byte_identical_pngs(tmp_path):
+    mdd.main(["--root", str(tmp_path / "a"), *TINY])
+    mdd.main(["--root", str(tmp_path / "b"), *TINY])
+    a, b = _png_bytes(tmp_path / "a"), _png_bytes(tmp_path / "b")
+    assert len(a) > 20 and a == b
+    mdd.main(["--root", str(tmp_path / "c"), *TINY, "--seed", "1"])
+    c = _png_bytes(tmp_path / "c")
+    assert any(a[k] != c[k] for k in a if k.startswith("raw/"))
+
+
+def test_layout_and_rerun_reuses(tmp_path, caplog):
+    root = tmp_path / "d"
+    mdd.main(["--root", str(root), *TINY])
+    for clip in ("clip_0000", "clip_0001", "clip_0002"):
+        assert (root / "raw/test/fgr" / f"{clip}.mp4").is_file()
+        assert (root / "raw/test/pha" / f"{clip}.mp4").is_file()
+        assert len(list((root / "raw/test/fgr" / clip).glob("*.png"))) == 3
+        pha = cv2.imread(str(root / "raw/test/pha" / clip / "0000.png"), cv2.IMREAD_UNCHANGED)
+        assert pha.dtype == np.uint16 and pha.shape == (64, 96)  # lossless 16-bit alpha
+        assert (root / "raw/test/meta" / f"{clip}.json").is_file()
+    for i in range(3):
+        img = read_image(root / "backgrounds/test" / f"bg_{i:03d}.png")
+        disp = np.load(root / "backgrounds/test" / f"bg_{i:03d}.disp.npy")
+        assert disp.shape == img.shape[:2] and disp.dtype == np.float32
+        assert img.shape[0] > 64 and img.shape[1] > 96  # larger than the clip: room to crop and pan
+    assert (root / "contact_sheet.png").is_file() and read_image(root / "contact_sheet.png").ndim == 3
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*.png")}
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    mdd.main(["--root", str(root), *TINY])
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*.png")} == before
+    assert "0 units written, 6 already there" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def default_people():
+    """Each subject of a two-person clip at the default size, rendered alone over a few frames."""
+    spec = mdd.ClipSpec(384, 256, 3, 25.0)
+    rng = np.random.default_rng(123)
+    people = mdd.make_people(rng, spec, 2)
+    textures = [mdd._cloth_texture(rng, spec.width, spec.height) for _ in people]
+    return [np.stack([mdd.render_frame([p], float(t), spec.width, spec.height, [tex])[1] for t in range(3)])
+            for p, tex in zip(people, textures)]
+
+
+def test_soft_alpha_on_at_least_two_percent_of_each_subject(default_people):
+    for alpha in default_people:
+        subject = alpha > 0
+        soft = (alpha > 0) & (alpha < 1)
+        assert subject.sum() > 500
+        assert soft.sum() / subject.sum() >= 0.02
+
+
+def test_hair_strands_thinner_than_two_pixels_exist(default_people):
+    for alpha in default_people:
+        frame = alpha[0]
+        present = (frame > 0.05).astype(np.uint8)
+        # an opening with a 2x2 square removes every structure less than 2 px wide
+        opened = cv2.morphologyEx(present, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
+        thin = (present == 1) & (opened == 0)
+        assert thin.sum() > 50
+        # and those thin strands are semi-transparent
+        assert np.median(frame[thin]) < 0.9
+
+
+def test_motion_is_smooth(default_people):
+    alpha = default_people[0]
+    step1 = np.abs(alpha[1] - alpha[0]).mean()
+    assert 0 < step1 < 0.05  # moves, but little from one frame to the next
+
+
+def test_background_has_depth_structure():
+    img, disp = mdd.render_background(5, 200, 150)
+    assert img.shape == (150, 200, 3) and 0 < disp.min() and disp.max() == pytest.approx(1.0)
+    assert np.median(disp[-10:]) > 2 * np.median(disp[:10])  # the ground comes nearer towards the bottom
+    assert len(np.unique(np.round(disp, 3))) > 20  # many depths, not a flat plate
+
+
+def test_bad_size_is_a_user_error():
+    with pytest.raises(UserError, match="--size"):
+        mdd.main(["--size", "big"])
+
+
+def test_cli_error_is_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "preprocess/make_demo_data.py", "--root", str(tmp_path), "--size", "8x8"],
+                         capture_output=True, text=True)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == ["error: --size 8x8: at least 32x32"]
