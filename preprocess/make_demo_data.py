@@ -81,7 +81,7 @@ class Person:
         """``distance`` 1 = near (large), 2 = farther (smaller, higher in frame)."""
         scale = height * rng.uniform(0.075, 0.095) / distance
         n_strands = int(rng.integers(140, 240))
-        strands = [(rng.uniform(-math.pi * 0.95, -math.pi * 0.05), rng.uniform(0.4, 2.2), rng.uniform(-0.6, 0.6),
+        strands = [(rng.uniform(-math.pi * 0.97, -math.pi * 0.03), rng.uniform(0.6, 2.6), rng.uniform(-0.5, 0.5),
                     int(rng.choice([1, 1, 2, 2, 3, 4, 5, 6])), rng.uniform(0.75, 1.25), rng.uniform(0, 2 * math.pi))
                    for _ in range(n_strands)]
         hair_base = rng.choice([[0.12, 0.08, 0.05], [0.35, 0.22, 0.1], [0.8, 0.65, 0.35], [0.05, 0.05, 0.05],
@@ -199,13 +199,12 @@ def draw_person(canvas: Canvas, person: Person, t: float, texture: np.ndarray) -
     head_c = body([[0.15 * person.turn * math.sin(0.5 * w_phase), 6.5]])[0]
     head = _poly_coverage(canvas, _ellipse_points(head_c, (0.82 * r * squash, r), math.degrees(sway)))
     canvas.paint(torso, cloth)
-    swing = 0.35 * math.sin(w_phase)  # arms: shoulder -> elbow -> wrist, swinging with the gait
+    swing = 0.35 * math.sin(w_phase)  # arms: shoulder -> elbow -> wrist
     for side, sign in ((-1, 1), (1, -1)):
-        shoulder = np.array([side * 2.1, 4.1])
-        a1 = math.pi / 2 + side * 0.18 + sign * swing
-        elbow = shoulder + 2.6 * np.array([math.cos(a1 - math.pi / 2) * -side * 0.4, -math.sin(a1)])
-        a2 = a1 - sign * 0.25 - 0.2
-        wrist = elbow + 2.4 * np.array([side * 0.25 * math.cos(a2), -math.sin(a2)])
+        shoulder = np.array([side * 2.55, 4.0])
+        spread = 0.22 + 0.1 * math.sin(w_phase + side)  # arms hang beside the torso, swinging with the gait
+        elbow = shoulder + 2.7 * np.array([side * math.sin(spread) + 0.3 * sign * swing, -math.cos(spread)])
+        wrist = elbow + 2.5 * np.array([side * 0.5 * math.sin(spread) + 0.5 * sign * swing, -1.0])
         pts = body([shoulder, elbow, wrist])
         canvas.paint(_limb_coverage(canvas, pts[:2], 1.05 * r), lambda box: cloth(box) * 0.85)
         canvas.paint(_limb_coverage(canvas, pts[1:], 0.85 * r), person.skin * 0.95)
@@ -235,7 +234,7 @@ def _draw_hair(canvas: Canvas, person: Person, head_c: np.ndarray, rx: float, ry
     for k in range(steps):
         c, s_ = np.cos(turn), np.sin(turn)
         direction = np.stack([c * direction[:, 0] - s_ * direction[:, 1], s_ * direction[:, 0] + c * direction[:, 1]], 1)
-        direction[:, 1] += 0.12  # gravity
+        direction[:, 1] += 0.45  # gravity: strands leave the scalp outwards, then fall
         direction /= np.linalg.norm(direction, axis=1, keepdims=True)
         points[:, k + 1] = points[:, k] + direction * (length * ry / steps)[:, None]
     box = canvas.box(points.reshape(-1, 2), 8)
