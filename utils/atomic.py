@@ -123,6 +123,15 @@ class Manifest:
             out[d["unit"]] = d["reason"]
         return out
 
+    def done_units(self, prefix: str = "") -> dict[str, dict]:
+        """``{unit: info}`` of every finished unit whose name starts with ``prefix`` (e.g. a clip's chunks)."""
+        out = {}
+        for p in sorted(self.folder.glob(prefix.replace("/", "__") + "*.done.json")):
+            info = json.loads(p.read_text())
+            if info.get("unit", "").startswith(prefix):
+                out[info["unit"]] = info
+        return out
+
     def clear(self, unit: str) -> None:
         self._marker(unit, "done").unlink(missing_ok=True)
         self._marker(unit, "failed").unlink(missing_ok=True)
