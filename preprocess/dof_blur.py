@@ -11,8 +11,8 @@ The model (see README, "Depth and blur"):
   ``bgr = bgr_blur``, so ``image = alpha * fgr + (1 - alpha) * bgr``;
 * each pixel gathers the blur of its own sigma. Instead of one kernel per pixel, a layer is blurred once per
   sigma level (levels spaced evenly in ``log(1 + sigma)``, at most ``n_layers``, one level when the whole layer
-  sits at one disparity) and each pixel interpolates between its two neighbouring levels linearly in sigma^2
-  (Gaussian blurs compose additively in sigma^2). Levels with sigma >= 4 px are blurred at 1/2, 1/4 or 1/8
+  sits at one disparity) and each pixel interpolates between its two neighbouring levels linearly in the
+  sampled kernel's variance (a mix of two blurs is a blur of the mixed variance). Levels with sigma >= 4 px are blurred at 1/2, 1/4 or 1/8
   resolution (keeping at least 2 px of sigma there, compensating the area filter's own variance) and upsampled.
 
 Focus is on the subject by default: the median subject disparity over the whole clip, so it never flickers.
@@ -105,14 +105,47 @@ def sigma_levels(sig: np.ndarray, n_layers: int) -> np.ndarray:
     return levels.astype(np.float32)
 
 
-def level_weights(sig: np.ndarray, levels: np.ndarray) -> list[np.ndarray]:
-    """Per-pixel weights of each level: hat functions, linear in sigma^2 between neighbouring levels."""
+def kernel_variance(sigma: np.ndarray | float, kernel: str = "gaussian") -> np.ndarray:
+    """Variance (px^2, along one axis) of the sampled kernel actually used for blur ``sigma``.
+
+    For a Gaussian this is ~sigma^2 above 1 px but much smaller below 0.5 px (a sampled Gaussian of sigma 0.3
+    barely reaches its neighbours), which is why levels are interpolated in this variance and not in sigma.
+    Evaluated through a fine lookup table, so it costs one interpolation per pixel.
+    """
+    sig = np.asarray(sigma, np.float32)
+    hi = max(float(sig.max(initial=0.0)), 0.05)
+    grid = np.linspace(0.0, hi, 257)
+    table = np.array([_variance_of(float(g), kernel) for g in grid])
+    return np.interp(sig, grid, table).astype(np.float32)
+
+
+def _variance_of(sigma: float, kernel: str) -> float:
+    if kernel == "gaussian":
+        if sigma < 0.05:
+            return 0.0
+        if sigma > 6.0:  # the sampled kernel is the continuous one here (cv2 truncates at 4 sigma: -0.3%)
+            return sigma * sigma
+        k = cv2.getGaussianKernel(int(round(sigma * 8 + 1)) | 1, sigma, cv2.CV_64F)[:, 0]
+    else:
+        if 2 * sigma < 0.1:
+            return 0.0
+        k = disk_kernel(2.0 * sigma).sum(axis=0).astype(np.float64)
+    i = np.arange(len(k)) - len(k) // 2
+    return float((k * i * i).sum())
+
+
+def level_weights(sig: np.ndarray, levels: np.ndarray, kernel: str = "gaussian") -> list[np.ndarray]:
+    """Per-pixel weights of each level: hat functions, linear in kernel variance between neighbouring levels.
+
+    A mix of two blurs with weights w and 1-w is a blur whose variance is the same mix of theirs, so each
+    pixel gets a kernel of exactly the variance of its own sigma's kernel.
+    """
     if len(levels) == 1:
         return [np.ones_like(sig, dtype=np.float32)]
-    s2 = np.clip(sig.astype(np.float32), levels[0], levels[-1]) ** 2
-    l2 = levels.astype(np.float32) ** 2
-    idx = np.clip(np.searchsorted(l2, s2, side="right") - 1, 0, len(levels) - 2)
-    frac = (s2 - l2[idx]) / np.maximum(l2[idx + 1] - l2[idx], 1e-12)
+    v = kernel_variance(np.clip(sig.astype(np.float32), levels[0], levels[-1]), kernel)
+    lv = kernel_variance(levels, kernel)
+    idx = np.clip(np.searchsorted(lv, v, side="right") - 1, 0, len(levels) - 2)
+    frac = np.clip((v - lv[idx]) / np.maximum(lv[idx + 1] - lv[idx], 1e-12), 0.0, 1.0)
     weights = []
     for k in range(len(levels)):
         w = np.where(idx == k, 1.0 - frac, 0.0) + np.where(idx == k - 1, frac, 0.0)
@@ -142,7 +175,7 @@ def blur_layer(layer: np.ndarray, sig: np.ndarray, n_layers: int = 16, kernel: s
     """
     layer = np.ascontiguousarray(layer, dtype=np.float32)
     levels = sigma_levels(sig, n_layers)
-    weights = level_weights(sig, levels)
+    weights = level_weights(sig, levels, kernel)
     hw = layer.shape[:2]
     out = np.zeros_like(layer)
     groups: dict[int, list[int]] = {}
