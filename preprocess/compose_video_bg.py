@@ -228,7 +228,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         fgr, pha = clip_pairs(layout, split)
         backgrounds = list_backgrounds(layout.backgrounds(split))
         manifest = Manifest(layout.manifest(STAGE, split))
-        clean_stale_temps(layout.composed(split))
         clips = shard_items(sorted(fgr), args.shard)
         skipped = 0
         for clip in tqdm(clips, desc=f"compose {split}", unit="clip", disable=None):
@@ -236,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if manifest.done(clip) and out_dir.is_dir() and not args.overwrite:
                 skipped += 1
                 continue
+            clean_stale_temps(layout.composed(split), name=clip)  # a killed run's half clip (this shard's own)
             try:
                 if clip not in pha:
                     raise UserError(f"{clip}: fgr without pha (expected {layout.raw(split, 'pha') / clip}[.mp4])")

@@ -306,6 +306,7 @@ def ensure_clip_depth(layout: DataLayout, split: str, clip: str, args: argparse.
             return cached
         log.info("depth %s/%s cached with backend %s; recomputing with %s", split, clip, cached.backend,
                  args.depth_backend)
+    clean_stale_temps(path.parent, name=clip)  # what a killed run of this clip left (never another shard's)
     clip_dir = layout.composed(split, clip)
     seed = unit_seed(args.seed, STAGE, split, clip)
     if args.depth_backend == "layered":
@@ -343,7 +344,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         model_cache = {}
     failed = []
     for split in splits_of(args.split):
-        clean_stale_temps(layout.depth(split))
         clips = shard_items(composed_clips(layout, split), args.shard)
         manifest = Manifest(layout.manifest(STAGE, split))
         cached = 0

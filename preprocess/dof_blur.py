@@ -416,7 +416,8 @@ def process_clip(layout: DataLayout, split: str, clip: str, args: argparse.Names
     params = clip_params(args, split, clip, h, n, depth)
     for sub in ("image", "alpha", "fgr", "bgr"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
-        clean_stale_temps(out_dir / sub)
+        clean_stale_temps(out_dir / sub)  # files a killed run was writing: their chunk is redone
+    clean_stale_temps(out_dir)
     todo = [t for t in range(n) if t not in done_frames(chunks, clip)]
     size = args.chunk or memory.frames_per_chunk(h, w, args.device, args.memory_safety)
     size = max(1, size // max(args.chunk_divisor, 1))
@@ -430,8 +431,8 @@ def process_clip(layout: DataLayout, split: str, clip: str, args: argparse.Names
     if not args.no_preview:
         write_preview(out_dir / "preview.png", clip_dir, out_dir, n // 2, depth, params)
     meta = {"clip": clip, "split": split, "frames": n, "size": [h, w], "fps": cmeta.get("fps"),
-            "source": str(clip_dir), "background": cmeta.get("background"),
-            "depth": {"backend": depth.backend, "path": str(layout.depth(split, clip)),
+            "source": str(clip_dir.relative_to(layout.root)), "background": cmeta.get("background"),
+            "depth": {"backend": depth.backend, "path": str(layout.depth(split, clip).relative_to(layout.root)),
                       "subject_median": depth.subject_median, "background_median": depth.background_median,
                       "params": depth.params()},
             "model": "thin lens: sigma = min(coc_scale*|disp - focus_disp|, sigma_max); occlusion-aware layers",
