@@ -195,6 +195,85 @@ def blur_layer(layer: np.ndarray, sig: np.ndarray, n_layers: int = 16, kernel: s
     return out
 
 
+# ------------------------------------------------------------------------------- the same on torch (cuda)
+def _reflect101_index(n: int, pad: int) -> np.ndarray:
+    """Source indices of a reflect-101 padding of ``pad`` on both sides of a length-``n`` axis (any pad)."""
+    i = np.arange(-pad, n + pad)
+    if n == 1:
+        return np.zeros_like(i)
+    period = 2 * n - 2
+    i = np.mod(i, period)
+    return np.where(i < n, i, period - i)
+
+
+def _torch_pad(x, pad: int):
+    """Reflect-101 pad of the last two dims of an NCHW tensor, like cv2.BORDER_REFLECT_101, for any pad size."""
+    import torch
+
+    h, w = x.shape[-2:]
+    iy = torch.as_tensor(_reflect101_index(h, pad), device=x.device)
+    ix = torch.as_tensor(_reflect101_index(w, pad), device=x.device)
+    return x.index_select(-2, iy).index_select(-1, ix)
+
+
+def _torch_blur(x, sigma: float, kernel: str):
+    """``blur`` on an NCHW float32 tensor: the same kernels as OpenCV's, by (separable) convolution."""
+    import torch
+    import torch.nn.functional as F
+
+    c = x.shape[1]
+    if kernel == "gaussian":
+        if sigma < 0.05:
+            return x
+        k1 = cv2.getGaussianKernel(int(round(sigma * 8 + 1)) | 1, sigma, cv2.CV_32F)[:, 0]
+        r = len(k1) // 2
+        k = torch.as_tensor(k1, device=x.device)
+        xp = _torch_pad(x, r)
+        xp = F.conv2d(xp, k.view(1, 1, 1, -1).expand(c, 1, 1, -1).contiguous(), groups=c)
+        return F.conv2d(xp, k.view(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous(), groups=c)
+    if 2 * sigma < 0.1:
+        return x
+    k2 = torch.as_tensor(disk_kernel(2.0 * sigma), device=x.device)
+    r = k2.shape[0] // 2
+    return F.conv2d(_torch_pad(x, r), k2.expand(c, 1, -1, -1).contiguous(), groups=c)
+
+
+def blur_layer_torch(layer: np.ndarray, sig: np.ndarray, n_layers: int = 16, kernel: str = "gaussian",
+                     device: str = "cuda") -> np.ndarray:
+    """:func:`blur_layer` with the blurs, resampling and blending on ``device`` (same levels and weights)."""
+    import torch
+    import torch.nn.functional as F
+
+    levels = sigma_levels(sig, n_layers)
+    weights = level_weights(sig, levels, kernel)
+    h, w = layer.shape[:2]
+    x = torch.as_tensor(np.ascontiguousarray(layer.transpose(2, 0, 1)), device=device)[None]
+    out = torch.zeros_like(x)
+    groups: dict[int, list[int]] = {}
+    for k, s in enumerate(levels):
+        groups.setdefault(reduction_factor(float(s)), []).append(k)
+    for factor, ks in sorted(groups.items()):
+        ph, pw = (-h) % factor, (-w) % factor
+        src = x
+        if factor > 1:  # reflect-pad to a multiple of the factor, then area-average (cv2.INTER_AREA)
+            src = F.avg_pool2d(_torch_pad(x, max(ph, pw))[..., max(ph, pw):max(ph, pw) + h + ph,
+                                                          max(ph, pw):max(ph, pw) + w + pw], factor)
+        acc = torch.zeros_like(src)
+        for k in ks:
+            wk = torch.as_tensor(weights[k], device=device)[None, None]
+            if factor > 1:
+                wk = F.avg_pool2d(_torch_pad(wk, max(ph, pw))[..., max(ph, pw):max(ph, pw) + h + ph,
+                                                               max(ph, pw):max(ph, pw) + w + pw], factor)
+            if not bool(wk.any()):
+                continue
+            s = low_res_sigma(float(levels[k]), factor) if kernel == "gaussian" else float(levels[k]) / factor
+            acc += _torch_blur(src, s, kernel) * wk
+        if factor > 1:
+            acc = F.interpolate(acc, scale_factor=factor, mode="bilinear", align_corners=False)[..., :h, :w]
+        out += acc
+    return out[0].permute(1, 2, 0).cpu().numpy()
+
+
 def _kernel_radius(sigma: float, kernel: str) -> int:
     # cv2's Gaussian for float images spans 4 sigma each side; the disk spans 2 sigma (+1 rim); +8 for the
     # reduced-resolution pads
@@ -204,13 +283,14 @@ def _kernel_radius(sigma: float, kernel: str) -> int:
 # ---------------------------------------------------------------------------------------------------- render
 def render(fgr: np.ndarray, alpha: np.ndarray, bgr: np.ndarray, disp_fg: np.ndarray, disp_bg: np.ndarray,
            focus_disp: float, coc_scale: float, sigma_max: float, n_layers: int = 16,
-           kernel: str = "gaussian") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+           kernel: str = "gaussian", device: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Render one defocused frame. Returns ``(image, alpha, fgr, bgr)`` float32 in [0, 1].
 
     fgr, bgr: HxWx3; alpha, disp_fg, disp_bg: HxW (disparity: larger = nearer, defined everywhere);
     ``focus_disp`` the in-focus disparity; ``coc_scale`` px of sigma per unit of disparity; ``sigma_max`` px.
     The returned alpha is the blurred alpha, fgr the un-premultiplied blurred subject (the sharp fgr where the
     blurred alpha is ~0), bgr the blurred plate, and ``image = alpha * fgr + (1 - alpha) * bgr``.
+    ``device`` None: OpenCV on the CPU; 'cpu'/'cuda': the same computation in torch on that device.
     """
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
@@ -219,7 +299,12 @@ def render(fgr: np.ndarray, alpha: np.ndarray, bgr: np.ndarray, disp_fg: np.ndar
     h, w = alpha.shape
     sig_bg = sigma_map(disp_bg, focus_disp, coc_scale, sigma_max)
     sig_fg = sigma_map(disp_fg, focus_disp, coc_scale, sigma_max)
-    bgr_blur = np.clip(blur_layer(bgr, sig_bg, n_layers, kernel), 0.0, 1.0)
+    if device is None:
+        blur_fn = blur_layer
+    else:
+        def blur_fn(layer, sig, n, k):
+            return blur_layer_torch(layer, sig, n, k, device)
+    bgr_blur = np.clip(blur_fn(bgr, sig_bg, n_layers, kernel), 0.0, 1.0)
 
     # the subject: premultiplied colour and alpha together, only inside its bounding box plus the kernel reach
     prem = np.zeros((h, w, 3), np.float32)
@@ -231,7 +316,7 @@ def render(fgr: np.ndarray, alpha: np.ndarray, bgr: np.ndarray, disp_fg: np.ndar
         x0, x1 = max(0, xs.min() - pad), min(w, xs.max() + 1 + pad)
         a = alpha[y0:y1, x0:x1]
         layer = np.concatenate([fgr[y0:y1, x0:x1] * a[..., None], a[..., None]], axis=2)
-        out = blur_layer(layer, sig_fg[y0:y1, x0:x1], n_layers, kernel)
+        out = blur_fn(layer, sig_fg[y0:y1, x0:x1], n_layers, kernel)
         alpha_blur[y0:y1, x0:x1] = np.clip(out[..., 3], 0.0, 1.0)
         # a blurred premultiplied colour never exceeds the blurred alpha (fgr <= 1, non-negative kernels)
         prem[y0:y1, x0:x1] = np.clip(out[..., :3], 0.0, alpha_blur[y0:y1, x0:x1, None])
@@ -363,12 +448,14 @@ def done_frames(chunks: Manifest, clip: str) -> set[int]:
     return out
 
 
-def render_frame(clip_dir: Path, t: int, depth: depth_stage.ClipDepth, params: dict) -> tuple[np.ndarray, ...]:
+def render_frame(clip_dir: Path, t: int, depth: depth_stage.ClipDepth, params: dict,
+                 device: str = "cpu") -> tuple[np.ndarray, ...]:
     fgr = read_image(clip_dir / "fgr" / frame_name(t), gray=False)
     pha = read_image(clip_dir / "pha" / frame_name(t), gray=True)
     bgr = read_image(clip_dir / "bgr" / frame_name(t), gray=False)
     return render(fgr, pha, bgr, depth.fg(t), depth.bg(t), params["focus_disp"][t], params["coc_scale"],
-                  params["sigma_max"], params["n_layers"], params["kernel"])
+                  params["sigma_max"], params["n_layers"], params["kernel"],
+                  device=None if device == "cpu" else device)  # OpenCV on the CPU, torch on a GPU
 
 
 def write_frame(out_dir: Path, t: int, outputs: tuple[np.ndarray, ...]) -> None:
@@ -426,7 +513,7 @@ def process_clip(layout: DataLayout, split: str, clip: str, args: argparse.Names
     for i in range(0, len(todo), size):
         frames = todo[i:i + size]
         for t in frames:
-            write_frame(out_dir, t, render_frame(clip_dir, t, depth, params))
+            write_frame(out_dir, t, render_frame(clip_dir, t, depth, params, args.device))
         chunks.mark_done(_chunk_unit(clip, frames), frames=frames)
     if not args.no_preview:
         write_preview(out_dir / "preview.png", clip_dir, out_dir, n // 2, depth, params)
@@ -436,7 +523,7 @@ def process_clip(layout: DataLayout, split: str, clip: str, args: argparse.Names
                       "subject_median": depth.subject_median, "background_median": depth.background_median,
                       "params": depth.params()},
             "model": "thin lens: sigma = min(coc_scale*|disp - focus_disp|, sigma_max); occlusion-aware layers",
-            **params, "preview": None if args.no_preview else "preview.png"}
+            **params, "blur_device": args.device, "preview": None if args.no_preview else "preview.png"}
     write_json_atomic(out_dir / "meta.json", meta)
     clips.mark_done(clip, frames=n)
     log.info("blurred %s/%s: %d frames, coc_scale %.2f, sigma_max %.2f, focus %s -> %s", split, clip, n,

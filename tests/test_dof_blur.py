@@ -146,3 +146,18 @@ def test_compositing_equation_holds_before_quantisation():
                             np.tile(np.linspace(0, 1, w, dtype=np.float32), (h, 1)), 0.3, 15.0, 5.0)
     assert np.abs(image - (a[..., None] * f + (1 - a[..., None]) * b)).max() < 1e-5
     assert a.max() <= 1 and a.min() >= 0 and (a > alpha + 0.05).any()  # a defocused subject spreads its alpha
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "disk"])
+def test_torch_path_matches_opencv_path(kernel):
+    """render(device=...) runs the same levels, kernels, resampling and blending in torch (tested on CPU)."""
+    h, w = 70, 93  # odd sizes: reduced-resolution padding
+    fg, bg = texture(h, w, 11), texture(h, w, 12)
+    alpha = disc(h, w, 35, 40, 20)
+    yy = np.mgrid[0:h, 0:w][0].astype(np.float32)
+    disp_bg = np.tile(np.linspace(0, 0.6, h, dtype=np.float32)[:, None], (1, w))
+    disp_fg = (0.8 + 0.002 * (yy - 35)).astype(np.float32)
+    ref = render(fg, alpha, bg, disp_fg, disp_bg, 0.8, 30.0, 16.0, kernel=kernel)
+    got = render(fg, alpha, bg, disp_fg, disp_bg, 0.8, 30.0, 16.0, kernel=kernel, device="cpu")
+    for a, b in zip(ref, got):
+        assert np.abs(a - b).max() < 1e-3 / 255
