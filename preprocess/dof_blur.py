@@ -134,23 +134,55 @@ def _variance_of(sigma: float, kernel: str) -> float:
     return float((k * i * i).sum())
 
 
-def level_weights(sig: np.ndarray, levels: np.ndarray, kernel: str = "gaussian") -> list[np.ndarray]:
-    """Per-pixel weights of each level: hat functions, linear in kernel variance between neighbouring levels.
+def level_coordinate(sig: np.ndarray, levels: np.ndarray, kernel: str = "gaussian") -> np.ndarray:
+    """Each pixel's position ``k + f`` between levels k and k+1, linear in the sampled kernel's variance.
 
-    A mix of two blurs with weights w and 1-w is a blur whose variance is the same mix of theirs, so each
-    pixel gets a kernel of exactly the variance of its own sigma's kernel.
+    The pixel's weight on level k is the hat ``max(0, 1 - |t - k|)``. A mix of two blurs with weights 1-f and f
+    is a blur whose variance is the same mix of theirs, so each pixel gets a kernel of exactly the variance of
+    its own sigma's kernel.
     """
     if len(levels) == 1:
-        return [np.ones_like(sig, dtype=np.float32)]
+        return np.zeros(sig.shape, np.float32)
     v = kernel_variance(np.clip(sig.astype(np.float32), levels[0], levels[-1]), kernel)
     lv = kernel_variance(levels, kernel)
     idx = np.clip(np.searchsorted(lv, v, side="right") - 1, 0, len(levels) - 2)
     frac = np.clip((v - lv[idx]) / np.maximum(lv[idx + 1] - lv[idx], 1e-12), 0.0, 1.0)
-    weights = []
-    for k in range(len(levels)):
-        w = np.where(idx == k, 1.0 - frac, 0.0) + np.where(idx == k - 1, frac, 0.0)
-        weights.append(w.astype(np.float32))
-    return weights
+    return (idx + frac).astype(np.float32)
+
+
+def blur_plan(sig: np.ndarray, n_layers: int, kernel: str):
+    """What to blur for a layer with sigma map ``sig``: yields, per reduction factor, ``(factor, jobs)`` with
+    one job per level that some pixel uses: ``(sigma at that resolution, weights on the job's box, box, halo)``
+    where box = (y0, y1, x0, x1) bounds the pixels with weight > 0 and halo = the box grown by the kernel's
+    reach (clipped to the frame): blurring only the halo gives, on the box, exactly the full-frame blur.
+    """
+    levels = sigma_levels(sig, n_layers)
+    t_full = level_coordinate(sig, levels, kernel)
+    groups: dict[int, list[int]] = {}
+    for k, s in enumerate(levels):
+        groups.setdefault(reduction_factor(float(s)), []).append(k)
+    for factor, ks in sorted(groups.items()):
+        t = t_full if factor == 1 else _down(t_full, factor)
+        h, w = t.shape
+        jobs = []
+        for k in ks:
+            wk = np.maximum(1.0 - np.abs(t - np.float32(k)), 0.0) if len(levels) > 1 else np.ones_like(t)
+            rows, cols = np.flatnonzero(wk.any(axis=1)), np.flatnonzero(wk.any(axis=0))
+            if not len(rows):
+                continue
+            y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+            s_res = low_res_sigma(float(levels[k]), factor) if kernel == "gaussian" else float(levels[k]) / factor
+            r = _reach(s_res, kernel)
+            halo = (max(0, y0 - r), min(h, y1 + r), max(0, x0 - r), min(w, x1 + r))
+            jobs.append((s_res, wk[y0:y1, x0:x1], (y0, y1, x0, x1), halo))
+        yield factor, jobs
+
+
+def _reach(sigma: float, kernel: str) -> int:
+    """How far (px) the kernel used for ``sigma`` reaches from its centre."""
+    if kernel == "gaussian":
+        return 0 if sigma < 0.05 else (int(round(sigma * 8 + 1)) | 1) // 2
+    return 0 if 2 * sigma < 0.1 else disk_kernel(2.0 * sigma).shape[0] // 2
 
 
 def _down(img: np.ndarray, factor: int) -> np.ndarray:
@@ -170,27 +202,20 @@ def _up(img: np.ndarray, factor: int, hw: tuple[int, int]) -> np.ndarray:
 def blur_layer(layer: np.ndarray, sig: np.ndarray, n_layers: int = 16, kernel: str = "gaussian") -> np.ndarray:
     """Blur ``layer`` (HxWxC float32) so each pixel gets (approximately) the blur of its own ``sig`` (HxW).
 
-    The layer is blurred once per sigma level; levels sharing a reduction factor are blended at that
-    resolution and upsampled once.
+    The layer is blurred once per sigma level, only where that level is used (plus the kernel's reach);
+    levels sharing a reduction factor are blended at that resolution and upsampled once.
     """
     layer = np.ascontiguousarray(layer, dtype=np.float32)
-    levels = sigma_levels(sig, n_layers)
-    weights = level_weights(sig, levels, kernel)
     hw = layer.shape[:2]
     out = np.zeros_like(layer)
-    groups: dict[int, list[int]] = {}
-    for k, s in enumerate(levels):
-        groups.setdefault(reduction_factor(float(s)), []).append(k)
-    for factor, ks in sorted(groups.items()):
+    for factor, jobs in blur_plan(sig, n_layers, kernel):
+        if not jobs:
+            continue
         src = layer if factor == 1 else _down(layer, factor)
         acc = np.zeros_like(src)
-        for k in ks:
-            w = weights[k] if factor == 1 else _down(weights[k], factor)
-            if not w.any():
-                continue
-            blurred = blur(src, low_res_sigma(float(levels[k]), factor) if kernel == "gaussian"
-                           else float(levels[k]) / factor, kernel)
-            acc += blurred * (w[..., None] if blurred.ndim == 3 else w)
+        for s_res, wk, (y0, y1, x0, x1), (hy0, hy1, hx0, hx1) in jobs:
+            blurred = blur(np.ascontiguousarray(src[hy0:hy1, hx0:hx1]), s_res, kernel)
+            acc[y0:y1, x0:x1] += blurred[y0 - hy0:y1 - hy0, x0 - hx0:x1 - hx0] * wk[..., None]
         out += acc if factor == 1 else _up(acc, factor, hw)
     return out
 
@@ -240,34 +265,26 @@ def _torch_blur(x, sigma: float, kernel: str):
 
 def blur_layer_torch(layer: np.ndarray, sig: np.ndarray, n_layers: int = 16, kernel: str = "gaussian",
                      device: str = "cuda") -> np.ndarray:
-    """:func:`blur_layer` with the blurs, resampling and blending on ``device`` (same levels and weights)."""
+    """:func:`blur_layer` with the blurs, resampling and blending in torch on ``device`` (the same plan)."""
     import torch
     import torch.nn.functional as F
 
-    levels = sigma_levels(sig, n_layers)
-    weights = level_weights(sig, levels, kernel)
     h, w = layer.shape[:2]
     x = torch.as_tensor(np.ascontiguousarray(layer.transpose(2, 0, 1)), device=device)[None]
     out = torch.zeros_like(x)
-    groups: dict[int, list[int]] = {}
-    for k, s in enumerate(levels):
-        groups.setdefault(reduction_factor(float(s)), []).append(k)
-    for factor, ks in sorted(groups.items()):
-        ph, pw = (-h) % factor, (-w) % factor
+    for factor, jobs in blur_plan(sig, n_layers, kernel):
+        if not jobs:
+            continue
         src = x
-        if factor > 1:  # reflect-pad to a multiple of the factor, then area-average (cv2.INTER_AREA)
-            src = F.avg_pool2d(_torch_pad(x, max(ph, pw))[..., max(ph, pw):max(ph, pw) + h + ph,
-                                                          max(ph, pw):max(ph, pw) + w + pw], factor)
+        if factor > 1:  # reflect-pad to a multiple of the factor, then area-average (= cv2.INTER_AREA)
+            ph, pw = (-h) % factor, (-w) % factor
+            p = max(ph, pw)
+            src = F.avg_pool2d(_torch_pad(x, p)[..., p:p + h + ph, p:p + w + pw], factor)
         acc = torch.zeros_like(src)
-        for k in ks:
-            wk = torch.as_tensor(weights[k], device=device)[None, None]
-            if factor > 1:
-                wk = F.avg_pool2d(_torch_pad(wk, max(ph, pw))[..., max(ph, pw):max(ph, pw) + h + ph,
-                                                               max(ph, pw):max(ph, pw) + w + pw], factor)
-            if not bool(wk.any()):
-                continue
-            s = low_res_sigma(float(levels[k]), factor) if kernel == "gaussian" else float(levels[k]) / factor
-            acc += _torch_blur(src, s, kernel) * wk
+        for s_res, wk, (y0, y1, x0, x1), (hy0, hy1, hx0, hx1) in jobs:
+            blurred = _torch_blur(src[..., hy0:hy1, hx0:hx1], s_res, kernel)
+            acc[..., y0:y1, x0:x1] += (blurred[..., y0 - hy0:y1 - hy0, x0 - hx0:x1 - hx0]
+                                       * torch.as_tensor(wk, device=device)[None, None])
         if factor > 1:
             acc = F.interpolate(acc, scale_factor=factor, mode="bilinear", align_corners=False)[..., :h, :w]
         out += acc
