@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     focus, coc, smax, layers = 0.8, 30.0, 16.0, 16
     fgr, alpha, bgr, disp_fg, disp_bg = scene(h, w)
     print(f"machine: {platform.processor() or platform.machine()}, {psutil.cpu_count()} CPU threads, "
-          f"cv2 threads {cv2.getNumThreads()}, no GPU timing (CPU path)")
+          f"cv2 threads {cv2.getNumThreads()}, GPU timed below when present")
     print(f"scene {w}x{h}, n_layers {layers}, sigma_max {smax}, coc_scale {coc}, focus {focus}")
 
     run = lambda: render(fgr, alpha, bgr, disp_fg, disp_bg, focus, coc, smax, layers)  # noqa: E731
@@ -86,6 +86,20 @@ def main(argv=None) -> int:
     print(f"brute-force reference       {mp_crop / t_ref:8.4f} MP/s   ({c}x{c} crop, {t_ref:.1f} s)")
     print(f"ratio render / one full-frame Gaussian of the largest sigma: {t_render / t_gauss:.2f}x (target <= 4x)")
     print(f"speed-up of render over the brute-force reference: {(mp / t_render) / (mp_crop / t_ref):.0f}x")
+    try:
+        import torch
+
+        if torch.cuda.is_available():  # the torch path on the GPU, side by side
+            gpu = lambda: (render(fgr, alpha, bgr, disp_fg, disp_bg, focus, coc, smax, layers, device="cuda"),  # noqa: E731
+                           torch.cuda.synchronize())
+            gpu()
+            t_gpu = best_time(gpu, args.repeats)
+            print(f"render on {torch.cuda.get_device_name()} {mp / t_gpu:8.2f} MP/s   {t_gpu * 1e3:8.1f} ms/frame "
+                  f"({t_render / t_gpu:.1f}x the CPU path)")
+        else:
+            print("render on GPU: no CUDA device here")
+    except ImportError:
+        pass
     print(f"render working memory: peak {peak / 2**20:.0f} MiB of tracked (numpy) allocations, process peak RSS "
           f"+{rss_growth:.0f} MiB; plus the frame's inputs {inputs_mib:.0f} MiB. The worker renders the frames of a "
           f"chunk one at a time, so a 1080p chunk peaks at about {peak / 2**20 + inputs_mib:.0f} MiB")
