@@ -117,3 +117,24 @@ def test_bad_clips_recorded_others_done_nothing_half_written(tmp_path):
     from utils.atomic import Manifest
     m = Manifest(lay.manifest("compose", "train"))
     assert m.done("good") and not m.done("trunc") and set(m.failed()) == {"trunc", "nopha", "short"}
+
+
+def test_video_background_loops_and_size_mismatch_is_clip_error(tmp_path):
+    from utils.images import write_png
+    from utils.video import write_video
+
+    root = make_raw(tmp_path / "d", clips=("a", "wrongsize"), n_backgrounds=0)
+    frames = np.stack([np.full((90, 120, 3), v, np.float32) for v in (0.1, 0.5, 0.9)])
+    write_video(root / "backgrounds/train/moving.mp4", frames, fps=24)
+    # a pha frame folder of another size
+    for p in sorted((root / "raw/train/pha/wrongsize").iterdir()):
+        write_png(p, np.zeros((20, 30), np.float32), bits=16)
+    assert compose.main(["--root", str(root), "--split", "train"]) == 2
+    d = DataLayout(root).composed("train", "a")
+    meta = json.loads((d / "meta.json").read_text())
+    assert meta["background_kind"] == "video" and meta["bgr_disp"] is None
+    means = [read_image(d / "bgr" / frame_name(t)).mean() for t in range(5)]
+    assert means[0] < means[1] < means[2] and means[3] == pytest.approx(means[0], abs=0.02)  # loops
+    from utils.atomic import Manifest
+    failed = Manifest(DataLayout(root).manifest("compose", "train")).failed()
+    assert "size differs" in failed["wrongsize"]
