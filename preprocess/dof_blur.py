@@ -22,7 +22,6 @@ from __future__ import annotations
 import utils.offline  # noqa: F401  (first: offline switches)
 
 import argparse
-import json
 import logging
 import math
 import shutil

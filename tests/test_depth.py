@@ -1,11 +1,9 @@
 """depth.py: layered backend, one normalisation per clip, cache computed once, VDA adapter (real clone if VDA_ROOT)."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np

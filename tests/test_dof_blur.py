@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from preprocess.dof_blur import (blur, blur_layer, disk_kernel, render, render_reference, sigma_levels,
+from preprocess.dof_blur import (blur, disk_kernel, render, render_reference, sigma_levels,
                                  sigma_map)
 
 
