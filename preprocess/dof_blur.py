@@ -549,6 +549,11 @@ def process_clip(layout: DataLayout, split: str, clip: str, args: argparse.Names
 
 def run(args: argparse.Namespace) -> int:
     layout = DataLayout(args.root)
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda: no CUDA device is available here (use --device cpu)")
     if args.depth_backend == "video-depth-anything":  # fail before any work if the model is not there
         model_cache = {"vda": depth_stage.load_vda(args.vda_root, args.depth_ckpt, args.vda_encoder, args.device)}
     else:

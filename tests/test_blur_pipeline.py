@@ -148,6 +148,20 @@ def test_missing_composed_is_one_line_error(tmp_path):
     assert res.returncode == 1 and res.stderr.startswith("error:") and res.stderr.count("\n") == 1
 
 
+def test_run_blur_sh_with_the_real_worker(composed_root, tmp_path):
+    root = fresh(composed_root, tmp_path)
+    cmd = [str(REPO / "run_blur.sh")] + blur_cmd(root)[2:] + ["--shard", "0/2"]
+    res = subprocess.run(cmd, env={**ENV, "PYTHON": sys.executable}, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    lay = DataLayout(root)
+    assert lay.clips(lay.blurred("train")) == ["a", "c"]  # shard 0 of 2
+    assert len(list((lay.blurred("train", "a") / "alpha").glob("*.png"))) == 8
+    if not __import__("torch").cuda.is_available():
+        res = subprocess.run(cmd + ["--device", "cuda"], env={**ENV, "PYTHON": sys.executable},
+                             capture_output=True, text=True)
+        assert res.returncode == 1 and "no CUDA device" in res.stderr and "Traceback" not in res.stderr
+
+
 def _fake_worker(tmp_path: Path, codes: list[int]) -> Path:
     """A stand-in for the python interpreter that logs its arguments and exits with the next code."""
     script = tmp_path / "fake_python"
