@@ -72,13 +72,17 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
-def clean_stale_temps(folder: str | os.PathLike) -> int:
-    """Remove temporaries a killed run left behind in ``folder`` (non-recursive). Returns how many."""
+def clean_stale_temps(folder: str | os.PathLike, name: str | None = None) -> int:
+    """Remove temporaries a killed run left behind in ``folder`` (non-recursive). Returns how many.
+
+    ``name`` limits it to the temporaries of one output (its stem for a file, its name for a folder), so a
+    shard cleaning up its own unit never deletes what another shard is writing next to it right now.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         return 0
     removed = 0
-    for p in folder.glob(".*.tmp-*"):
+    for p in folder.glob(f".{name}.tmp-*" if name else ".*.tmp-*"):
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
         else:
@@ -121,6 +125,15 @@ class Manifest:
         for p in sorted(self.folder.glob("*.failed.json")):
             d = json.loads(p.read_text())
             out[d["unit"]] = d["reason"]
+        return out
+
+    def done_units(self, prefix: str = "") -> dict[str, dict]:
+        """``{unit: info}`` of every finished unit whose name starts with ``prefix`` (e.g. a clip's chunks)."""
+        out = {}
+        for p in sorted(self.folder.glob(prefix.replace("/", "__") + "*.done.json")):
+            info = json.loads(p.read_text())
+            if info.get("unit", "").startswith(prefix):
+                out[info["unit"]] = info
         return out
 
     def clear(self, unit: str) -> None:

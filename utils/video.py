@@ -155,3 +155,38 @@ def clip_sources(folder: str | os.PathLike) -> dict[str, Path]:
         elif p.is_dir():
             out[p.name] = p  # lossless frames win over the mp4
     return out
+
+
+def iter_clip(source: str | os.PathLike, gray: bool = False) -> Iterator[np.ndarray]:
+    """Like :func:`read_clip` but one float32 frame at a time, so a long 1080p clip never sits in memory whole.
+
+    Raises ``UserError`` naming the source if it is missing, empty, corrupt or truncated (mid-iteration for a
+    video that breaks off), or if a folder's frames differ in size.
+    """
+    source = Path(source)
+    if source.is_dir():
+        paths = clip_frame_paths(source)
+        if not paths:
+            raise UserError(f"no frames in {source}")
+        shape = None
+        for p in paths:
+            frame = read_image(p, gray=gray)
+            if shape is not None and frame.shape != shape:
+                raise UserError(f"frames of {source} differ in size ({p.name})")
+            shape = frame.shape
+            yield frame
+        return
+    for frame in iter_video(source, gray=gray):
+        yield to_float(frame)
+
+
+def clip_fps(source: str | os.PathLike, default: float = 25.0) -> float:
+    """Frame rate of a clip source: the video's own, or for a frame folder that of a sibling ``<clip>.mp4``."""
+    source = Path(source)
+    if source.is_dir():
+        for ext in VIDEO_EXTS:
+            sibling = source.with_name(source.name + ext)
+            if sibling.is_file():
+                return video_fps(sibling, default)
+        return default
+    return video_fps(source, default)
