@@ -8,6 +8,7 @@ running at once never race on a shared manifest file.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -72,13 +73,18 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
-def clean_stale_temps(folder: str | os.PathLike) -> int:
-    """Remove temporaries a killed run left behind in ``folder`` (non-recursive). Returns how many."""
+def clean_stale_temps(folder: str | os.PathLike, name: str | None = None) -> int:
+    """Remove temporaries a killed run left behind in ``folder`` (non-recursive). Returns how many.
+
+    With ``name`` (a folder's name, or a file's stem), only the temporaries of that one target
+    are removed, so a shard can clean up after itself while other shards are writing in the same folder.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         return 0
     removed = 0
-    for p in folder.glob(".*.tmp-*"):
+    pattern = f".{glob.escape(name)}.tmp-*" if name else ".*.tmp-*"
+    for p in folder.glob(pattern):
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
         else:
