@@ -371,3 +371,20 @@ def test_matanyone_backend_masks_and_predictions(matanyone_ckpt, tmp_path):
     np.testing.assert_array_equal(np.round(a16 / 65535 * 255).astype(np.uint8), m8)  # one alpha, two precisions
     with pytest.raises(UserError, match="use --mode all_frames"):
         gm.main(["--root", str(root), "--backend", "matanyone", "--mode", "first_frame"])
+
+
+def test_launchers_ratio_half_then_first_frame_and_all_frames(tmp_path):
+    """The seed's commands: RATIO=0.5 ./run_frame_extraction.sh, ./run_mask_extraction.sh first_frame|all_frames."""
+    root = tmp_path / "data"
+    make_clip(root / "blurred" / "train" / "a", 6, h=16, w=16)
+    make_clip(root / "blurred" / "test" / "b", 3, h=16, w=16)
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHON=sys.executable, ROOT=str(root), RATIO="0.5", SEED="2")
+    subprocess.run(["./run_frame_extraction.sh"], cwd=REPO, env=env, check=True, capture_output=True)
+    subprocess.run(["./run_mask_extraction.sh", "first_frame"], cwd=REPO, env=env, check=True, capture_output=True)
+    a = sorted(p.name for p in DataLayout(root).frames("train", "image", "a").iterdir())
+    assert len(a) == 3 and mask_files(root, "train", "a") == a[:1]
+    assert len(mask_files(root, "test", "b")) == 1  # 3 * 0.5 = 1.5 -> 2 frames, first one masked
+    subprocess.run(["./run_mask_extraction.sh", "all_frames"], cwd=REPO, env=env, check=True, capture_output=True)
+    assert mask_files(root, "train", "a") == a and len(mask_files(root, "test", "b")) == 2
+    r = subprocess.run(["./run_mask_extraction.sh"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert r.returncode == 2 and "usage" in r.stderr
