@@ -218,25 +218,27 @@ def yolo_sam2_guides(images: list[np.ndarray], yolo_ckpt, sam2_ckpt, sam2_config
     return [model(to_uint(img, 8)) for img in images]
 
 
-def propagate_sam2(frames: list[np.ndarray], boxes: np.ndarray, predictor, chunk_frames: int = 200) -> Iterator[np.ndarray]:
+def propagate_sam2(frame_paths: list[Path], boxes: np.ndarray, predictor, chunk_frames: int = 200) -> Iterator[np.ndarray]:
     """Masks of every frame: ``boxes`` of frame 0 (one object each) propagated by SAM2's video predictor.
 
     SAM2 reads a clip from a folder of JPEG files and keeps it in memory, so long clips go in chunks of
-    ``chunk_frames``; each chunk starts on the previous chunk's last frame, prompted with its union mask.
+    ``chunk_frames`` (only one chunk is read at a time); each chunk starts on the previous chunk's last frame,
+    prompted with its union mask.
     """
     import torch
 
-    h, w = frames[0].shape[:2]
+    h, w = read_image(frame_paths[0], gray=True).shape
     if len(boxes) == 0:
-        for _ in frames:
+        for _ in frame_paths:
             yield union_masks(None, h, w)
         return
     chunk_frames = max(2, chunk_frames)
     start, prompt = 0, None
-    while start < len(frames):
-        stop = min(len(frames), start + chunk_frames)
+    while start < len(frame_paths):
+        stop = min(len(frame_paths), start + chunk_frames)
         with tempfile.TemporaryDirectory(prefix="sam2_chunk_") as tmp, torch.inference_mode():
-            for k, frame in enumerate(frames[start:stop]):
+            for k, path in enumerate(frame_paths[start:stop]):
+                frame = to_uint(read_image(path, gray=False), 8)
                 cv2.imwrite(os.path.join(tmp, f"{k:05d}.jpg"), frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
             state = predictor.init_state(video_path=tmp, offload_video_to_cpu=True, offload_state_to_cpu=True)
             if prompt is None:
@@ -250,7 +252,7 @@ def propagate_sam2(frames: list[np.ndarray], boxes: np.ndarray, predictor, chunk
             predictor.reset_state(state)
         # the first frame of a later chunk repeats the previous chunk's last frame
         yield from chunk[0 if start == 0 else 1:]
-        if stop == len(frames):
+        if stop == len(frame_paths):
             return
         prompt, start = chunk[-1], stop - 1
 
@@ -344,11 +346,10 @@ def clip_guides(args, split: str, clip: str, layout: DataLayout, frame_paths: li
     elif args.backend == "yolo_sam2" and args.propagate == "sam2" and len(frame_paths) > 1:
         model = _yolo_sam2_from_args(args)
         predictor = _sam2_video_from_args(args)
-        frames = [to_uint(read_image(p, gray=False), 8) for p in frame_paths]
-        boxes = model.boxes(frames[0])
+        boxes = model.boxes(to_uint(read_image(frame_paths[0], gray=False), 8))
         if len(boxes) == 0:
             log.warning("no person found in %s/%s first frame: empty masks", split, clip)
-        for path, mask in zip(frame_paths, propagate_sam2(frames, boxes, predictor, args.chunk_frames)):
+        for path, mask in zip(frame_paths, propagate_sam2(frame_paths, boxes, predictor, args.chunk_frames)):
             yield path, mask
     elif args.backend == "yolo_sam2":
         model = _yolo_sam2_from_args(args)

@@ -183,9 +183,12 @@ def test_yolo_sam2_propagation_chunks(ckpts, frames_root, monkeypatch):
     assert mask_files(frames_root, "train", "b") == [f"{i:04d}.png" for i in range(3)]
 
 
-def test_propagation_no_person_all_empty(ckpts):
-    frames = [np.zeros((16, 16, 3), np.uint8)] * 3
+def test_propagation_no_person_all_empty(tmp_path):
+    from utils.images import write_png
+
+    frames = [write_png(tmp_path / f"{i:04d}.png", np.full((16, 12, 3), 0.5, np.float32)) for i in range(3)]
     out = list(gm.propagate_sam2(frames, np.zeros((0, 4), np.float32), predictor=None))
+    assert all(m.shape == (16, 12) for m in out)
     assert len(out) == 3 and all(not m.any() for m in out)
 
 
@@ -388,3 +391,45 @@ def test_launchers_ratio_half_then_first_frame_and_all_frames(tmp_path):
     assert mask_files(root, "train", "a") == a and len(mask_files(root, "test", "b")) == 2
     r = subprocess.run(["./run_mask_extraction.sh"], cwd=REPO, env=env, capture_output=True, text=True)
     assert r.returncode == 2 and "usage" in r.stderr
+
+
+def test_propagation_chunk_stitching(tmp_path):
+    """Chunks overlap by one frame, later chunks are prompted with the previous chunk's last mask, one mask out
+    per frame in order, at most chunk_frames frames in SAM2's memory at once."""
+    from utils.images import write_png
+
+    paths = [write_png(tmp_path / f"{i:04d}.png", np.full((8, 10, 3), i / 10, np.float32)) for i in range(7)]
+
+    class FakePredictor:
+        def __init__(self):
+            self.states, self.prompts = [], []
+
+        def init_state(self, video_path, **kw):
+            files = sorted(os.listdir(video_path))
+            # the mean grey of each JPEG tells which original frame it is
+            ids = [int(round(cv2.imread(os.path.join(video_path, f)).mean() / 255 * 10)) for f in files]
+            self.states.append(ids)
+            return {"ids": ids}
+
+        def add_new_points_or_box(self, state, frame_idx, obj_id, box):
+            self.prompts.append(("box", obj_id))
+
+        def add_new_mask(self, state, frame_idx, obj_id, mask):
+            self.prompts.append(("mask", int(mask.sum())))
+
+        def propagate_in_video(self, state):
+            for k, orig in enumerate(state["ids"]):
+                logits = -np.ones((2, 1, 8, 10), np.float32)
+                logits[0, 0, 0, :orig + 1] = 1  # object 1 covers orig+1 pixels; object 2 one more pixel
+                logits[1, 0, 1, 0] = 1
+                yield k, [1, 2], torch.from_numpy(logits)
+
+        def reset_state(self, state):
+            pass
+
+    fake = FakePredictor()
+    boxes = np.array([[0, 0, 4, 4], [5, 5, 9, 7]], np.float32)
+    out = list(gm.propagate_sam2(paths, boxes, fake, chunk_frames=3))
+    assert [int(m.sum()) for m in out] == [i + 2 for i in range(7)]  # frame i's union, in order, once each
+    assert fake.states == [[0, 1, 2], [2, 3, 4], [4, 5, 6]]
+    assert fake.prompts == [("box", 1), ("box", 2), ("mask", 2 + 2), ("mask", 4 + 2)]
