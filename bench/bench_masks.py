@@ -4,10 +4,12 @@ Models have random weights built from the packages' own configs (YOLOv8n from ``
 shipped configs), loaded through ``preprocess.guide_mask``'s real loading code, so the numbers are the
 architectures' cost, not the quality. A random YOLO finds no person, so SAM2 is timed on one injected
 person-sized box (the real pipeline runs SAM2 once per frame with all boxes, so the cost is the same). MatAnyone
-is timed when ``MATANYONE_ROOT`` points to a clone. The first frame of every model is a warm-up, not timed.
+is timed when ``MATANYONE_ROOT`` points to a clone (per streamed frame, after the first frame's mask encoding).
+YOLO always gets an untimed warm-up call; SAM2 gets one on CUDA (kernel selection) or with ``--warmup`` (on CPU
+its first call costs what later calls do, within noise, and each costs tens of seconds at 720p on a small CPU).
 
-    python bench/bench_masks.py                      # CPU (+ CUDA when present), tiny and large SAM2, 2 frames
-    python bench/bench_masks.py --frames 10 --sam2 t,s,b+,l --devices cpu
+    python bench/bench_masks.py                      # CPU (+ CUDA when present), tiny and large SAM2, 1 frame
+    python bench/bench_masks.py --frames 10 --warmup --sam2 t,s,b+,l --devices cpu
 """
 from __future__ import annotations
 
@@ -46,11 +48,11 @@ def timed(fn, frames: list, warmup: bool = True) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--frames", type=int, default=2, help="timed frames per measurement (after one warm-up)")
+    p.add_argument("--frames", type=int, default=1, help="timed frames per measurement")
     p.add_argument("--sam2", default="t,l", help="SAM2 sizes: comma list of t, s, b+, l")
     p.add_argument("--devices", default="auto", help="auto (cpu, + cuda when present) or a comma list")
     p.add_argument("--size", default="1280x720", help="WxH of the frames")
-    p.add_argument("--no_warmup", action="store_true", help="time the first frame too (faster, noisier)")
+    p.add_argument("--warmup", action="store_true", help="an untimed warm-up call for SAM2/MatAnyone on CPU too")
     args = p.parse_args()
     w, h = map(int, args.size.split("x"))
     devices = (["cpu"] + (["cuda"] if torch.cuda.is_available() else [])) if args.devices == "auto" \
@@ -58,7 +60,6 @@ def main() -> None:
     rng = np.random.default_rng(0)
     frames = [(rng.random((h, w, 3)) * 255).astype(np.uint8) for _ in range(args.frames)]
     box = np.array([[w * 0.3, h * 0.1, w * 0.7, h * 0.95]], np.float32)  # one standing person
-    warm = not args.no_warmup
     print(f"frames {w}x{h}, {args.frames} timed per row, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}, devices {devices}")
     rows = []
@@ -71,7 +72,8 @@ def main() -> None:
         yolo.save(Path(tmp) / "yolo.pt")
         alpha = np.zeros((h, w), np.float32)
         alpha[int(h * 0.1):int(h * 0.95), int(w * 0.3):int(w * 0.7)] = 1
-        t_perturb = timed(lambda f: perturb_guide(alpha, np.random.default_rng(0)), frames, warm)
+        seeds = iter(range(10**6))
+        t_perturb = timed(lambda f: perturb_guide(alpha, np.random.default_rng(next(seeds))), frames * 20, True)
         rows.append(("perturb", "cpu", "-", t_perturb, 0.0, t_perturb))
         for size in args.sam2.split(","):
             config = CONFIGS[size]
@@ -81,14 +83,15 @@ def main() -> None:
             torch.save({"model": sam.state_dict()}, ckpt)
             del sam
             for device in devices:
+                warm = args.warmup or device != "cpu"
                 model = gm.YoloSam2(Path(tmp) / "yolo.pt", ckpt, config, device=device)
-                t_yolo = timed(model.boxes, frames, warm)
+                t_yolo = timed(model.boxes, frames, True)
                 t_sam = timed(lambda f: model.segment(f, box), frames, warm)
                 rows.append((f"yolo_sam2 ({size})", device, config.split("/")[-1], t_yolo, t_sam, t_yolo + t_sam))
                 print(f"  {rows[-1][0]:<18} {device:<5} yolo {t_yolo:7.3f}s  sam2 {t_sam:7.3f}s", flush=True)
                 del model
         if os.environ.get("MATANYONE_ROOT"):
-            rows += bench_matanyone(frames, devices, Path(tmp), warm)
+            rows += bench_matanyone(frames, devices, Path(tmp), args.warmup)
         else:
             print("  matanyone: skipped (set MATANYONE_ROOT to a clone to time it)")
     print()
@@ -105,7 +108,7 @@ def main() -> None:
             print(f"tiny, cpu / cuda = {by[('yolo_sam2 (t)', 'cpu')][5] / by[('yolo_sam2 (t)', 'cuda')][5]:.1f}x")
 
 
-def bench_matanyone(frames, devices, tmp: Path, warm: bool) -> list:
+def bench_matanyone(frames, devices, tmp: Path, warmup: bool) -> list:
     import get_default_model as gdm
     from omegaconf import open_dict
 
@@ -117,6 +120,7 @@ def bench_matanyone(frames, devices, tmp: Path, warm: bool) -> list:
     torch.save(MatAnyone(cfg, single_object=True).state_dict(), ckpt)
     rows = []
     for device in devices:
+        warm = warmup or device != "cpu"
         model = gdm.get_matanyone_model(str(ckpt), device)
         from utils.images import write_png
 
@@ -125,14 +129,12 @@ def bench_matanyone(frames, devices, tmp: Path, warm: bool) -> list:
             paths.append(write_png(tmp / f"f{k}.png", f))
         first = np.zeros(frames[0].shape[:2], np.float32)
         first[100:600, 400:900] = 1
-        n = len(paths)
-        # warm-up = MatAnyone's own first-frame repeats (warmup=1); time the streamed frames
-        stream = gm.matanyone_alphas(model, paths, first, device, warmup=1 if warm else 0)
+        # the first frame (mask encoding + first prediction, warmup=0) is not the steady state: never timed
+        stream = gm.matanyone_alphas(model, paths[:1] + paths, first, device, warmup=1 if warm else 0)
         next(stream)
         t = time.perf_counter()
-        for _ in stream:
-            pass
-        dt = (time.perf_counter() - t) / max(1, n - 1)
+        n = sum(1 for _ in stream)
+        dt = (time.perf_counter() - t) / n
         rows.append(("matanyone", device, "-", 0.0, dt, dt))
         print(f"  matanyone          {device:<5} {dt:7.3f}s per frame", flush=True)
     return rows
