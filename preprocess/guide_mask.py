@@ -264,6 +264,9 @@ def load_matanyone(ckpt, device: str, matanyone_root: str | None = None):
         os.environ["MATANYONE_ROOT"] = str(matanyone_root)
     key = ("matanyone", str(ckpt), device, os.environ.get("MATANYONE_ROOT"))
     if key not in _MODELS:
+        repo_root = str(Path(__file__).resolve().parent.parent)  # get_default_model.py lives at the root
+        if repo_root not in sys.path:
+            sys.path.insert(0, repo_root)
         import get_default_model
 
         try:
@@ -517,6 +520,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if str(Path(__file__).resolve().parent.parent) not in sys.path:  # get_default_model.py lives at the root
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     run_main(main)
