@@ -197,7 +197,7 @@ def test_kill9_then_rerun_is_byte_identical(tmp_path):
             break
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL  # killed mid-run, not finished
     subprocess.run(cmd + ["--root", str(root)], cwd=REPO, env=env, check=True, capture_output=True)
     got, ref = tree_bytes(root / "frames"), tree_bytes(ref_root / "frames")
     assert got.keys() == ref.keys() and all(got[k] == ref[k] for k in ref)

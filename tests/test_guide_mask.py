@@ -244,7 +244,7 @@ def test_kill9_then_rerun_byte_identical(tmp_path):
             break
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL  # killed mid-run, not finished
     subprocess.run(cmd + ["--root", str(root)], cwd=REPO, env=env, check=True, capture_output=True)
     got, want = tree_bytes(root / "frames/train/mask"), tree_bytes(ref / "frames/train/mask")
     assert got.keys() == want.keys() and all(got[k] == want[k] for k in want)
