@@ -433,3 +433,41 @@ def test_propagation_chunk_stitching(tmp_path):
     assert [int(m.sum()) for m in out] == [i + 2 for i in range(7)]  # frame i's union, in order, once each
     assert fake.states == [[0, 1, 2], [2, 3, 4], [4, 5, 6]]
     assert fake.prompts == [("box", 1), ("box", 2), ("mask", 2 + 2), ("mask", 4 + 2)]
+
+
+@needs_matanyone
+def test_matanyone_streams_one_frame_at_a_time(tmp_path, monkeypatch):
+    """Memory flat in clip length: frame k+1 is read only after alpha k was handed out, and the processor sees
+    MatAnyone's first-frame sequence (mask, warm-up repeats, first prediction) then one step per frame."""
+    import get_default_model as gdm
+
+    gdm._import_matanyone()
+    import matanyone.inference.inference_core as core
+    from utils.images import write_png
+
+    paths = [write_png(tmp_path / f"{i:04d}.png", np.full((8, 8, 3), 0.1 * i, np.float32)) for i in range(5)]
+    steps, reads = [], []
+
+    class FakeCore:
+        def __init__(self, network, cfg=None, device=None):
+            pass
+
+        def step(self, image, mask=None, objects=None, first_frame_pred=False):
+            steps.append(("mask" if mask is not None else "first" if first_frame_pred else "next",
+                          round(float(image.mean()) * 10)))
+            return torch.full((2, 8, 8), float(image.mean()))
+
+        def output_prob_to_mask(self, prob):
+            return prob[1]
+
+    real_read = gm.read_image
+    monkeypatch.setattr(core, "InferenceCore", FakeCore)
+    monkeypatch.setattr(gm, "read_image", lambda p, gray=None: reads.append(Path(p).name) or real_read(p, gray=gray))
+    model = type("M", (), {"cfg": None})()
+    stream = gm.matanyone_alphas(model, paths, np.ones((8, 8), np.float32), "cpu", warmup=2)
+    for k in range(5):
+        alpha = next(stream)
+        assert len(reads) == k + 1  # nothing read ahead
+        assert alpha.shape == (8, 8) and np.allclose(alpha, 0.1 * k, atol=1 / 255)
+    assert steps == [("mask", 0), ("first", 0), ("first", 0), ("first", 0), ("next", 1), ("next", 2), ("next", 3),
+                     ("next", 4)]
