@@ -103,7 +103,8 @@ def _clip_fps(clip_dir: Path, default: float = 25.0) -> float:
     return default
 
 
-def _layer_frames(layer: str, source: str, files: dict[str, list[Path]], positions: list[int]) -> Iterator[tuple[str, np.ndarray]]:
+def _layer_frames(layer: str, source: str, files: dict[str, list[Path]],
+                  positions: list[int]) -> Iterator[tuple[str, np.ndarray]]:
     """Yield ``(file name, float frame)`` of one output layer at the kept positions."""
     src = SOURCE_LAYERS[source][layer]
     for pos in positions:
@@ -159,7 +160,8 @@ def extract_clip(clip_dir: Path, layout: DataLayout, split: str, clip: str, sour
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
     p.add_argument("--source", default="blurred", choices=tuple(SOURCE_LAYERS),
                    help="blurred -> <root>/frames (default); composed -> <root>/frames_sharp (all-in-focus control)")

@@ -218,7 +218,8 @@ def yolo_sam2_guides(images: list[np.ndarray], yolo_ckpt, sam2_ckpt, sam2_config
     return [model(to_uint(img, 8)) for img in images]
 
 
-def propagate_sam2(frame_paths: list[Path], boxes: np.ndarray, predictor, chunk_frames: int = 200) -> Iterator[np.ndarray]:
+def propagate_sam2(frame_paths: list[Path], boxes: np.ndarray, predictor,
+                   chunk_frames: int = 200) -> Iterator[np.ndarray]:
     """Masks of every frame: ``boxes`` of frame 0 (one object each) propagated by SAM2's video predictor.
 
     SAM2 reads a clip from a folder of JPEG files and keeps it in memory, so long clips go in chunks of
@@ -338,7 +339,8 @@ def _yolo_sam2_from_args(args) -> YoloSam2:
                          args.sam2_image_size)
 
 
-def clip_guides(args, split: str, clip: str, layout: DataLayout, frame_paths: list[Path]) -> Iterator[tuple[Path, np.ndarray]]:
+def clip_guides(args, split: str, clip: str, layout: DataLayout,
+                frame_paths: list[Path]) -> Iterator[tuple[Path, np.ndarray]]:
     """``(frame path, guide HxW float32)`` for each frame the mode asks for."""
     if args.backend == "perturb":
         alpha_dir = layout.frames(split, "alpha", clip, tree=args.tree)
@@ -405,7 +407,8 @@ def prediction_dir(layout: DataLayout, tree: str, split: str, clip: str) -> Path
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
     p.add_argument("--mode", default="all_frames", choices=("first_frame", "all_frames"),
                    help="a mask for the first kept frame of each clip only, or for every frame")

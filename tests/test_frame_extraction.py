@@ -21,7 +21,8 @@ from utils.paths import FRAME_LAYERS, DataLayout
 REPO = Path(__file__).resolve().parents[1]
 
 
-def make_clip(folder: Path, frames: int, h: int = 24, w: int = 32, seed: int = 0, layers=("image", "alpha", "fgr", "bgr"),
+def make_clip(folder: Path, frames: int, h: int = 24, w: int = 32, seed: int = 0,
+              layers=("image", "alpha", "fgr", "bgr"),
               alpha_name: str = "alpha") -> dict[str, np.ndarray]:
     """A tiny clip in the blur stage's layout; returns the arrays written (float)."""
     rng = np.random.default_rng(seed)
@@ -134,7 +135,8 @@ def test_composed_source_builds_frames_sharp(tmp_path):
         ref = np.round((a[..., None] * f + (1 - a[..., None]) * b) * 255)
         got = cv2.imread(str(lay.frames("train", "image", "c", tree="frames_sharp") / f"{i:04d}.png"))[..., ::-1]
         assert np.abs(got.astype(np.float64) - ref).max() <= 1  # float32 vs float64 rounding ties only
-        alpha = cv2.imread(str(lay.frames("train", "alpha", "c", tree="frames_sharp") / f"{i:04d}.png"), cv2.IMREAD_UNCHANGED)
+        alpha = cv2.imread(str(lay.frames("train", "alpha", "c", tree="frames_sharp") / f"{i:04d}.png"),
+                           cv2.IMREAD_UNCHANGED)
         np.testing.assert_array_equal(alpha, np.round(src["pha"][i] * 65535).astype(np.uint16))
     assert not (root / "frames").exists()
 
@@ -202,3 +204,18 @@ def test_kill9_then_rerun_is_byte_identical(tmp_path):
     got, ref = tree_bytes(root / "frames"), tree_bytes(ref_root / "frames")
     assert got.keys() == ref.keys() and all(got[k] == ref[k] for k in ref)
     assert not [p for p in (root / "frames").rglob(".*")]
+
+
+def test_clean_stale_temps_only_the_named_target(tmp_path):
+    """utils.atomic.clean_stale_temps(folder, name): a shard removes its own clip's leftovers, not another's."""
+    from utils.atomic import atomic_dir, clean_stale_temps
+
+    for clip in ("a", "b", "a[1]"):
+        with pytest.raises(RuntimeError):  # a crash inside leaves nothing...
+            with atomic_dir(tmp_path / clip):
+                raise RuntimeError
+        (tmp_path / f".{clip}.tmp-stale").mkdir()  # ...but a SIGKILL would leave this
+    assert clean_stale_temps(tmp_path, "a") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".a[1].tmp-stale", ".b.tmp-stale"]
+    assert clean_stale_temps(tmp_path, "a[1]") == 1  # glob characters in names are literal
+    assert clean_stale_temps(tmp_path) == 1 and list(tmp_path.iterdir()) == []
