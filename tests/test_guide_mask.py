@@ -471,3 +471,22 @@ def test_matanyone_streams_one_frame_at_a_time(tmp_path, monkeypatch):
         assert alpha.shape == (8, 8) and np.allclose(alpha, 0.1 * k, atol=1 / 255)
     assert steps == [("mask", 0), ("first", 0), ("first", 0), ("first", 0), ("next", 1), ("next", 2), ("next", 3),
                      ("next", 4)]
+
+
+@needs_matanyone
+def test_get_default_model_drop_in_inside_a_clone(matanyone_ckpt, tmp_path):
+    """Copied over the clone's own file, MatAnyone's import path loads a local checkpoint on CPU, twice."""
+    import shutil
+
+    clone = tmp_path / "MatAnyone"
+    shutil.copytree(Path(MATANYONE_ROOT) / "matanyone", clone / "matanyone",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copyfile(REPO / "get_default_model.py", clone / "matanyone/utils/get_default_model.py")
+    code = ("from matanyone.utils.get_default_model import get_matanyone_model\n"
+            f"a = get_matanyone_model({str(matanyone_ckpt)!r}, 'cpu')\n"
+            f"b = get_matanyone_model({str(matanyone_ckpt)!r}, device='cpu')\n"
+            "print('ok', a.device, type(b).__name__)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("MATANYONE_ROOT", "PYTHONPATH")}
+    r = subprocess.run([sys.executable, "-c", code], cwd=clone, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().endswith("ok cpu MatAnyone")
