@@ -8,6 +8,7 @@ running at once never race on a shared manifest file.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -75,14 +76,15 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 def clean_stale_temps(folder: str | os.PathLike, name: str | None = None) -> int:
     """Remove temporaries a killed run left behind in ``folder`` (non-recursive). Returns how many.
 
-    ``name`` limits it to the temporaries of one output (its stem for a file, its name for a folder), so a
-    shard cleaning up its own unit never deletes what another shard is writing next to it right now.
+    With ``name`` (a folder's name, or a file's stem), only the temporaries of that one target
+    are removed, so a shard can clean up after itself while other shards are writing in the same folder.
     """
     folder = Path(folder)
     if not folder.is_dir():
         return 0
     removed = 0
-    for p in folder.glob(f".{name}.tmp-*" if name else ".*.tmp-*"):
+    pattern = f".{glob.escape(name)}.tmp-*" if name else ".*.tmp-*"
+    for p in folder.glob(pattern):
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
         else:

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Coarse guide masks for the per-frame layout (see preprocess/guide_mask.py).
+#   ./run_mask_extraction.sh first_frame            # one mask per clip (its first kept frame)
+#   ./run_mask_extraction.sh all_frames             # one mask per frame
+#   BACKEND=yolo_sam2 YOLO_CKPT=yolov8n.pt SAM2_CKPT=sam2.1_hiera_tiny.pt ./run_mask_extraction.sh all_frames
+#   BACKEND=yolo_sam2 ... ./run_mask_extraction.sh all_frames --propagate sam2
+#   BACKEND=matanyone MATANYONE_ROOT=~/MatAnyone MATANYONE_CKPT=matanyone.pth YOLO_CKPT=... SAM2_CKPT=... \
+#       ./run_mask_extraction.sh all_frames
+# Environment: BACKEND (perturb|yolo_sam2|matanyone, default perturb), ROOT (data/demo), SEED (0), PYTHON,
+# YOLO_CKPT, SAM2_CKPT, SAM2_CONFIG, MATANYONE_ROOT, MATANYONE_CKPT (read by the worker), RETRIES (restarts of
+# a crashed worker, default 3). Other flags pass through. Resumable: a restart redoes only unfinished clips;
+# an error the user must fix (exit 1) is not retried.
+set -uo pipefail
+cd "$(dirname "$0")"
+mode="${1:-}"
+case "$mode" in
+    first_frame|all_frames) shift ;;
+    *) echo "usage: $0 first_frame|all_frames [flags for preprocess/guide_mask.py]" >&2; exit 2 ;;
+esac
+PYTHON="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}"
+RETRIES="${RETRIES:-3}"
+args=(--mode "$mode" --backend "${BACKEND:-perturb}" --root "${ROOT:-data/demo}" --seed "${SEED:-0}" "$@")
+for attempt in $(seq 1 "$RETRIES") last; do
+    "$PYTHON" preprocess/guide_mask.py "${args[@]}"
+    rc=$?
+    if [ "$rc" -eq 0 ] || [ "$rc" -eq 1 ] || [ "$rc" -eq 2 ] || [ "$rc" -eq 130 ] || [ "$attempt" = last ]; then
+        exit "$rc"
+    fi
+    echo "run_mask_extraction: worker exited with $rc; restarting ($attempt/$RETRIES)" >&2
+done
