@@ -217,12 +217,14 @@ def draw_person(canvas: Canvas, person: Person, t: float, texture: np.ndarray) -
 def _draw_hair(canvas: Canvas, person: Person, head_c: np.ndarray, rx: float, ry: float, sway: float,
                t: float) -> None:
     """A hair cap over the top of the head plus many thin anti-aliased strands."""
-    # the cap: the upper part of a slightly larger ellipse, falling down the sides by hair_long
+    # the crown: the upper half of a slightly larger ellipse; two locks fall down the sides, leaving the face
     cap_pts = _ellipse_points(head_c, (1.08 * rx, 1.1 * ry), math.degrees(sway), 180, 360)
-    drop = person.hair_long * ry
-    side = np.array([[cap_pts[-1][0], cap_pts[-1][1] + drop], [cap_pts[-1][0] - 0.25 * rx, cap_pts[-1][1] + drop],
-                     [cap_pts[0][0] + 0.25 * rx, cap_pts[0][1] + drop], [cap_pts[0][0], cap_pts[0][1] + drop]])
-    canvas.paint(_poly_coverage(canvas, np.concatenate([cap_pts, side])), person.hair * 0.9)
+    canvas.paint(_poly_coverage(canvas, cap_pts), person.hair * 0.9)
+    drop = person.hair_long * 1.6 * ry
+    for end, inward in ((cap_pts[0], 1.0), (cap_pts[-1], -1.0)):
+        lock = np.array([end + [0, -0.2 * ry], end + [inward * 0.3 * rx, -0.1 * ry], end + [inward * 0.22 * rx, drop],
+                         end + [-inward * 0.08 * rx, drop]])
+        canvas.paint(_poly_coverage(canvas, lock), person.hair * 0.85)
     # strands, all at once: outwards from the scalp, bending with gravity and curl, waving slowly in time
     angle, length, curl, thick, shade, wave = (np.array(v, np.float64) for v in zip(*person.strands))
     a = angle + sway
