@@ -193,3 +193,19 @@ def test_bad_inputs_raise():
         model(torch.rand(1, 3, 16, 16), torch.rand(1, 1, 8, 16))
     with pytest.raises(ValueError, match="unknown refiner variant"):
         build_refiner("heavy_db3")
+
+
+def test_entry_points(capsys):
+    from model.refiner_dwt_maggie import build_light, main as light_main
+    from model.refiner_dwt_maggie_heavydwt import build_heavy, main as heavy_main
+
+    assert build_light(base_channels=TINY).variant == "light"
+    assert build_heavy("db4", base_channels=TINY).variant == "heavy_db4"
+    with pytest.raises(ValueError):
+        build_heavy("db3")
+    assert light_main(["--size", "24x40", "--base_channels", str(TINY)]) == 0
+    assert heavy_main(["--wave", "db2", "--size", "24x40", "--base_channels", str(TINY)]) == 0
+    out = capsys.readouterr().out
+    assert "variant light" in out and "variant heavy_db2" in out and "alpha (1, 1, 24, 40)" in out
+    with pytest.raises(UserError, match="HxW"):
+        light_main(["--size", "big"])
