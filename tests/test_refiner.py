@@ -177,9 +177,10 @@ def test_gradients_flow(variant):
     assert grads["s1.inp.0.weight"].abs().sum() > 0 and grads["hi1.weight"].abs().sum() > 0
 
 
-def test_heavy_variant_under_autocast():
-    """pytorch_wavelets fails under reduced precision: the wrapper runs it in float32 inside autocast."""
-    model = build_refiner("heavy_db2", base_channels=TINY).train()
+@pytest.mark.parametrize("variant", ["light", "heavy_db2", "none"])
+def test_variants_under_autocast(variant):
+    """Mixed precision works (pytorch_wavelets would fail: the wrapper runs it in float32 inside autocast)."""
+    model = build_refiner(variant, base_channels=TINY).train()
     image, guide = _inputs(32, 32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(image, guide)
