@@ -431,6 +431,7 @@ def save_refiner(path: str | os.PathLike, model: Refiner, **extra: Any) -> Path:
     """Write ``{'format', 'variant', 'config', 'model', **extra}`` to ``path`` atomically (temp + rename)."""
     path = Path(path)
     model = getattr(model, "module", model)  # unwrap DDP
+    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
     ckpt = {"format": CHECKPOINT_FORMAT, "variant": model.variant, "config": model.config,
             "model": model.state_dict(), **extra}
     path.parent.mkdir(parents=True, exist_ok=True)
