@@ -218,10 +218,13 @@ class CrossBandAttention(nn.Module):
 
     def _attend(self, q, kv, mask):
         n, nw, t, c = q.shape
-        split = lambda z: z.view(n, nw, t, self.heads, -1).transpose(2, 3)  # noqa: E731  (N,nW,heads,T,d)
+        # 4-D (batch*windows, heads, T, d): the layout the fused CUDA attention kernels take
+        split = lambda z: z.reshape(n * nw, t, self.heads, -1).transpose(1, 2)  # noqa: E731
         k, v = kv.chunk(2, dim=-1)
+        if mask is not None:
+            mask = mask.expand(n, -1, -1, -1, -1).reshape(n * nw, 1, t, t)
         o = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=mask)
-        return o.transpose(2, 3).reshape(n, nw, t, c)
+        return o.transpose(1, 2).reshape(n, nw, t, c)
 
     def forward(self, s: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n, c, h, w = s.shape
