@@ -4,7 +4,7 @@ from bench.bench_refiner import main
 
 def test_bench_smoke(capsys):
     assert main(["--dwt_size", "64x32", "--dwt_channels", "2", "--dwt_repeats", "1", "--sizes", "64x64",
-                 "--variants", "light,none", "--repeats", "1", "--base_channels", "8"]) == 0
+                 "--variants", "light,none", "--repeats", "1", "--base_channels", "8", "--threads", "0"]) == 0
     out = capsys.readouterr().out
     assert "equal within 1e-5" in out and "speed ratio" in out
     rows = [line for line in out.splitlines() if line.startswith("| light |") or line.startswith("| none |")]
