@@ -97,6 +97,7 @@ class Guides:
         self.args, self.kind, self.source, self.static = args, kind, None, None
         self._video_iter: Iterator[np.ndarray] | None = None
         self._files: list[Path] = []
+        self._static_mask: np.ndarray | None = None
         if args.guide is None:
             if not (args.yolo_ckpt and args.sam2_ckpt):
                 raise UserError("no guide mask: give --g MASK (an image, or a folder of masks for a folder/video), "
@@ -133,7 +134,9 @@ class Guides:
         if self.source is None:
             return None
         if self.static is not None:
-            return read_image(self.static, gray=True)
+            if self._static_mask is None:  # one mask for every frame: read it once
+                self._static_mask = read_image(self.static, gray=True)
+            return self._static_mask
         if self.kind == "folder":
             return read_image(self._by_stem[name], gray=True)
         if self._video_iter is not None:
@@ -297,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.fp16 and device.type != "cuda":
         raise UserError("--fp16 needs a CUDA device (use --device cuda, or drop --fp16 on CPU)")
     guides = Guides(args, inp, kind, names)  # validates the guide (or the guide-stage checkpoints) up front
-    model, ckpt = load_refiner(args.c, map_location=device)
+    model, _ = load_refiner(args.c, map_location=device)
     log.info("refiner %s (%s) from %s on %s%s", model.variant, model.config, args.c, device,
              ", fp16" if args.fp16 else "")
 
