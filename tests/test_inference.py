@@ -177,3 +177,17 @@ def test_command_line_error_is_one_line(tmp_path, ckpt):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "not a refiner checkpoint" in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_video_with_mask_video_and_flag_errors(tmp_path, ckpt):
+    frames = [(_image(32, 48, seed=i) * 255).astype(np.uint8) for i in range(2)]
+    write_video(tmp_path / "clip.mp4", frames, fps=10)
+    write_video(tmp_path / "mask.mp4", [(_mask(32, 48) * 255).astype(np.uint8)] * 2, fps=10)
+    base = ["--i", str(tmp_path / "clip.mp4"), "--c", str(ckpt), "--g", str(tmp_path / "mask.mp4")]
+    assert inference.main([*base, "--o", str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out" / "alpha").iterdir()) == ["0000.png", "0001.png"]
+    with pytest.raises(UserError, match="must be a folder"):
+        inference.main([*base, "--o", str(tmp_path / "x.png")])
+    with pytest.raises(UserError, match="--fp16 needs a CUDA device"):
+        inference.main([*base, "--o", str(tmp_path / "o2"), "--device", "cpu", "--fp16"])
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "o2").exists()
