@@ -1,0 +1,249 @@
+"""Benchmarks of the DWT refiner, measured side by side in one run; prints markdown tables.
+
+(a) light Haar DWT (model.wavelets) vs pytorch_wavelets db1 on the same tensor (default 1x32x1080x1920),
+    forward + backward: results compared (max abs difference) and the speed ratio;
+(b) refiner throughput (frames/s, batch 1) per variant at 512x512 and 1920x1080: CPU fp32 eager, and on a
+    CUDA device fp16 autocast (``--compile`` adds torch.compile) when one is available; with ``RVM_ROOT``
+    pointing to a RobustVideoMatting clone, its MobileNetV3 model runs beside ours in the same run;
+(c) parameter counts and peak memory of one forward pass (CUDA: max allocated; CPU: peak RSS growth, sampled).
+
+    python bench/bench_refiner.py                       # default: about 3 minutes on a 2-core CPU
+    python bench/bench_refiner.py --repeats 10 --repeats_hd 5 --hd_variants all --dwt_channels 32
+"""
+from __future__ import annotations
+
+import utils.offline  # noqa: F401  (first: offline switches)
+
+import argparse
+import ctypes
+import gc
+import importlib.util
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import psutil
+import torch
+
+from model.refiner import VARIANTS, build_refiner, count_parameters
+from model.wavelets import HaarDWT, _import_pytorch_wavelets
+from utils.cli import run_main
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_it(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
+    """Median seconds of ``fn`` over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def _malloc_trim() -> None:
+    """Give freed heap memory back to the OS (glibc), so RSS growth measures the next block alone."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class PeakRSS:
+    """Peak growth of this process's resident memory while the block runs (sampled every 2 ms)."""
+
+    def __enter__(self):
+        gc.collect()
+        _malloc_trim()
+        self.proc = psutil.Process()
+        self.base = self.peak = self.proc.memory_info().rss
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while self.running:
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(0.002)
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    @property
+    def mib(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+# ------------------------------------------------------------------------------------------------ (a) DWT
+def bench_dwt(device: torch.device, channels: int, h: int, w: int, warmup: int, repeats: int) -> None:
+    ptw = _import_pytorch_wavelets()
+    torch.manual_seed(0)
+    x = torch.rand(1, channels, h, w, device=device)
+    g_ll = torch.randn(1, channels, h // 2, w // 2, device=device)
+    g_hi = torch.randn(1, channels, 3, h // 2, w // 2, device=device)
+    light = HaarDWT()
+    heavy = ptw.DWTForward(J=1, wave="db1", mode="zero").to(device)
+
+    def run(op):
+        xi = x.detach().requires_grad_(True)
+        if op is light:
+            ll, hi = light(xi)
+        else:
+            ll, his = heavy(xi)
+            hi = his[0]
+        (gx,) = torch.autograd.grad((ll, hi), xi, (g_ll, g_hi))
+        return ll, hi, gx
+
+    a, b = run(light), run(heavy)
+    diff = max((p - q).abs().max().item() for p, q in zip(a, b))
+    del a, b
+    times: dict[str, list[float]] = {"light": [], "heavy": []}
+    for r in range(warmup + repeats):  # alternate, so load changes on a shared machine hit both alike
+        for key, op in (("light", light), ("heavy", heavy)):
+            seconds = time_it(lambda: run(op), device, 0, 1)
+            if r >= warmup:
+                times[key].append(seconds)
+    t_light, t_heavy = (sorted(t)[len(t) // 2] for t in (times["light"], times["heavy"]))
+    print(f"\n### (a) DWT forward+backward, 1x{channels}x{h}x{w} float32, {device.type}\n")
+    print("| transform | ms (median of %d) | max abs diff (ll, highs, grad) |" % repeats)
+    print("|---|---|---|")
+    print(f"| light HaarDWT (model.wavelets) | {t_light * 1e3:.1f} | {diff:.2e} |")
+    print(f"| pytorch_wavelets DWTForward db1 | {t_heavy * 1e3:.1f} | (reference) |")
+    print(f"\nspeed ratio pytorch_wavelets / light: **{t_heavy / t_light:.2f}x** "
+          f"({'equal within 1e-5' if diff < 1e-5 else 'DIFFERENT: ' + str(diff)})")
+
+
+# ----------------------------------------------------------------------------------------- (b, c) refiner
+def load_rvm(root: str):
+    """RobustVideoMatting's MattingNetwork('mobilenetv3') from a local clone (random weights), or None."""
+    init = Path(root) / "model" / "__init__.py"
+    if not init.is_file():
+        print(f"RVM_ROOT={root}: no model/__init__.py there; skipping RVM")
+        return None
+    spec = importlib.util.spec_from_file_location("rvm_model", init, submodule_search_locations=[str(init.parent)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["rvm_model"] = module  # its own package name differs from ours ('model')
+    spec.loader.exec_module(module)
+    return module.MattingNetwork("mobilenetv3").eval()
+
+
+def bench_models(device: torch.device, sizes: list[tuple[int, int]], variants: list[str], hd_variants: list[str],
+                 base: int, warmup: int, repeats: int, warmup_hd: int, repeats_hd: int, fp16: bool,
+                 compile_: bool) -> None:
+    models: dict[str, torch.nn.Module] = {v: build_refiner(v, base).eval().to(device) for v in variants}
+    rvm_root = os.environ.get("RVM_ROOT")
+    if rvm_root:
+        rvm = load_rvm(rvm_root)
+        if rvm is not None:
+            models["RVM mobilenetv3"] = rvm.to(device)
+    if compile_:
+        models = {k: torch.compile(m) for k, m in models.items()}
+    precision = "fp16 autocast" if fp16 else "fp32"
+    print(f"\n### (b, c) refiner throughput, batch 1, {device.type} {precision}, eager"
+          f"{' + torch.compile' if compile_ else ''}, random weights, base_channels={base}\n")
+    print("| model | params | size | frames/s | ms/frame (median) | peak memory MiB |")
+    print("|---|---|---|---|---|---|")
+    for h, w in sizes:
+        hd = h * w > 1024 * 1024
+        names = [n for n in models if not (hd and n in VARIANTS and n not in hd_variants)]
+        image = torch.rand(1, 3, h, w, device=device)
+        guide = (torch.rand(1, 1, h, w, device=device) > 0.5).float()
+        rvm_ratio = 0.25 if hd else 1.0  # RVM's recommendation for HD; full resolution for small inputs
+
+        def step(name):
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=fp16):
+                if name in VARIANTS:
+                    return models[name](image, guide).alpha
+                return models[name](image, downsample_ratio=rvm_ratio)[0]
+
+        mem = {}
+        for name in names:  # the first run of each model (also a warm-up) measures its peak memory
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+                before = torch.cuda.memory_allocated(device)
+                step(name)
+                mem[name] = (torch.cuda.max_memory_allocated(device) - before) / 2**20
+            else:
+                with PeakRSS() as peak:
+                    step(name)
+                mem[name] = peak.mib
+        times: dict[str, list[float]] = {n: [] for n in names}
+        rounds_warm, rounds = (warmup_hd, repeats_hd) if hd else (warmup, repeats)
+        for r in range(max(0, rounds_warm - 1) + rounds):  # round-robin: load changes hit every model alike
+            for name in names:
+                seconds = time_it(lambda: step(name), device, 0, 1)
+                if r >= max(0, rounds_warm - 1):
+                    times[name].append(seconds)
+        for name in names:
+            seconds = sorted(times[name])[len(times[name]) // 2]
+            label = name if name in VARIANTS else f"{name} (downsample_ratio {rvm_ratio})"
+            print(f"| {label} | {count_parameters(models[name]) / 1e6:.2f} M | {w}x{h} | {1 / seconds:.2f} | "
+                  f"{seconds * 1e3:.1f} | {mem[name]:.0f} |", flush=True)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    w, h = (int(v) for v in text.lower().split("x"))
+    return h, w
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--skip_dwt", action="store_true")
+    p.add_argument("--skip_models", action="store_true")
+    p.add_argument("--dwt_channels", type=int, default=32)
+    p.add_argument("--dwt_size", default="1920x1080", help="WxH of the DWT tensor")
+    p.add_argument("--dwt_repeats", type=int, default=None, help="default: 2 on CPU, 50 on CUDA")
+    p.add_argument("--sizes", default="512x512,1920x1080", help="WxH list for the throughput table")
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--hd_variants", default="light,none", help="variants timed at sizes above 1 MPix ('all')")
+    p.add_argument("--base_channels", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per model at small sizes "
+                                                             "(default: 2 on CPU, 100 on CUDA)")
+    p.add_argument("--repeats_hd", type=int, default=None, help="timed runs above 1 MPix (default: 1 CPU, 100 CUDA)")
+    p.add_argument("--fp32", action="store_true", help="on CUDA, time fp32 instead of fp16 autocast")
+    p.add_argument("--compile", action="store_true", help="torch.compile the models (CUDA)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: on a loaded machine more threads than free cores make "
+                        "OpenMP wait on each other; 0 = torch's choice)")
+    args = p.parse_args(argv)
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    print(f"machine: {psutil.cpu_count(logical=True)} CPU threads (torch uses {torch.get_num_threads()}), "
+          f"{torch.cuda.get_device_name(device) if cuda else 'no GPU'}; torch {torch.__version__}")
+    if not args.skip_dwt:
+        w, h = (int(v) for v in args.dwt_size.lower().split("x"))
+        reps = args.dwt_repeats or (50 if cuda else 2)
+        bench_dwt(device, args.dwt_channels, h, w, warmup=10 if cuda else 1, repeats=reps)
+    if not args.skip_models:
+        variants = [v for v in args.variants.split(",") if v]
+        hd_variants = variants if args.hd_variants == "all" else args.hd_variants.split(",")
+        bench_models(device, [parse_size(s) for s in args.sizes.split(",")], variants, hd_variants,
+                     args.base_channels, warmup=20 if cuda else 1, repeats=args.repeats or (100 if cuda else 2),
+                     warmup_hd=20 if cuda else 0, repeats_hd=args.repeats_hd or (100 if cuda else 1),
+                     fp16=cuda and not args.fp32, compile_=args.compile)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,351 @@
+"""Apply a refiner checkpoint to an image, a folder of images, or a video.
+
+    python inference.py --i IMG|FOLDER|VIDEO --c CKPT --o OUT [--g MASK|FOLDER] [--resize_h 720 --resize_w 1080]
+                        [--device auto|cpu|cuda] [--fp16] [--16bit] [--rgba] [--preview]
+                        [--yolo_ckpt YOLO.pt --sam2_ckpt SAM2.pt [--sam2_config CFG]]
+
+Outputs: for one image with ``--o out.png``: ``out.png`` (alpha), ``out_rgba.png``, ``out_preview.png``;
+otherwise ``--o`` is a folder: ``alpha/<name>.png``, ``rgba/<name>.png``, ``preview/<name>.png`` (``<name>`` is
+the image's stem, or the frame index ``0000`` for a video; a video also gets ``preview.mp4``). The alpha has the
+input's size whatever ``--resize_h/--resize_w`` (the network's input size) say.
+
+The guide mask (``--g``): an image for an image input; a folder with one mask per image, matched by file stem,
+for a folder; for a video a folder of per-frame masks (sorted), a mask video, or one image for every frame.
+Without ``--g``, guides are made with YOLO + SAM2 (preprocess/guide_mask.py) when ``--yolo_ckpt`` and
+``--sam2_ckpt`` are given. Everything is written to a temporary folder first and moved into place only after
+every input succeeded, so an error leaves no partial output.
+"""
+from __future__ import annotations
+
+import utils.offline  # noqa: F401  (first: offline switches)
+
+import argparse
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from model.refiner import Refiner, load_refiner
+from utils.cli import UserError, require_existing, run_main
+from utils.images import IMAGE_EXTS, list_images, read_image, to_uint, write_png
+from utils.paths import frame_name
+from utils.video import VIDEO_EXTS, iter_video, video_fps, write_video
+
+log = logging.getLogger("inference")
+GUIDE_CHUNK = 16  # frames per call of the YOLO + SAM2 guide stage
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Refine a coarse person mask into an alpha matte with a DWT refiner.")
+    p.add_argument("--i", required=True, help="input: an image, a folder of images, or a video")
+    p.add_argument("--c", required=True, help="refiner checkpoint (.pt from training or model.refiner.save_refiner)")
+    p.add_argument("--o", required=True, help="output .png (one image input) or folder")
+    p.add_argument("--g", "--guide", dest="guide", help="guide mask: image, folder of masks, or mask video")
+    p.add_argument("--resize_h", type=int, help="network input height (alpha comes back at the input's size)")
+    p.add_argument("--resize_w", type=int, help="network input width (one of the two keeps the aspect ratio)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
+    p.add_argument("--fp16", action="store_true", help="half precision (autocast) on a CUDA device")
+    p.add_argument("--16bit", dest="bits16", action="store_true", help="write 16-bit alpha (and RGBA) PNGs")
+    p.add_argument("--rgba", action="store_true", help="also write RGBA cut-outs (foreground by pymatting)")
+    p.add_argument("--preview", action="store_true", help="also write side-by-side previews")
+    p.add_argument("--yolo_ckpt", help="YOLO person-detector weights (local file) to make guides without --g")
+    p.add_argument("--sam2_ckpt", help="SAM2 weights (local file) to make guides without --g")
+    p.add_argument("--sam2_config", help="SAM2 config name (default: the guide-mask stage's default)")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------------- inputs
+def input_kind(path: Path) -> str:
+    """'image', 'folder' or 'video', or a UserError for anything else."""
+    if path.is_dir():
+        return "folder"
+    if not path.is_file():
+        raise UserError(f"input not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_EXTS:
+        return "video"
+    if suffix in IMAGE_EXTS:
+        return "image"
+    raise UserError(f"not an image, folder or video: {path} (images: {' '.join(IMAGE_EXTS)}; "
+                    f"videos: {' '.join(VIDEO_EXTS)})")
+
+
+def iter_inputs(path: Path, kind: str) -> Iterator[tuple[str, np.ndarray]]:
+    """Yield ``(name, image HxWx3 float32)``: name is the stem, or the frame name for a video."""
+    if kind == "image":
+        yield path.stem, read_image(path, gray=False)
+    elif kind == "folder":
+        for p in list_images(path):
+            yield p.stem, read_image(p, gray=False)
+    else:
+        for i, frame in enumerate(iter_video(path)):
+            yield Path(frame_name(i)).stem, frame.astype(np.float32) / 255.0
+
+
+class Guides:
+    """Guide masks for the inputs, from ``--g`` or made by the YOLO + SAM2 stage, in the order of the inputs."""
+
+    def __init__(self, args, inp: Path, kind: str, names: list[str] | None):
+        self.args, self.kind, self.source, self.static = args, kind, None, None
+        self._video_iter: Iterator[np.ndarray] | None = None
+        self._files: list[Path] = []
+        self._static_mask: np.ndarray | None = None
+        if args.guide is None:
+            if not (args.yolo_ckpt and args.sam2_ckpt):
+                raise UserError("no guide mask: give --g MASK (an image, or a folder of masks for a folder/video), "
+                                "or --yolo_ckpt and --sam2_ckpt to make one with YOLO + SAM2")
+            require_existing(args.yolo_ckpt, "YOLO checkpoint (--yolo_ckpt)")
+            require_existing(args.sam2_ckpt, "SAM2 checkpoint (--sam2_ckpt)")
+            return
+        g = require_existing(args.guide, "guide mask (--g)")
+        if kind == "image":
+            if g.is_dir():
+                raise UserError(f"--g must be a mask image for an image input, got a folder: {g}")
+            self.static = g
+        elif kind == "folder":
+            if not g.is_dir():
+                raise UserError(f"--g must be a folder of masks (named like the images) for a folder input: {g}")
+            by_stem = {p.stem: p for p in list_images(g)}
+            missing = [n for n in names or [] if n not in by_stem]
+            if missing:
+                raise UserError(f"no guide mask for {len(missing)} image(s) in {g}, e.g. {missing[0]!r}")
+            self._by_stem = by_stem
+        else:  # video
+            if g.is_dir():
+                self._files = list_images(g)
+                if not self._files:
+                    raise UserError(f"no mask images in {g}")
+            elif g.suffix.lower() in VIDEO_EXTS:
+                self._video_iter = iter_video(g, gray=True)
+            else:
+                self.static = g
+        self.source = g
+
+    def get(self, index: int, name: str, image: np.ndarray) -> np.ndarray | None:
+        """The guide of input ``index`` (HxW float32), or None when it must be made by :func:`make_guide`."""
+        if self.source is None:
+            return None
+        if self.static is not None:
+            if self._static_mask is None:  # one mask for every frame: read it once
+                self._static_mask = read_image(self.static, gray=True)
+            return self._static_mask
+        if self.kind == "folder":
+            return read_image(self._by_stem[name], gray=True)
+        if self._video_iter is not None:
+            frame = next(self._video_iter, None)
+            if frame is None:
+                raise UserError(f"the guide video {self.source} has fewer frames than the input video")
+            return frame.astype(np.float32) / 255.0
+        if index >= len(self._files):
+            raise UserError(f"the guide folder {self.source} has fewer masks ({len(self._files)}) than the video "
+                            "has frames")
+        return read_image(self._files[index], gray=True)
+
+
+def make_guide(images: list[np.ndarray], args) -> list[np.ndarray]:
+    """Guides from the guide-mask stage: ``preprocess.guide_mask.yolo_sam2_guides`` (YOLO boxes -> SAM2 masks)."""
+    try:
+        from preprocess.guide_mask import yolo_sam2_guides
+    except ImportError as exc:
+        raise UserError(f"the guide-mask stage (preprocess/guide_mask.py) is not available ({exc}); give --g") \
+            from None
+    kwargs = {"sam2_config": args.sam2_config} if args.sam2_config else {}
+    return yolo_sam2_guides(images, args.yolo_ckpt, args.sam2_ckpt, device=args.device_str, **kwargs)
+
+
+def fit_guide(guide: np.ndarray, shape: tuple[int, int], name: str, warned: set) -> np.ndarray:
+    """Resize a guide of the wrong size to the image's (with a warning, once per size)."""
+    if guide.shape[:2] != shape:
+        key = (guide.shape[:2], shape)
+        if key not in warned:
+            log.warning("guide of %s is %dx%d, the image %dx%d: resized", name, guide.shape[1], guide.shape[0],
+                        shape[1], shape[0])
+            warned.add(key)
+        guide = cv2.resize(guide, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+    return np.clip(guide, 0.0, 1.0).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------- model
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown --device {name!r}: use auto, cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    return device
+
+
+def network_size(h: int, w: int, rh: int | None, rw: int | None) -> tuple[int, int]:
+    """The network's input size: the flags, or one flag and the aspect ratio, or the input's own size."""
+    if rh is None and rw is None:
+        return h, w
+    if rh is None:
+        rh = max(1, round(h * rw / w))
+    if rw is None:
+        rw = max(1, round(w * rh / h))
+    if rh < 1 or rw < 1:
+        raise UserError(f"--resize_h/--resize_w must be positive, got {rh}x{rw}")
+    return rh, rw
+
+
+def resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if img.shape[:2] == size:
+        return img
+    down = size[0] * size[1] < img.shape[0] * img.shape[1]
+    return cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA if down else cv2.INTER_LINEAR)
+
+
+@torch.no_grad()
+def predict_alpha(model: Refiner, image: np.ndarray, guide: np.ndarray, device: torch.device, fp16: bool,
+                  size: tuple[int, int]) -> np.ndarray:
+    """Alpha (HxW float32 in [0,1]) of ``image`` at its own size; the network sees it at ``size``."""
+    h, w = image.shape[:2]
+    x = torch.from_numpy(np.ascontiguousarray(resize(image, size))).permute(2, 0, 1)[None].to(device)
+    g = torch.from_numpy(np.ascontiguousarray(resize(guide, size)))[None, None].to(device)
+    ctx = torch.autocast("cuda", dtype=torch.float16) if fp16 else contextlib.nullcontext()
+    with ctx:
+        alpha = model(x, g).alpha
+    alpha = alpha[0, 0].float().cpu().numpy()
+    return np.clip(resize(alpha, (h, w)), 0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------------- outputs
+def cutout(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """RGBA cut-out: foreground colours estimated by pymatting (multi-level), alpha as the fourth channel."""
+    from pymatting import estimate_foreground_ml
+
+    fg = estimate_foreground_ml(image.astype(np.float64), alpha.astype(np.float64))
+    return np.concatenate([np.clip(fg, 0, 1), alpha[..., None]], axis=2).astype(np.float32)
+
+
+def preview(image: np.ndarray, guide: np.ndarray, alpha: np.ndarray, height: int = 360) -> np.ndarray:
+    """image | guide | alpha | composite on a checkerboard, each scaled to ``height`` (at most the input's)."""
+    h, w = image.shape[:2]
+    yy, xx = np.mgrid[:h, :w]
+    board = np.where(((yy // 16 + xx // 16) % 2)[..., None] == 0, 0.8, 0.55).astype(np.float32)
+    comp = image * alpha[..., None] + board * (1 - alpha[..., None])
+    panels = [image, np.repeat(guide[..., None], 3, 2), np.repeat(alpha[..., None], 3, 2), comp]
+    ph = min(height, h)
+    pw = max(1, round(w * ph / h))
+    return np.concatenate([resize(p.astype(np.float32), (ph, pw)) for p in panels], axis=1)
+
+
+class Writer:
+    """Writes outputs under a temporary folder; :meth:`commit` moves them into place, :meth:`discard` drops them."""
+
+    def __init__(self, out: Path, single_file: bool, bits: int):
+        self.out, self.single_file, self.bits = out, single_file, bits
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        self.files: list[tuple[Path, Path]] = []  # (temporary, final)
+        self.previews: list[np.ndarray] = []
+
+    def _target(self, kind: str, name: str) -> Path:
+        if self.single_file:
+            suffix = "" if kind == "alpha" else f"_{kind}"
+            return self.out.with_name(f"{self.out.stem}{suffix}.png")
+        return self.out / kind / f"{name}.png"
+
+    def add(self, kind: str, name: str, img: np.ndarray, bits: int = 8) -> None:
+        final = self._target(kind, name)
+        tmp = self.tmp / kind / f"{name}.png"
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        write_png(tmp, img, bits=bits)
+        self.files.append((tmp, final))
+
+    def add_video(self, frames: list[np.ndarray], fps: float) -> None:
+        tmp = self.tmp / "preview.mp4"
+        write_video(tmp, frames, fps=fps)
+        self.files.append((tmp, self.out / "preview.mp4"))
+
+    def commit(self) -> list[Path]:
+        for tmp, final in self.files:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        return [final for _, final in self.files]
+
+    def discard(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------------- main
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    inp, out = Path(args.i), Path(args.o)
+    kind = input_kind(inp)
+    names = [p.stem for p in list_images(inp)] if kind == "folder" else None
+    if kind == "folder" and not names:
+        raise UserError(f"no images in {inp} (extensions: {' '.join(IMAGE_EXTS)})")
+    single_file = kind == "image" and out.suffix.lower() in IMAGE_EXTS
+    if out.suffix.lower() in IMAGE_EXTS and not single_file:
+        raise UserError(f"--o must be a folder for a {kind} input, got {out}")
+    if not single_file and out.exists() and not out.is_dir():
+        raise UserError(f"--o {out} exists and is not a folder")
+    if single_file and out.suffix.lower() != ".png":
+        raise UserError(f"--o must end in .png (lossless alpha), got {out}")
+    device = resolve_device(args.device)
+    args.device_str = str(device)
+    if args.fp16 and device.type != "cuda":
+        raise UserError("--fp16 needs a CUDA device (use --device cuda, or drop --fp16 on CPU)")
+    guides = Guides(args, inp, kind, names)  # validates the guide (or the guide-stage checkpoints) up front
+    model, _ = load_refiner(args.c, map_location=device)
+    log.info("refiner %s (%s) from %s on %s%s", model.variant, model.config, args.c, device,
+             ", fp16" if args.fp16 else "")
+
+    bits = 16 if args.bits16 else 8
+    writer = Writer(out, single_file, bits)
+    warned: set = set()
+    count = 0
+    try:
+        items = iter_inputs(inp, kind)
+        total = len(names) if names else (1 if kind == "image" else None)
+        bar = tqdm(total=total, unit="frame" if kind == "video" else "image", desc="inference", disable=total == 1)
+        while True:
+            chunk = [item for _, item in zip(range(GUIDE_CHUNK), items)]
+            if not chunk:
+                break
+            made = make_guide([img for _, img in chunk], args) if guides.source is None else None
+            for j, (name, image) in enumerate(chunk):
+                guide = made[j] if made is not None else guides.get(count, name, image)
+                guide = fit_guide(np.asarray(guide, dtype=np.float32), image.shape[:2], name, warned)
+                size = network_size(*image.shape[:2], args.resize_h, args.resize_w)
+                alpha = predict_alpha(model, image, guide, device, args.fp16, size)
+                writer.add("alpha", name, alpha, bits)
+                if args.rgba:
+                    writer.add("rgba", name, cutout(image, alpha), bits)
+                if args.preview:
+                    pv = preview(image, guide, alpha)
+                    if kind == "video":
+                        writer.previews.append(to_uint(pv))
+                    writer.add("preview", name, pv)
+                count += 1
+                bar.update(1)
+        bar.close()
+        if kind == "video" and guides._files and len(guides._files) != count:
+            raise UserError(f"the guide folder {guides.source} has {len(guides._files)} masks for {count} frames")
+        if writer.previews:
+            writer.add_video(writer.previews, video_fps(inp))
+        written = writer.commit()
+    except BaseException:
+        writer.discard()
+        raise
+    where = written[0] if single_file else out
+    log.info("wrote %d alpha matte(s)%s%s to %s", count, " + RGBA" if args.rgba else "",
+             " + previews" if args.preview else "", where)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,468 @@
+"""The DWT refiner: one architecture, parameterised by its wavelet op.
+
+An image and a coarse guide mask go in, a high-fidelity alpha comes out. The idea: an in-focus subject keeps
+its high-frequency energy while a defocused background loses it, so a wavelet transform separates what decides
+*where* the person is (the low-frequency LL band: structure) from what decides *how* the edge looks (the
+LH/HL/HH bands: hair, soft edges) and, via their local energy, *what is in focus*.
+
+Data flow (strides relative to the input; widths C0..C4 = ``Refiner.widths``)::
+
+    image (ImageNet-normalised) + guide --DWT--> LL ----> structure S1 (/2) --DWT--> LL --------> S2 (/4) --> S3 (/8)
+                                         '-> highs --> detail    D1 (/2) -- highs(S1) + LL(D1) -> D2 (/4) --> D3 (/8)
+    focus maps F2, F4, F8 (local energy of the image's own high bands) are concatenated into every level;
+    at /4 and /8 cross-band windowed attention: S queries D and D queries S (plain, then shifted windows);
+    context: LL of S3 (/16) -> ASPP.
+
+    decoder: F8 = fuse(S3, D3, context)                                  -> alpha at stride 8
+             IDWT(LL <- F8, highs <- D3) = /4, fused with S2, D2 -> F4  -> alpha at stride 4
+             IDWT(LL <- F4, highs <- D2) = /2, fused with S1, D1 -> F2
+             IDWT(LL <- F2, highs <- D1) = /1, + image and guide        -> alpha at stride 1 (C0 channels only)
+
+    progressive refinement (MaGGIe / MGMatting): alpha = alpha/8, replaced by alpha/4 inside the uncertain band
+    around its boundary, replaced by alpha/1 inside the uncertain band of that merge.
+
+The input is edge-padded to a multiple of ``8 * window`` (stride-8 windows tile exactly) and every output is
+cropped back, so any H, W works.
+
+Variants (``build_refiner``): ``'light'`` the plain-torch Haar of ``model.wavelets``; ``'heavy_db1|2|4'``
+pytorch_wavelets in periodization mode; ``'none'`` the ablation without a DWT: a learned strided depthwise
+conv down (4 outputs per channel in place of the 4 bands) and bilinear up, with the same channel widths (its
+focus maps are the energy of the learned "high" outputs).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.wavelets import HaarDWT, HaarIDWT, WaveletDWT, WaveletIDWT
+from utils.atomic import atomic_path
+from utils.cli import UserError
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("light", "heavy_db1", "heavy_db2", "heavy_db4", "none")
+CHECKPOINT_FORMAT = "defocused_segmentation/refiner"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+OUTPUT_STRIDES = (8, 4, 1)
+
+
+@dataclasses.dataclass
+class RefinerOutput:
+    """Everything one forward pass gives; every map is cropped to the input's size unless said otherwise.
+
+    alpha:        (N,1,H,W) final alpha in [0,1] (progressive refinement of the three strides).
+    alpha_os:     {8, 4, 1: (N,1,H,W)} each stride's own prediction (sigmoid), upsampled to the input size.
+    logits_os:    {8, 4, 1: (N,1,H,W)} the same before the sigmoid: use these with any ``*_with_logits`` loss.
+    uncertain_os: {8, 4: (N,1,H,W) in {0,1}} where the stride-8 (resp. merged stride-4) alpha was replaced by
+                  the finer prediction; MGMatting-style losses weight the finer strides by these.
+    focus_map:    (N,1,H,W) the defocus cue: local energy of the image's high-frequency subbands at stride 2,
+                  log-scaled (0 = flat or blurred, larger = sharp texture), upsampled to the input size.
+    focus_os:     {2, 4, 8: (N,1,ceil(H/s),ceil(W/s))} the focus maps at the strides the network sees them.
+    Wavelet-domain losses apply ``model.wavelets.HaarDWT`` to ``alpha`` and the ground truth (the same fixed
+    transform for every variant, so the ablation compares like with like).
+    """
+
+    alpha: torch.Tensor
+    alpha_os: dict[int, torch.Tensor]
+    logits_os: dict[int, torch.Tensor]
+    uncertain_os: dict[int, torch.Tensor]
+    focus_map: torch.Tensor
+    focus_os: dict[int, torch.Tensor]
+
+
+# ------------------------------------------------------------------------------------------ down / up operators
+class _Down(nn.Module):
+    """(N,C,H,W) -> (ll (N,C,H/2,W/2), highs (N,C,3,H/2,W/2)): a fixed DWT, or a learned strided conv ('none')."""
+
+    def __init__(self, kind: str, channels: int):
+        super().__init__()
+        self.kind = kind
+        if kind == "haar":
+            self.op = HaarDWT()
+        elif kind == "none":  # 2x2 stride-2 depthwise conv, 4 outputs per channel: the shape of a DWT, learned
+            self.op = nn.Conv2d(channels, 4 * channels, 2, stride=2, groups=channels)
+        else:
+            self.op = WaveletDWT(kind, "periodization")
+
+    def forward(self, x):
+        if self.kind != "none":
+            return self.op(x)
+        y = self.op(x).unflatten(1, (-1, 4))
+        return y[:, :, 0], y[:, :, 1:]
+
+
+class _Up(nn.Module):
+    """(ll, highs) -> (N,C,2h,2w): the inverse DWT, or ('none') bilinear upsampling of ll + a learned mix of highs."""
+
+    def __init__(self, kind: str, channels: int):
+        super().__init__()
+        self.kind = kind
+        if kind == "haar":
+            self.op = HaarIDWT()
+        elif kind == "none":
+            self.op = nn.Conv2d(3 * channels, channels, 1, groups=channels)
+        else:
+            self.op = WaveletIDWT(kind, "periodization")
+
+    def forward(self, ll, highs):
+        if self.kind != "none":
+            return self.op(ll, highs)
+        x = ll + self.op(highs.flatten(1, 2))
+        return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+# ------------------------------------------------------------------------------------------------ building blocks
+class ConvBNReLU(nn.Sequential):
+    def __init__(self, cin: int, cout: int, k: int = 3, dilation: int = 1):
+        super().__init__(nn.Conv2d(cin, cout, k, padding=dilation * (k // 2), dilation=dilation, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class Block(nn.Module):
+    """``k_in`` x ``k_in`` conv-BN-ReLU into ``cout`` channels, then ``extra`` residual 3x3 conv-BN-ReLU layers.
+
+    After a DWT, ``k_in = 1`` already mixes a 2x2 neighbourhood (the four bands of a pixel are its 2x2 block),
+    and for concatenations a 1x1 fuse is enough: both keep the deep, wide levels cheap.
+    """
+
+    def __init__(self, cin: int, cout: int, extra: int = 1, k_in: int = 3):
+        super().__init__()
+        self.inp = ConvBNReLU(cin, cout, k_in)
+        self.res = nn.ModuleList(ConvBNReLU(cout, cout) for _ in range(extra))
+
+    def forward(self, x):
+        x = self.inp(x)
+        for layer in self.res:
+            x = x + layer(x)
+        return x
+
+
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling (context at the deepest level): 1x1, three dilated 3x3, image pooling."""
+
+    def __init__(self, channels: int, dilations=(2, 4, 6)):
+        super().__init__()
+        mid = channels // 4
+        self.branches = nn.ModuleList([ConvBNReLU(channels, mid, 1)] +
+                                      [ConvBNReLU(channels, mid, 3, d) for d in dilations])
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, mid, 1), nn.ReLU(inplace=True))
+        self.project = ConvBNReLU(mid * (len(dilations) + 2), channels, 1)
+
+    def forward(self, x):
+        feats = [b(x) for b in self.branches]
+        feats.append(self.pool(x).expand(-1, -1, *x.shape[-2:]))
+        return x + self.project(torch.cat(feats, 1))
+
+
+def _window_partition(x: torch.Tensor, win: int) -> torch.Tensor:
+    """(N,H,W,C) -> (N, nW, win*win, C)."""
+    n, h, w, c = x.shape
+    x = x.view(n, h // win, win, w // win, win, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(n, (h // win) * (w // win), win * win, c)
+
+
+def _window_merge(x: torch.Tensor, win: int, h: int, w: int) -> torch.Tensor:
+    """Inverse of :func:`_window_partition`: (N, nW, win*win, C) -> (N,H,W,C)."""
+    n, _, _, c = x.shape
+    x = x.view(n, h // win, w // win, win, win, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(n, h, w, c)
+
+
+def shifted_window_mask(h: int, w: int, win: int, shift: int, device=None) -> torch.Tensor | None:
+    """Boolean (nW, 1, T, T) mask, True where a query may attend a key, for windows shifted by ``shift``.
+
+    After rolling the map by ``-shift``, the last row/column of windows holds pixels from opposite borders of
+    the image; they must not attend each other (Swin Transformer's mask). ``None`` when ``shift == 0``.
+    """
+    if shift == 0:
+        return None
+    region = torch.zeros(1, h, w, 1, device=device)
+    cuts = (slice(0, -win), slice(-win, -shift), slice(-shift, None))
+    label = 0
+    for hs in cuts:
+        for ws in cuts:
+            region[:, hs, ws] = label
+            label += 1
+    ids = _window_partition(region, win)[0, :, :, 0]  # (nW, T)
+    return (ids[:, :, None] == ids[:, None, :])[:, None]
+
+
+class CrossBandAttention(nn.Module):
+    """Each branch (structure S, detail D) queries the other inside local windows; one residual per branch.
+
+    ``shift = win // 2`` gives shifted windows (with their mask), so alternating levels connect neighbouring
+    windows. Feature sizes must be multiples of ``win`` (the refiner pads its input accordingly).
+    """
+
+    def __init__(self, dim: int, heads: int, win: int, shift: int = 0):
+        super().__init__()
+        self.heads, self.win, self.shift = heads, win, shift
+        self.norm_s, self.norm_d = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.q_s, self.kv_d, self.out_s = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim), nn.Linear(dim, dim)
+        self.q_d, self.kv_s, self.out_d = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim), nn.Linear(dim, dim)
+        self._mask_cache: dict[tuple, torch.Tensor | None] = {}
+
+    def _mask(self, h, w, device):
+        key = (h, w, str(device))
+        if key not in self._mask_cache:
+            self._mask_cache[key] = shifted_window_mask(h, w, self.win, self.shift, device)
+        return self._mask_cache[key]
+
+    def _attend(self, q, kv, mask):
+        n, nw, t, c = q.shape
+        # 4-D (batch*windows, heads, T, d): the layout the fused CUDA attention kernels take
+        split = lambda z: z.reshape(n * nw, t, self.heads, -1).transpose(1, 2)  # noqa: E731
+        k, v = kv.chunk(2, dim=-1)
+        if mask is not None:
+            mask = mask.expand(n, -1, -1, -1, -1).reshape(n * nw, 1, t, t)
+        o = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=mask)
+        return o.transpose(1, 2).reshape(n, nw, t, c)
+
+    def forward(self, s: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, c, h, w = s.shape
+        if h % self.win or w % self.win:
+            raise ValueError(f"feature size {(h, w)} is not a multiple of the window {self.win}")
+        ts, td = s.permute(0, 2, 3, 1), d.permute(0, 2, 3, 1)
+        if self.shift:
+            ts = torch.roll(ts, (-self.shift, -self.shift), dims=(1, 2))
+            td = torch.roll(td, (-self.shift, -self.shift), dims=(1, 2))
+        ts, td = _window_partition(ts, self.win), _window_partition(td, self.win)
+        ns, nd = self.norm_s(ts), self.norm_d(td)
+        mask = self._mask(h, w, s.device)
+        upd_s = self.out_s(self._attend(self.q_s(ns), self.kv_d(nd), mask))  # structure asks detail
+        upd_d = self.out_d(self._attend(self.q_d(nd), self.kv_s(ns), mask))  # detail asks structure
+        upd = torch.cat([_window_merge(upd_s, self.win, h, w), _window_merge(upd_d, self.win, h, w)], dim=-1)
+        if self.shift:
+            upd = torch.roll(upd, (self.shift, self.shift), dims=(1, 2))
+        upd = upd.permute(0, 3, 1, 2)
+        return s + upd[:, :c], d + upd[:, c:]
+
+
+def _uncertain(alpha: torch.Tensor, radius: int, eps: float = 1.0 / 255) -> torch.Tensor:
+    """1 where ``alpha`` is neither ~0 nor ~1, dilated by ``radius`` pixels (a square max-pool); else 0."""
+    band = ((alpha > eps) & (alpha < 1 - eps)).to(alpha.dtype)
+    if radius > 0:
+        band = F.max_pool2d(band, 2 * radius + 1, stride=1, padding=radius)
+    return band
+
+
+# ------------------------------------------------------------------------------------------------------- model
+class Refiner(nn.Module):
+    """See the module docstring. Build it with :func:`build_refiner`."""
+
+    def __init__(self, variant: str = "light", base_channels: int = 32, window: int = 8,
+                 uncertain_radius: tuple[int, int] = (4, 4), focus_tau: float = 0.01,
+                 pretrained: str | None = None):
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown refiner variant {variant!r}: one of {', '.join(VARIANTS)}")
+        if base_channels < 4 or base_channels % 4:
+            raise ValueError(f"base_channels must be a positive multiple of 4, got {base_channels}")
+        self.variant, self.base_channels, self.window = variant, base_channels, window
+        self.uncertain_radius = tuple(int(r) for r in uncertain_radius)
+        self.focus_tau = float(focus_tau)
+        kind = {"light": "haar", "none": "none"}.get(variant, variant.removeprefix("heavy_"))
+        # most width where pixels are few; the full-resolution path has a few channels only
+        c0, c1, c2, c3, c4 = max(4, base_channels // 4), base_channels // 2, base_channels, 4 * base_channels, \
+            8 * base_channels
+        self.widths = (c0, c1, c2, c3, c4)
+        self.pad_multiple = max(16, 8 * window)  # stride-8 features tile into windows; stride 16 exists
+        heads = lambda c: max(1, c // 32)  # noqa: E731
+
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        # focus maps: the variant's transform applied to the luminance, three levels
+        self.focus_down = nn.ModuleList(_Down(kind, 1) for _ in range(3))
+        # encoder
+        self.down0 = _Down(kind, 4)
+        self.s1, self.d1 = Block(4 + 1, c1, extra=0), Block(12 + 1, c1, extra=0)
+        self.down_s1, self.down_d1 = _Down(kind, c1), _Down(kind, c1)
+        self.s2, self.d2 = Block(c1 + 1, c2, k_in=1), Block(4 * c1 + 1, c2, k_in=1)
+        self.attn2 = CrossBandAttention(c2, heads(c2), window, shift=0)
+        self.down_s2, self.down_d2 = _Down(kind, c2), _Down(kind, c2)
+        self.s3, self.d3 = Block(c2 + 1, c3, k_in=1), Block(4 * c2 + 1, c3, k_in=1)
+        self.attn3 = CrossBandAttention(c3, heads(c3), window, shift=window // 2)
+        # context: the LL band of the structure branch once more (stride 16), ASPP at this deepest level
+        self.down_s3 = _Down(kind, c3)
+        self.s4 = Block(c3, c4, k_in=1)
+        self.aspp = ASPP(c4)
+        self.ctx = nn.Conv2d(c4, c3, 1)
+        # decoder: the IDWT's LL comes from the decoder state, its high bands from the detail branch
+        self.f8 = Block(3 * c3, c3, k_in=1)
+        self.head8 = nn.Conv2d(c3, 1, 1)
+        self.ll4, self.hi4, self.up4 = nn.Conv2d(c3, c2, 1), nn.Conv2d(c3, 3 * c2, 3, padding=1), _Up(kind, c2)
+        self.f4 = Block(3 * c2, c2, k_in=1)
+        self.head4 = nn.Conv2d(c2, 1, 1)
+        self.ll2, self.hi2, self.up2 = nn.Conv2d(c2, c1, 1), nn.Conv2d(c2, 3 * c1, 3, padding=1), _Up(kind, c1)
+        self.f2 = Block(3 * c1, c1, extra=0)
+        self.ll1, self.hi1, self.up1 = nn.Conv2d(c1, c0, 1), nn.Conv2d(c1, 3 * c0, 3, padding=1), _Up(kind, c0)
+        self.f1 = nn.Sequential(ConvBNReLU(c0 + 4, c0), nn.Conv2d(c0, 1, 1))
+        if pretrained:
+            self.load_backbone(pretrained)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Plain JSON-able dict: ``build_refiner(**model.config)`` rebuilds this architecture."""
+        return {"variant": self.variant, "base_channels": self.base_channels, "window": self.window,
+                "uncertain_radius": list(self.uncertain_radius), "focus_tau": self.focus_tau}
+
+    def encoder_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights a pretrained backbone provides: everything before the decoder."""
+        skip = ("ctx", "f8", "head8", "ll4", "hi4", "up4", "f4", "head4", "ll2", "hi2", "up2", "f2", "ll1", "hi1", "up1", "f1")
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(skip)}
+
+    def load_backbone(self, path: str | os.PathLike) -> int:
+        """Load encoder weights from a local file (a refiner checkpoint or a plain state dict); returns how many
+        tensors matched by name and shape. Nothing is ever downloaded."""
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"pretrained backbone weights not found: {path} (give a local file)")
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001  (untrusted file: any failure is the user's file)
+            raise UserError(f"not a loadable weights file: {path} ({exc.__class__.__name__})") from None
+        state = obj.get("model", obj) if isinstance(obj, dict) else None
+        if not isinstance(state, dict):
+            raise UserError(f"no state dict in {path}")
+        own = self.encoder_state_dict()
+        matched = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+        if not matched:
+            raise UserError(f"no encoder weights of this refiner found in {path}")
+        self.load_state_dict(matched, strict=False)
+        log.info("loaded %d/%d backbone tensors from %s", len(matched), len(own), path)
+        return len(matched)
+
+    # -------------------------------------------------------------------------------------------- forward
+    def _focus(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """Focus maps at strides 2, 4, 8: log(1 + local mean of the squared high bands / tau^2)."""
+        gray = (0.299 * image[:, :1] + 0.587 * image[:, 1:2] + 0.114 * image[:, 2:3])
+        maps, ll = [], gray
+        for down in self.focus_down:
+            ll, highs = down(ll)
+            energy = highs.pow(2).mean(dim=2)
+            energy = F.avg_pool2d(energy, 3, stride=1, padding=1, count_include_pad=False)
+            maps.append(torch.log1p(energy / self.focus_tau ** 2))
+            ll = ll * 0.5  # orthonormal LL grows x2 per level: keep the next level's scale comparable
+        return maps
+
+    def forward(self, image: torch.Tensor, guide: torch.Tensor,
+                uncertain_radius: tuple[int, int] | None = None) -> RefinerOutput:
+        """image (N,3,H,W) RGB in [0,1] (not normalised), guide (N,1,H,W) in [0,1]; any H, W."""
+        if image.dim() != 4 or image.shape[1] != 3:
+            raise ValueError(f"image must be (N,3,H,W), got {tuple(image.shape)}")
+        if guide.shape != (image.shape[0], 1, *image.shape[-2:]):
+            raise ValueError(f"guide must be (N,1,H,W) matching the image, got {tuple(guide.shape)}")
+        h, w = image.shape[-2:]
+        m = self.pad_multiple
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:  # edge padding, cropped from every output
+            image = F.pad(image, (0, pw, 0, ph), mode="replicate")
+            guide = F.pad(guide, (0, pw, 0, ph), mode="replicate")
+        r8, r4 = uncertain_radius or self.uncertain_radius
+
+        f2, f4, f8 = self._focus(image)
+        x = torch.cat([(image - self.mean) / self.std, guide * 2 - 1], 1)
+        ll, highs = self.down0(x)
+        s1 = self.s1(torch.cat([ll, f2], 1))
+        d1 = self.d1(torch.cat([highs.flatten(1, 2), f2], 1))
+        ll_s, hi_s = self.down_s1(s1)
+        ll_d, _ = self.down_d1(d1)
+        s2 = self.s2(torch.cat([ll_s, f4], 1))
+        d2 = self.d2(torch.cat([hi_s.flatten(1, 2), ll_d, f4], 1))
+        s2, d2 = self.attn2(s2, d2)
+        ll_s, hi_s = self.down_s2(s2)
+        ll_d, _ = self.down_d2(d2)
+        s3 = self.s3(torch.cat([ll_s, f8], 1))
+        d3 = self.d3(torch.cat([hi_s.flatten(1, 2), ll_d, f8], 1))
+        s3, d3 = self.attn3(s3, d3)
+        ctx = self.ctx(self.aspp(self.s4(self.down_s3(s3)[0])))
+        ctx = F.interpolate(ctx, scale_factor=2.0, mode="bilinear")  # smooth context: plain upsampling
+
+        f = self.f8(torch.cat([s3, d3, ctx], 1))
+        logit8 = self.head8(f)
+        up = self.up4(self.ll4(f), self.hi4(d3).unflatten(1, (-1, 3)))
+        f = self.f4(torch.cat([up, s2, d2], 1))
+        logit4 = self.head4(f)
+        up = self.up2(self.ll2(f), self.hi2(d2).unflatten(1, (-1, 3)))
+        f = self.f2(torch.cat([up, s1, d1], 1))
+        up = self.up1(self.ll1(f), self.hi1(d1).unflatten(1, (-1, 3)))
+        logit1 = self.f1(torch.cat([up, x], 1))
+
+        # progressive refinement: a finer prediction replaces the coarser one only in the uncertain band
+        a8 = torch.sigmoid(logit8)
+        u8 = F.interpolate(_uncertain(a8, r8), scale_factor=2.0, mode="nearest")
+        merged4 = torch.where(u8 > 0, torch.sigmoid(logit4), F.interpolate(a8, scale_factor=2.0, mode="bilinear"))
+        u4 = F.interpolate(_uncertain(merged4, r4), scale_factor=4.0, mode="nearest")
+        merged4_full = F.interpolate(merged4, scale_factor=4.0, mode="bilinear")
+        alpha = torch.where(u4 > 0, torch.sigmoid(logit1), merged4_full)
+
+        crop = lambda t: t[..., :h, :w]  # noqa: E731
+        full = lambda t, s: crop(F.interpolate(t, scale_factor=float(s), mode="bilinear") if s > 1 else t)  # noqa: E731
+        logits_os = {8: full(logit8, 8), 4: full(logit4, 4), 1: crop(logit1)}
+        hs = lambda s: (h + s - 1) // s  # noqa: E731
+        ws = lambda s: (w + s - 1) // s  # noqa: E731
+        return RefinerOutput(
+            alpha=crop(alpha),
+            alpha_os={s: torch.sigmoid(v) for s, v in logits_os.items()},
+            logits_os=logits_os,
+            uncertain_os={8: crop(F.interpolate(u8, scale_factor=4.0, mode="nearest")), 4: crop(u4)},
+            focus_map=full(f2, 2),
+            focus_os={s: f[..., : hs(s), : ws(s)] for s, f in ((2, f2), (4, f4), (8, f8))},
+        )
+
+
+# ------------------------------------------------------------------------------------------ builder, checkpoint
+def build_refiner(variant: str = "light", base_channels: int = 32, **kwargs) -> Refiner:
+    """Build a refiner: ``variant`` in :data:`VARIANTS`; ``kwargs`` as :class:`Refiner` (window, uncertain_radius,
+    focus_tau, pretrained=<local path of backbone weights>)."""
+    return Refiner(variant, base_channels, **kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def save_refiner(path: str | os.PathLike, model: Refiner, **extra: Any) -> Path:
+    """Write ``{'format', 'variant', 'config', 'model', **extra}`` to ``path`` atomically (temp + rename)."""
+    path = Path(path)
+    model = getattr(model, "module", model)  # unwrap DDP
+    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+    ckpt = {"format": CHECKPOINT_FORMAT, "variant": model.variant, "config": model.config,
+            "model": model.state_dict(), **extra}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+    return path
+
+
+def load_refiner(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[Refiner, dict]:
+    """Rebuild a refiner from a checkpoint written by :func:`save_refiner` (or the training solver).
+
+    Loads with ``weights_only=True`` (a checkpoint is untrusted input). Returns ``(model in eval mode, ckpt)``.
+    Raises ``UserError`` (one line) for a missing file, an unreadable file, or a checkpoint of something else.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001  (untrusted file: any failure to load is the file's fault)
+        raise UserError(f"not a loadable checkpoint: {path} ({exc.__class__.__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} is not a refiner checkpoint (expected format {CHECKPOINT_FORMAT!r}; "
+                        "train one or save it with model.refiner.save_refiner)")
+    try:
+        model = build_refiner(**ckpt["config"])
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise UserError(f"refiner checkpoint {path} does not match its config: {first}") from None
+    return model.to(map_location).eval(), ckpt

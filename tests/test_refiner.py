@@ -1,0 +1,233 @@
+"""model.refiner: shapes and ranges per variant, parameter parity of the ablation, checkpoints, focus cue, masks."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from model.refiner import (VARIANTS, CrossBandAttention, RefinerOutput, _uncertain, build_refiner, count_parameters,
+                           load_refiner, save_refiner, shifted_window_mask)
+from utils.cli import UserError
+
+TINY = 8  # base_channels for fast tests
+
+
+def _inputs(h=67, w=93, n=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(n, 3, h, w, generator=g)
+    guide = torch.zeros(n, 1, h, w)
+    guide[..., h // 4: 3 * h // 4, w // 3: 2 * w // 3] = 1
+    return image, guide
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_forward_shapes_and_ranges(variant):
+    torch.manual_seed(0)
+    model = build_refiner(variant, base_channels=TINY).eval()
+    image, guide = _inputs()
+    with torch.no_grad():
+        out = model(image, guide)
+    assert isinstance(out, RefinerOutput)
+    assert out.alpha.shape == (1, 1, 67, 93)
+    assert 0 <= out.alpha.min() and out.alpha.max() <= 1
+    assert set(out.alpha_os) == set(out.logits_os) == {8, 4, 1} and set(out.uncertain_os) == {8, 4}
+    for s in (8, 4, 1):
+        assert out.alpha_os[s].shape == out.logits_os[s].shape == (1, 1, 67, 93)
+        assert torch.allclose(out.alpha_os[s], torch.sigmoid(out.logits_os[s]))
+    assert out.focus_map.shape == (1, 1, 67, 93)
+    assert {s: tuple(f.shape[-2:]) for s, f in out.focus_os.items()} == {2: (34, 47), 4: (17, 24), 8: (9, 12)}
+    for u in out.uncertain_os.values():
+        assert u.shape == (1, 1, 67, 93) and set(u.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_progressive_refinement_replaces_only_in_uncertain_band():
+    torch.manual_seed(1)
+    model = build_refiner("light", base_channels=TINY).eval()
+    image, guide = _inputs(64, 64)
+    with torch.no_grad():
+        out = model(image, guide, uncertain_radius=(0, 0))
+    u4 = out.uncertain_os[4] > 0
+    # inside the final band the full-resolution prediction wins, exactly
+    assert torch.equal(out.alpha[u4], out.alpha_os[1][u4])
+    # with a wide band the stride-1 prediction is everywhere (random weights: everything is uncertain)
+    with torch.no_grad():
+        wide = model(image, guide, uncertain_radius=(64, 64))
+    assert wide.uncertain_os[4].min() == 1 and torch.equal(wide.alpha, wide.alpha_os[1])
+
+
+def test_uncertain_band_dilates_the_soft_region():
+    alpha = torch.zeros(1, 1, 9, 9)
+    alpha[..., 4, 4] = 0.5
+    alpha[..., 0, 0] = 1.0  # certain: not in the band
+    band = _uncertain(alpha, radius=2)
+    expected = torch.zeros(9, 9)
+    expected[2:7, 2:7] = 1
+    assert torch.equal(band[0, 0], expected)
+
+
+def test_light_and_none_parameter_counts_within_5_percent():
+    for base in (TINY, 32):
+        light = count_parameters(build_refiner("light", base_channels=base))
+        none = count_parameters(build_refiner("none", base_channels=base))
+        assert abs(light - none) / light < 0.05, (base, light, none)
+        assert light == count_parameters(build_refiner("heavy_db4", base_channels=base))
+    assert 1_000_000 < count_parameters(build_refiner("light")) < 5_000_000  # a few million at the default width
+
+
+@pytest.mark.parametrize("variant", ["light", "heavy_db2", "none"])
+def test_checkpoint_roundtrip_bit_for_bit(tmp_path, variant):
+    torch.manual_seed(2)
+    model = build_refiner(variant, base_channels=TINY, uncertain_radius=(3, 2)).eval()
+    image, guide = _inputs()
+    with torch.no_grad():
+        ref = model(image, guide)
+    path = save_refiner(tmp_path / "ckpt" / "r.pt", model, step=7)
+    assert not list(path.parent.glob(".*tmp*"))  # atomic write left no temporary
+    loaded, ckpt = load_refiner(path)
+    assert ckpt["variant"] == variant and ckpt["step"] == 7 and not loaded.training
+    json.dumps(ckpt["config"])  # plain JSON-able
+    assert loaded.config == model.config
+    with torch.no_grad():
+        out = loaded(image, guide)
+    assert torch.equal(out.alpha, ref.alpha) and torch.equal(out.logits_os[8], ref.logits_os[8])
+
+
+def test_load_errors_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_refiner(tmp_path / "missing.pt")
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, other)
+    with pytest.raises(UserError, match="not a refiner checkpoint"):
+        load_refiner(other)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="not a loadable checkpoint"):
+        load_refiner(junk)
+    # a refiner checkpoint whose weights do not fit its config
+    model = build_refiner("light", base_channels=TINY)
+    bad = tmp_path / "bad.pt"
+    save_refiner(bad, model)
+    ckpt = torch.load(bad, weights_only=True)
+    ckpt["config"]["base_channels"] = 12
+    torch.save(ckpt, bad)
+    with pytest.raises(UserError, match="does not match"):
+        load_refiner(bad)
+
+
+def test_pretrained_backbone_from_local_path(tmp_path):
+    torch.manual_seed(3)
+    src = build_refiner("light", base_channels=TINY)
+    path = save_refiner(tmp_path / "src.pt", src)
+    dst = build_refiner("light", base_channels=TINY, pretrained=str(path))
+    for k, v in src.encoder_state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v)
+    assert not torch.equal(dst.f1[1].weight, src.f1[1].weight)  # decoder stays randomly initialised
+    assert dst.config.get("pretrained") is None  # rebuilding from a checkpoint never needs the file
+    with pytest.raises(UserError, match="not found"):
+        build_refiner("light", base_channels=TINY, pretrained=str(tmp_path / "nope.pt"))
+
+
+@pytest.mark.parametrize("variant", ["light", "heavy_db2"])
+def test_focus_map_higher_on_sharp_than_blurred_texture(variant):
+    model = build_refiner(variant, base_channels=TINY).eval()
+    rng = np.random.default_rng(0)
+    texture = cv2.resize(rng.random((24, 24, 3)).astype(np.float32), (96, 96), interpolation=cv2.INTER_NEAREST)
+    texture = np.clip(texture + 0.2 * rng.standard_normal((96, 96, 3)).astype(np.float32), 0, 1)
+    blurred = cv2.GaussianBlur(texture, (0, 0), 3.0)
+    to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None]  # noqa: E731
+    guide = torch.ones(1, 1, 96, 96)
+    with torch.no_grad():
+        sharp = model(to_t(texture), guide).focus_map
+        soft = model(to_t(blurred), guide).focus_map
+    assert sharp.mean() > 2 * soft.mean()
+    # pixel-wise too, away from the border
+    assert (sharp[..., 8:-8, 8:-8] > soft[..., 8:-8, 8:-8]).float().mean() > 0.95
+
+
+def test_shifted_window_mask_blocks_wraparound():
+    """With shifted windows, a pixel must not see pixels rolled in from the opposite border."""
+    torch.manual_seed(4)
+    attn = CrossBandAttention(dim=8, heads=2, win=4, shift=2).eval()
+    s, d = torch.randn(1, 8, 8, 8), torch.randn(1, 8, 8, 8)
+    with torch.no_grad():
+        base_s, _ = attn(s, d)
+        d2 = d.clone()
+        d2[0, :, 0, 0] = 10 * torch.randn(8)  # top-left detail pixel; rolled next to the bottom-right one
+        moved_s, _ = attn(s, d2)
+    changed = (moved_s - base_s).abs().sum(1)[0] > 1e-6
+    assert changed[0, 0] and changed[:2, :2].all()  # its own neighbourhood sees it
+    assert not changed[-2:, -2:].any() and not changed[-2:, :2].any() and not changed[:2, -2:].any()
+    mask = shifted_window_mask(8, 8, 4, 2)
+    assert mask.shape == (4, 1, 16, 16) and mask[0].all() and not mask[-1].all()
+    assert shifted_window_mask(8, 8, 4, 0) is None
+
+
+@pytest.mark.parametrize("variant", ["light", "heavy_db2", "none"])
+def test_gradients_flow(variant):
+    torch.manual_seed(5)
+    model = build_refiner(variant, base_channels=TINY).train()
+    image, guide = _inputs(32, 48, n=2)
+    out = model(image, guide)
+    loss = sum(torch.nn.functional.binary_cross_entropy_with_logits(v, guide) for v in out.logits_os.values())
+    loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values()), \
+        [n for n, g in grads.items() if g is None]
+    assert grads["s1.inp.0.weight"].abs().sum() > 0 and grads["hi1.weight"].abs().sum() > 0
+
+
+@pytest.mark.parametrize("variant", ["light", "heavy_db2", "none"])
+def test_variants_under_autocast(variant):
+    """Mixed precision works (pytorch_wavelets would fail: the wrapper runs it in float32 inside autocast)."""
+    model = build_refiner(variant, base_channels=TINY).train()
+    image, guide = _inputs(32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(image, guide)
+    out.logits_os[1].float().mean().backward()
+    assert out.alpha.shape == (1, 1, 32, 32)
+
+
+def test_bad_inputs_raise():
+    model = build_refiner("light", base_channels=TINY)
+    with pytest.raises(ValueError, match="guide"):
+        model(torch.rand(1, 3, 16, 16), torch.rand(1, 1, 8, 16))
+    with pytest.raises(ValueError, match="unknown refiner variant"):
+        build_refiner("heavy_db3")
+
+
+def test_entry_points(capsys):
+    from model.refiner_dwt_maggie import build_light, main as light_main
+    from model.refiner_dwt_maggie_heavydwt import build_heavy, main as heavy_main
+
+    assert build_light(base_channels=TINY).variant == "light"
+    assert build_heavy("db4", base_channels=TINY).variant == "heavy_db4"
+    with pytest.raises(ValueError):
+        build_heavy("db3")
+    assert light_main(["--size", "24x40", "--base_channels", str(TINY)]) == 0
+    assert heavy_main(["--wave", "db2", "--size", "24x40", "--base_channels", str(TINY)]) == 0
+    out = capsys.readouterr().out
+    assert "variant light" in out and "variant heavy_db2" in out and "alpha (1, 1, 24, 40)" in out
+    with pytest.raises(UserError, match="HxW"):
+        light_main(["--size", "big"])
+
+
+def test_light_refiner_fits_a_tiny_example():
+    """Trainable end to end: a few Adam steps on one soft-edged square halve the multi-stride loss."""
+    torch.manual_seed(0)
+    model = build_refiner("light", base_channels=TINY).train()
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    image = torch.rand(1, 3, 32, 32)
+    gt = torch.zeros(1, 1, 32, 32)
+    gt[..., 6:26, 8:24] = 1
+    gt = torch.nn.functional.avg_pool2d(gt, 5, 1, 2)
+    guide = (gt > 0.5).float()
+    losses = []
+    for _ in range(15):
+        out = model(image, guide)
+        loss = sum(torch.nn.functional.binary_cross_entropy_with_logits(v, gt) for v in out.logits_os.values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
