@@ -8,14 +8,6 @@
 # restart redoes only unfinished clips; an error the user must fix (exit 1) is not retried.
 set -uo pipefail
 cd "$(dirname "$0")"
-PYTHON="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}"
-RETRIES="${RETRIES:-3}"
+source utils/launcher.sh
 args=(--root "${ROOT:-data/demo}" --ratio "${RATIO:-1.0}" --sampling "${SAMPLING:-contiguous}" --seed "${SEED:-0}" "$@")
-for attempt in $(seq 1 "$RETRIES") last; do
-    "$PYTHON" preprocess/frame_extraction.py "${args[@]}"
-    rc=$?
-    if [ "$rc" -eq 0 ] || [ "$rc" -eq 1 ] || [ "$rc" -eq 2 ] || [ "$rc" -eq 130 ] || [ "$attempt" = last ]; then
-        exit "$rc"
-    fi
-    echo "run_frame_extraction: worker exited with $rc; restarting ($attempt/$RETRIES)" >&2
-done
+run_with_retries run_frame_extraction "$PYTHON" preprocess/frame_extraction.py "${args[@]}"

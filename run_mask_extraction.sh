@@ -17,14 +17,6 @@ case "$mode" in
     first_frame|all_frames) shift ;;
     *) echo "usage: $0 first_frame|all_frames [flags for preprocess/guide_mask.py]" >&2; exit 2 ;;
 esac
-PYTHON="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}"
-RETRIES="${RETRIES:-3}"
+source utils/launcher.sh
 args=(--mode "$mode" --backend "${BACKEND:-perturb}" --root "${ROOT:-data/demo}" --seed "${SEED:-0}" "$@")
-for attempt in $(seq 1 "$RETRIES") last; do
-    "$PYTHON" preprocess/guide_mask.py "${args[@]}"
-    rc=$?
-    if [ "$rc" -eq 0 ] || [ "$rc" -eq 1 ] || [ "$rc" -eq 2 ] || [ "$rc" -eq 130 ] || [ "$attempt" = last ]; then
-        exit "$rc"
-    fi
-    echo "run_mask_extraction: worker exited with $rc; restarting ($attempt/$RETRIES)" >&2
-done
+run_with_retries run_mask_extraction "$PYTHON" preprocess/guide_mask.py "${args[@]}"
