@@ -31,3 +31,18 @@ def make_tiny_frames(root: str | Path, split: str = "train", clips=("c0", "c1", 
                 write_png(layout.frames(split, layer, clip, tree=tree) / f"{f:04d}.png",
                           data[layer].astype(np.float32), bits=bits)
     return Path(root)
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def use_refiner_env() -> str:
+    """Point the solver at the real ``model.refiner`` when it exists, else at the test-only stand-in; returns
+    the module used. Set in os.environ so subprocesses (torchrun, killed runs) inherit it."""
+    import importlib.util
+    import os
+
+    name = "model.refiner" if importlib.util.find_spec("model.refiner") is not None else "tests.standin_refiner"
+    os.environ["DEFOCUS_REFINER_MODULE"] = name
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return name
