@@ -222,6 +222,11 @@ def unknown_region(gt: np.ndarray, low: float = 0.0, high: float = 1.0, dilate: 
     return np.stack([cv2.dilate(b.astype(np.uint8), k) > 0 for b in band])
 
 
+def eval_region(gt: np.ndarray) -> np.ndarray:
+    """The unknown region every table here reports: 0 < alpha < 1 grown by 1% of the shorter side (>= 1 px)."""
+    return unknown_region(gt, dilate=max(1, round(0.01 * min(np.shape(gt)[-2:]))))
+
+
 def frame_metrics(pred, gt, mask=None) -> dict[str, float]:
     """All image metrics of one frame."""
     return {"sad": sad(pred, gt, mask), "mad": mad(pred, gt, mask), "mse": mse(pred, gt, mask),

@@ -244,7 +244,7 @@ def _to(batch: dict, device) -> dict:
 
 @torch.no_grad()
 def validate(model, dataset: MattingFrames, device, amp_dtype=None) -> dict[str, float]:
-    """Mean metrics over ``dataset``'s frames, whole frame and unknown band (GT 0<a<1 grown 5 px)."""
+    """Mean metrics over ``dataset``'s frames, whole frame and unknown band (``metrics.eval_region``)."""
     model.eval()
     rows = []
     for i in range(len(dataset)):
@@ -253,7 +253,7 @@ def validate(model, dataset: MattingFrames, device, amp_dtype=None) -> dict[str,
             out = model(item["image"], item["guide"])
         pred = out.alpha.float()[0, 0].cpu().numpy()
         gt = item["alpha"][0, 0].cpu().numpy()
-        unk = M.unknown_region(gt, dilate=5)
+        unk = M.eval_region(gt)
         row = {k: v for k, v in M.frame_metrics(pred, gt).items()}
         row.update({f"{k}_unknown": v for k, v in M.frame_metrics(pred, gt, unk).items()})
         rows.append(row)
