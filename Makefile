@@ -6,7 +6,7 @@ DEMO_ROOT ?= data/demo
 RUN_DIR   ?= runs/demo
 SEED      ?= 0
 
-.PHONY: demo test venv clean-demo demo-data demo-compose
+.PHONY: demo test venv clean-demo demo-data demo-compose demo-train demo-eval demo-ablation
 
 venv: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
@@ -16,7 +16,7 @@ test: venv
 	$(PY) -m pytest -q
 
 # Each stage is idempotent: a second `make demo` reuses what exists and says so.
-demo: venv demo-data demo-compose
+demo: venv demo-data demo-compose demo-train demo-eval demo-ablation
 	@echo "demo: done. data under $(DEMO_ROOT)/, runs under $(RUN_DIR)/"
 
 demo-data: venv
@@ -24,6 +24,24 @@ demo-data: venv
 
 demo-compose: demo-data
 	$(PY) preprocess/compose_video_bg.py --root $(DEMO_ROOT) --seed $(SEED)
+
+# Training (pipeline/solver_refiner_maggie.py): a 30-step CPU run of the light refiner on small crops; a rerun
+# resumes/reuses runs/demo/train. Guides: the mask stage's files mixed with perturbed GT when masks exist.
+DEMO_GUIDE = $(if $(wildcard $(DEMO_ROOT)/frames/train/mask),mixed,perturb)
+DEMO_TRAIN_ARGS = --root $(DEMO_ROOT) --runs_dir $(RUN_DIR) --name train --model light --guide $(DEMO_GUIDE) \
+	--steps 30 --batch_size 4 --crop 64 --base_channels 8 --num_workers 0 --threads 1 --warmup_steps 5 --lr 2e-3 \
+	--eval_every 30 --ckpt_every 10 --log_every 10 --val_max_frames 4 --eval_long_side 128 --seed $(SEED)
+demo-train: venv
+	$(PY) pipeline/solver_refiner_maggie.py $(DEMO_TRAIN_ARGS) $(if $(wildcard $(RUN_DIR)/train/last.pt),--resume,)
+
+# Evaluation (pipeline/evaluate.py): the trained checkpoint and the guide / closed-form baselines on the test split.
+demo-eval: demo-train
+	$(PY) pipeline/evaluate.py --root $(DEMO_ROOT) --split test --ckpt $(RUN_DIR)/train/best.pt --labels light \
+		--max_frames 6 --long_side 192 --out $(RUN_DIR)/eval --seed $(SEED)
+
+# The DWT ablation, tiny: one seed, variants none and light, defocused frames and the all-in-focus control.
+demo-ablation: demo-eval
+	$(PY) pipeline/ablation.py --root $(DEMO_ROOT) --out $(RUN_DIR)/ablation --tiny --seeds $(SEED) -- --threads 1
 
 clean-demo:
 	rm -rf $(DEMO_ROOT) $(RUN_DIR)
