@@ -219,11 +219,9 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def save_checkpoint(path: Path, model, cfg: TrainConfig, step: int, **state) -> None:
-    """The refiner checkpoint dict of CONTRACTS.md plus the training state, written atomically."""
-    ckpt = {"format": CKPT_FORMAT, "variant": model.config.get("variant", cfg.model), "config": dict(model.config),
-            "model": model.state_dict(), "step": step, "train_config": dataclasses.asdict(cfg), **state}
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+    """The refiner's own checkpoint dict (``save_refiner``: format, variant, config, model; atomic) plus the
+    training state, so ``load_refiner`` and inference.py read solver checkpoints directly."""
+    refiner_api().save_refiner(path, model, step=step, train_config=dataclasses.asdict(cfg), **state)
 
 
 class _SupervisedOutputs(torch.nn.Module):
@@ -342,7 +340,10 @@ def train(argv: Sequence[str] | None = None, defaults_yaml: str | None = None) -
         raise UserError(f"{run_dir} already has a run: pass --resume to continue it or --overwrite to restart")
 
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
-    model = api.build_refiner(cfg.model, base_channels=cfg.base_channels).to(device)
+    model = api.build_refiner(cfg.model, base_channels=cfg.base_channels)
+    if world > 1 and use_cuda:  # batch statistics over the global batch (same state_dict keys)
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
