@@ -73,6 +73,8 @@ def split_clips(clips: list[str], val_fraction: float, seed: int) -> tuple[list[
 
 def _resize(img: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
     h, w = size
+    if img.shape[:2] == (h, w):
+        return img
     interp = cv2.INTER_NEAREST if nearest else (cv2.INTER_AREA if h < img.shape[0] else cv2.INTER_LINEAR)
     return cv2.resize(img, (w, h), interpolation=interp)
 
@@ -131,20 +133,19 @@ class MattingFrames(torch.utils.data.Dataset):
 
     def _augment(self, d: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
         h, w = d["alpha"].shape
-        s = rng.uniform(*self.scale_range)
-        s = max(s, self.crop / min(h, w))  # never smaller than the crop
-        size = (max(self.crop, round(h * s)), max(self.crop, round(w * s)))
-        d = {k: _resize(v, size, nearest=(k == "mask")) for k, v in d.items()}
-        h, w = size
-        unknown = np.argwhere((d["alpha"] > 0.01) & (d["alpha"] < 0.99))
+        s = max(rng.uniform(*self.scale_range), self.crop / min(h, w))  # never a window larger than the frame
+        win = min(h, w, max(1, round(self.crop / s)))  # the crop's window at the original resolution
+        # window centred on an unknown-region pixel (searched on a 4x subsampled grid: cheap at 1080p)
+        unknown = np.argwhere((d["alpha"][::4, ::4] > 0.01) & (d["alpha"][::4, ::4] < 0.99)) * 4
         if len(unknown) and rng.random() < self.unknown_crop_prob:
             cy, cx = unknown[rng.integers(len(unknown))]
-            y = int(np.clip(cy - self.crop // 2, 0, h - self.crop))
-            x = int(np.clip(cx - self.crop // 2, 0, w - self.crop))
+            y = int(np.clip(cy - win // 2, 0, h - win))
+            x = int(np.clip(cx - win // 2, 0, w - win))
         else:
-            y = int(rng.integers(0, h - self.crop + 1))
-            x = int(rng.integers(0, w - self.crop + 1))
-        d = {k: v[y:y + self.crop, x:x + self.crop] for k, v in d.items()}
+            y = int(rng.integers(0, h - win + 1))
+            x = int(rng.integers(0, w - win + 1))
+        # crop first, then scale only the window (the same result as scaling the frame, at a fraction of the cost)
+        d = {k: _resize(v[y:y + win, x:x + win], (self.crop, self.crop), nearest=(k == "mask")) for k, v in d.items()}
         if rng.random() < 0.5:
             d = {k: v[:, ::-1] for k, v in d.items()}
         rgb = [k for k in ("image", "fgr", "bgr") if k in d]
