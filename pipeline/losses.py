@@ -114,6 +114,8 @@ def matting_losses(alpha_os: dict[int, torch.Tensor], gt: torch.Tensor, w: LossW
         if sw == 0:
             continue
         a = a.float()
+        if bool(((a < 0) | (a > 1)).any()):  # logits passed where probabilities belong: refuse, do not squash
+            raise ValueError(f"alpha at stride {s} is outside [0, 1]: pass probabilities (alpha_os), not logits")
         if "l1" in parts:
             parts["l1"] = parts["l1"] + sw * F.l1_loss(a, gt)
         if "lap" in parts:

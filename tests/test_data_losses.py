@@ -115,3 +115,9 @@ def test_whigh_focuses_on_uncertain_region():
     noise_near[..., 7, 7] = 1.0
     _, parts = L.matting_losses({1: noise_near}, g, w)
     assert parts["whigh"] > 0
+
+
+def test_logits_are_refused():
+    g = torch.rand(1, 1, 8, 8)
+    with pytest.raises(ValueError, match="not logits"):
+        L.matting_losses({1: torch.randn(1, 1, 8, 8) * 3}, g, L.LossWeights())

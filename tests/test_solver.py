@@ -123,6 +123,43 @@ def test_two_process_gloo_run_matches_one_process(data, tmp_path):
             torch.testing.assert_close(ddp["model"][k], single["model"][k], rtol=1e-4, atol=1e-5)
 
 
+def test_schedule_and_phases():
+    from pipeline.solver import TrainConfig, lr_at, phase_at
+
+    cfg = TrainConfig(steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_at(cfg, 0) == pytest.approx(0.1) and lr_at(cfg, 9) == pytest.approx(1.0)
+    assert lr_at(cfg, 10) == pytest.approx(1.0) and lr_at(cfg, 100) == pytest.approx(0.1)
+    assert lr_at(cfg, 55) == pytest.approx(0.1 + 0.9 * 0.5)  # cosine half way
+    import yaml
+    from pipeline.solver import CONFIG_DIR
+
+    v1 = TrainConfig(steps=100, **{k: v for k, v in yaml.safe_load((CONFIG_DIR / "maggie_v0001.yaml").read_text()).items()
+                                   if k != "name"})
+    name, w = phase_at(v1, 0)
+    assert name == "coarse_warmup" and w.stride_weights == {8: 1.0, 4: 0.0, 1: 0.0} and w.whigh == 0
+    assert phase_at(v1, 99)[0] == "fine_detail" and phase_at(v1, 99)[1].grad == pytest.approx(2 * v1.w_grad)
+    new = TrainConfig(steps=100, **{k: v for k, v in yaml.safe_load((CONFIG_DIR / "maggie.yaml").read_text()).items()
+                                    if k != "name"})
+    assert phase_at(new, 10)[1].whigh == 0 and phase_at(new, 60)[1].whigh > 0  # structure first, then detail
+
+
+def test_v0001_entry_runs_its_curriculum(data, tmp_path):
+    import csv
+
+    from pipeline.solver_refiner_maggie_v0001 import main
+
+    assert main(_args(data, tmp_path, "v1", "--steps", "10", "--eval_every", "10", "--log_every", "1")) == 0
+    phases = [r["phase"] for r in csv.DictReader(open(tmp_path / "v1" / "train.csv"))]
+    # step i runs at fraction i/10 of training: until 0.15, 0.45, 0.7, 1.0
+    assert phases == ["coarse_warmup"] * 2 + ["structure"] * 3 + ["transition"] * 2 + ["fine_detail"] * 3
+
+
+def test_config_file_and_unknown_key(data, tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text("batch_size: 2\nbogus: 1\n")
+    code, err = _run_cli(_args(data, tmp_path / "runs", "x", "--config", str(tmp_path / "c.yaml")), capsys)
+    assert code == 1 and "unknown config key(s) bogus" in err
+
+
 # ------------------------------------------------------------------------------------------ bad input
 def test_split_with_no_frames(tmp_path, capsys):
     (tmp_path / "data").mkdir()
