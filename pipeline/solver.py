@@ -295,6 +295,10 @@ def train(argv: Sequence[str] | None = None, defaults_yaml: str | None = None) -
     # -- distributed: torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; a single process needs nothing
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available")
     use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
     if world > 1:
         dist.init_process_group("nccl" if use_cuda else "gloo")
