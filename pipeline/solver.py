@@ -129,13 +129,16 @@ def _convert(key: str, text: str, kind: Any) -> Any:
 
 
 def build_parser(defaults_yaml: str | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train the refiner. Every config key is a flag: --batch_size 8 --model heavy_db2",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description="Train the refiner. Every config key is a flag: --batch_size 8 --model heavy_db2")
     p.add_argument("--config", default=None, help="YAML file of overrides (applied after the strategy's defaults)")
     p.add_argument("--resume", action="store_true", help="continue runs/<name>/last.pt")
     p.add_argument("--overwrite", action="store_true", help="start runs/<name> over, deleting its checkpoints")
+    shown = dataclasses.asdict(TrainConfig())
+    if defaults_yaml and (CONFIG_DIR / defaults_yaml).is_file():
+        shown.update(yaml.safe_load((CONFIG_DIR / defaults_yaml).read_text()) or {})
     for f in dataclasses.fields(TrainConfig):
-        p.add_argument(f"--{f.name}", default=None, help=f"config key ({f.type})")
+        value = "see the strategy YAML" if f.name == "phases" else shown[f.name]
+        p.add_argument(f"--{f.name}", default=None, help=f"{f.type} (default: {value})")
     p.set_defaults(strategy_yaml=defaults_yaml)
     return p
 
