@@ -20,7 +20,7 @@ import torch
 
 from preprocess.perturb import perturb_guide
 from utils.cli import UserError, unit_seed
-from utils.images import read_image
+from utils.images import read_image_native, to_float
 from utils.paths import DataLayout
 
 GUIDES = ("perturb", "files", "mixed")
@@ -121,22 +121,24 @@ class MattingFrames(torch.utils.data.Dataset):
         return self.layout.frames(frame.split, layer, frame.clip, tree=self.tree) / frame.name
 
     def load(self, frame: Frame) -> dict[str, np.ndarray]:
-        out = {"image": read_image(self.path(frame, "image"), gray=False),
-               "alpha": read_image(self.path(frame, "alpha"), gray=True)}
+        """The frame's layers in their stored integer types (converted to float after cropping)."""
+        out = {"image": read_image_native(self.path(frame, "image")),
+               "alpha": read_image_native(self.path(frame, "alpha"), gray=True)}
         if self.with_fb:
             for layer in ("fgr", "bgr"):
                 p = self.path(frame, layer)
-                out[layer] = read_image(p, gray=False) if p.is_file() else out["image"]
+                out[layer] = read_image_native(p) if p.is_file() else out["image"]
         if self.guide in ("files", "mixed"):
-            out["mask"] = read_image(self.path(frame, "mask"), gray=True)
+            out["mask"] = read_image_native(self.path(frame, "mask"), gray=True)
         return out
 
     def _augment(self, d: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
         h, w = d["alpha"].shape
+        alpha = to_float(d["alpha"][::4, ::4])
         s = max(rng.uniform(*self.scale_range), self.crop / min(h, w))  # never a window larger than the frame
         win = min(h, w, max(1, round(self.crop / s)))  # the crop's window at the original resolution
         # window centred on an unknown-region pixel (searched on a 4x subsampled grid: cheap at 1080p)
-        unknown = np.argwhere((d["alpha"][::4, ::4] > 0.01) & (d["alpha"][::4, ::4] < 0.99)) * 4
+        unknown = np.argwhere((alpha > 0.01) & (alpha < 0.99)) * 4
         if len(unknown) and rng.random() < self.unknown_crop_prob:
             cy, cx = unknown[rng.integers(len(unknown))]
             y = int(np.clip(cy - win // 2, 0, h - win))
@@ -145,7 +147,8 @@ class MattingFrames(torch.utils.data.Dataset):
             y = int(rng.integers(0, h - win + 1))
             x = int(rng.integers(0, w - win + 1))
         # crop first, then scale only the window (the same result as scaling the frame, at a fraction of the cost)
-        d = {k: _resize(v[y:y + win, x:x + win], (self.crop, self.crop), nearest=(k == "mask")) for k, v in d.items()}
+        d = {k: _resize(to_float(v[y:y + win, x:x + win]), (self.crop, self.crop), nearest=(k == "mask"))
+             for k, v in d.items()}
         if rng.random() < 0.5:
             d = {k: v[:, ::-1] for k, v in d.items()}
         rgb = [k for k in ("image", "fgr", "bgr") if k in d]
@@ -165,6 +168,8 @@ class MattingFrames(torch.utils.data.Dataset):
         index, aug_seed = key if isinstance(key, tuple) else (int(key), None)
         frame = self.frames[index]
         d = self.load(frame)
+        if not (self.crop and aug_seed is not None):
+            d = {k: to_float(v) for k, v in d.items()}
         # eval items use a fixed per-frame seed, so validation guides are the same at every evaluation
         seed = aug_seed if aug_seed is not None else unit_seed(self.seed, "eval", frame.split, frame.clip, frame.name)
         rng = np.random.default_rng(seed)

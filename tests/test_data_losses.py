@@ -121,3 +121,20 @@ def test_logits_are_refused():
     g = torch.rand(1, 1, 8, 8)
     with pytest.raises(ValueError, match="not logits"):
         L.matting_losses({1: torch.randn(1, 1, 8, 8) * 3}, g, L.LossWeights())
+
+
+def test_read_image_native_round_trip(tmp_path):
+    from utils.images import read_image, read_image_native, to_float, write_png
+
+    rgb = np.random.default_rng(0).random((5, 7, 3)).astype(np.float32)
+    a = np.random.default_rng(1).random((5, 7)).astype(np.float32)
+    write_png(tmp_path / "rgb.png", rgb)
+    write_png(tmp_path / "a.png", a, bits=16)
+    n = read_image_native(tmp_path / "rgb.png")
+    assert n.dtype == np.uint8 and n.shape == (5, 7, 3)
+    np.testing.assert_array_equal(to_float(n), read_image(tmp_path / "rgb.png"))  # RGB order, same values
+    m = read_image_native(tmp_path / "a.png", gray=True)
+    assert m.dtype == np.uint16 and np.abs(to_float(m) - a).max() <= 0.5 / 65535 + 1e-7
+    assert read_image_native(tmp_path / "a.png").shape == (5, 7, 3)
+    with pytest.raises(UserError, match="image not found"):
+        read_image_native(tmp_path / "missing.png")
