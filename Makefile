@@ -6,7 +6,7 @@ DEMO_ROOT ?= data/demo
 RUN_DIR   ?= runs/demo
 SEED      ?= 0
 
-.PHONY: demo test venv clean-demo demo-data demo-compose demo-blur demo-frames demo-masks
+.PHONY: demo test venv clean-demo demo-data demo-compose demo-blur demo-frames demo-masks demo-train demo-eval demo-ablation demo-infer
 
 venv: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
@@ -16,7 +16,7 @@ test: venv
 	$(PY) -m pytest -q
 
 # Each stage is idempotent: a second `make demo` reuses what exists and says so.
-demo: venv demo-data demo-compose demo-blur demo-frames demo-masks
+demo: venv demo-data demo-compose demo-blur demo-frames demo-masks demo-train demo-eval demo-ablation demo-infer
 	@echo "demo: done. data under $(DEMO_ROOT)/, runs under $(RUN_DIR)/"
 
 demo-data: venv
@@ -45,6 +45,30 @@ demo-masks: demo-frames
 	@$(if $(findstring perturb,$(MASK_ARGS)),echo "demo-masks: perturbed ground-truth guides; for YOLOv8+SAM2 guides pass local checkpoints: make demo-masks YOLO_CKPT=yolov8n.pt SAM2_CKPT=sam2.1_hiera_tiny.pt",true)
 	$(PY) preprocess/guide_mask.py --root $(DEMO_ROOT) --seed $(SEED) --mode all_frames $(MASK_ARGS)
 	$(PY) preprocess/guide_mask.py --root $(DEMO_ROOT) --seed $(SEED) --mode all_frames --tree frames_sharp $(MASK_ARGS)
+
+# Training (pipeline/solver_refiner_maggie.py): a 100-step CPU run of the light refiner on small crops; a rerun
+# resumes/reuses runs/demo/train. Guides: the mask stage's files mixed with perturbed GT when masks exist.
+DEMO_GUIDE = $(if $(wildcard $(DEMO_ROOT)/frames/train/mask),mixed,perturb)
+DEMO_TRAIN_ARGS = --root $(DEMO_ROOT) --runs_dir $(RUN_DIR) --name train --model light --guide $(DEMO_GUIDE) \
+	--steps 100 --batch_size 4 --crop 64 --base_channels 8 --num_workers 0 --threads 1 --warmup_steps 10 --lr 2e-3 \
+	--eval_every 50 --ckpt_every 25 --log_every 10 --val_max_frames 4 --eval_long_side 128 --seed $(SEED)
+demo-train: demo-masks
+	$(PY) pipeline/solver_refiner_maggie.py $(DEMO_TRAIN_ARGS) $(if $(wildcard $(RUN_DIR)/train/last.pt),--resume,)
+
+# Evaluation (pipeline/evaluate.py): the trained checkpoint and the guide / closed-form baselines on the test split.
+demo-eval: demo-train
+	$(PY) pipeline/evaluate.py --root $(DEMO_ROOT) --split test --ckpt $(RUN_DIR)/train/best.pt --labels light \
+		--max_frames 6 --long_side 192 --out $(RUN_DIR)/eval --seed $(SEED)
+
+# The DWT ablation, tiny: one seed, variants none and light, defocused frames and the all-in-focus control.
+demo-ablation: demo-eval
+	$(PY) pipeline/ablation.py --root $(DEMO_ROOT) --out $(RUN_DIR)/ablation --tiny --seeds $(SEED) -- --threads 1
+
+# Inference (inference.py) with the trained checkpoint on one test frame and its guide mask.
+DEMO_FRAME = $(DEMO_ROOT)/frames/test/image/clip_0000/frames/0012.png
+demo-infer: demo-train
+	$(PY) inference.py --i $(DEMO_FRAME) --g $(subst /image/,/mask/,$(DEMO_FRAME)) --c $(RUN_DIR)/train/best.pt \
+		--o $(RUN_DIR)/infer/clip_0000_0012.png --preview --rgba
 
 clean-demo:
 	rm -rf $(DEMO_ROOT) $(RUN_DIR)

@@ -82,3 +82,20 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     return sorted(p for p in folder.iterdir()
                   if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
+
+
+def read_image_native(path: str | os.PathLike, gray: bool = False) -> np.ndarray:
+    """Read an image in its stored integer type (uint8 or uint16): RGB ``HxWx3``, or ``HxW`` when ``gray``
+    (the first stored channel of a colour file). For loaders that crop before converting (``to_float``) the pixels they keep.
+    Raises ``UserError`` naming the file if it is missing or not a readable image."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"image not found: {path}")
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise UserError(f"not a readable image: {path}")
+    if raw.ndim == 3:
+        raw = raw[..., 0] if gray else raw[..., :3][..., ::-1]
+    elif not gray:
+        raw = np.repeat(raw[..., None], 3, axis=2)
+    return np.ascontiguousarray(raw)

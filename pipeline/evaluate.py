@@ -1,0 +1,350 @@
+"""Score mattes against ground truth with the standard metrics (pipeline/metrics.py).
+
+(a) Checkpoints (one or many; several runs of one variant give mean +/- std over seeds) plus baselines that need
+no training, on a split of the per-frame layout:
+
+    python pipeline/evaluate.py --root data/demo --split test --ckpt runs/a/best.pt runs/b/best.pt --out runs/eval
+
+(b) Any method's saved predictions (MatAnyone, RVM, your own), ``<dir>/<clip>/[frames/]NNNN.png``:
+
+    python pipeline/evaluate.py --pred_dir preds/ --gt_dir data/demo/frames/test/alpha --out runs/eval_preds
+
+Writes to ``--out``: ``metrics.json`` (mean of every metric per method), ``per_clip.csv``, ``table.md`` (whole-frame
+and unknown-region columns, scale factors in the headers) and ``figure.png`` (image, guide, prediction, ground
+truth, error, focus map on the worst and best frames). Baselines: ``guide`` (the guide mask itself) and
+``closed_form`` (pymatting's closed-form matting on a trimap made from the guide: eroded guide = foreground,
+outside the dilated guide = background, the band between unknown).
+
+Image metrics are averaged over all frames, video metrics (dtSSD, MESSDdt) over clips. The unknown region is the
+ground truth's 0 < alpha < 1 band grown by 1% of the frame's shorter side (at least 1 pixel).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python pipeline/evaluate.py`: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import utils.offline  # noqa: E402,F401  (first: offline switches)
+
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import io  # noqa: E402
+import logging  # noqa: E402
+from collections import defaultdict  # noqa: E402
+from typing import Callable, Sequence  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from pipeline import metrics as M  # noqa: E402
+from pipeline.data import Frame, MattingFrames, list_clips, list_frames  # noqa: E402
+from utils.atomic import atomic_path, write_bytes_atomic, write_json_atomic  # noqa: E402
+from utils.cli import UserError, run_main  # noqa: E402
+from utils.images import list_images, read_image, write_png  # noqa: E402
+
+log = logging.getLogger("evaluate")
+COLUMNS = ("sad", "mad", "mse", "grad", "conn")
+HEAD = {"sad": "SAD", "mad": "MAD", "mse": "MSE", "grad": "Grad", "conn": "Conn", "dtssd": "dtSSD",
+        "messddt": "MESSDdt"}
+BASELINES = ("guide", "closed_form")
+
+Predict = Callable[[dict], tuple[np.ndarray, np.ndarray | None]]  # item -> (alpha HxW, focus map HxW or None)
+
+
+# ------------------------------------------------------------------------------------------ predictors
+def trimap_from_guide(guide: np.ndarray, radius: int) -> np.ndarray:
+    """Trimap in {0, 0.5, 1}: the guide eroded by ``radius`` is 1, outside it dilated by ``radius`` is 0."""
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    g = (guide > 0.5).astype(np.uint8)
+    tri = np.full(g.shape, 0.5)
+    tri[cv2.erode(g, k) > 0] = 1.0
+    tri[cv2.dilate(g, k) == 0] = 0.0
+    return tri
+
+
+def closed_form(item: dict) -> tuple[np.ndarray, None]:
+    from pymatting import estimate_alpha_cf
+
+    image = item["image"].numpy().transpose(1, 2, 0).astype(np.float64)
+    guide = item["guide"][0].numpy()
+    tri = trimap_from_guide(guide, max(2, round(0.02 * min(guide.shape))))
+    if not (tri == 0.5).any() or (tri == 1).sum() == 0 or (tri == 0).sum() == 0:
+        return (tri > 0.5).astype(np.float32), None  # nothing to solve for
+    return np.clip(estimate_alpha_cf(image, tri), 0, 1).astype(np.float32), None
+
+
+def guide_baseline(item: dict) -> tuple[np.ndarray, None]:
+    return item["guide"][0].numpy().astype(np.float32), None
+
+
+def checkpoint_predictor(path: Path, device: torch.device) -> tuple[Predict, dict]:
+    from pipeline.solver import refiner_api
+
+    model, ckpt = refiner_api().load_refiner(path, map_location="cpu")
+    model.to(device).eval()
+
+    @torch.no_grad()
+    def predict(item: dict):
+        out = model(item["image"][None].to(device), item["guide"][None].to(device))
+        alpha = out.alpha.float()[0, 0].cpu().numpy()
+        focus = None
+        if getattr(out, "focus_map", None) is not None:
+            f = out.focus_map.float()[0].mean(0).cpu().numpy()
+            focus = cv2.resize(f, alpha.shape[::-1], interpolation=cv2.INTER_LINEAR)
+        return alpha, focus
+
+    return predict, ckpt
+
+
+# ------------------------------------------------------------------------------------------ scoring
+unknown_mask = M.eval_region  # 0 < alpha < 1 grown by 1% of the shorter side (at least 1 px)
+
+
+def score_clip(preds: np.ndarray, gts: np.ndarray) -> tuple[list[dict], dict]:
+    """Per-frame image metrics and the clip's video metrics, whole frame and unknown region."""
+    unk = unknown_mask(gts)
+    frames = []
+    for p, g, u in zip(preds, gts, unk):
+        row = M.frame_metrics(p, g)
+        row.update({f"{k}_unknown": v for k, v in M.frame_metrics(p, g, u).items()})
+        frames.append(row)
+    video = {"dtssd": M.dtssd(preds, gts), "messddt": M.messddt(preds, gts),
+             "dtssd_unknown": M.dtssd(preds, gts, unk), "messddt_unknown": M.messddt(preds, gts, unk)}
+    return frames, video
+
+
+def evaluate_method(name: str, predict: Predict, ds: MattingFrames, save_dir: Path | None = None):
+    """Run ``predict`` on every frame of ``ds``: (per-clip rows, per-frame (clip, index, mad) list)."""
+    by_clip: dict[str, list[int]] = defaultdict(list)
+    for i, f in enumerate(ds.frames):
+        by_clip[f.clip].append(i)
+    rows, frame_scores = [], []
+    for clip, idx in tqdm(by_clip.items(), desc=name, leave=False):
+        preds, gts = [], []
+        for i in idx:
+            item = ds[i]
+            alpha, _ = predict(item)
+            preds.append(alpha)
+            gts.append(item["alpha"][0].numpy())
+            if save_dir is not None:
+                write_png(save_dir / clip / ds.frames[i].name, alpha, bits=16)
+        frames, video = score_clip(np.stack(preds), np.stack(gts))
+        frame_scores += [(i, fr["mad"]) for i, fr in zip(idx, frames)]
+        mean = {k: float(np.mean([fr[k] for fr in frames])) for k in frames[0]}
+        rows.append({"clip": clip, "frames": len(idx), **mean, **video})
+    return rows, frame_scores
+
+
+def summarise(rows: list[dict]) -> dict[str, float]:
+    """Image metrics: mean over all frames (clip means weighted by frame count); video metrics: mean over clips."""
+    n = np.array([r["frames"] for r in rows], float)
+    out = {}
+    for k in rows[0]:
+        if k in ("clip", "frames", "method", "run"):
+            continue
+        v = np.array([r[k] for r in rows], float)
+        out[k] = float(v.mean() if k.split("_")[0] in M.VIDEO_METRICS else (v * n).sum() / n.sum())
+    return out
+
+
+def markdown_table(groups: dict[str, list[dict[str, float]]]) -> str:
+    """One row per method: mean, or mean +/- std over runs (seeds) when a method has several."""
+    cols = [(k, f"{HEAD[k]} ({M.SCALES[k]})") for k in (*COLUMNS, "dtssd", "messddt")]
+    cols += [(f"{k}_unknown", f"{HEAD[k]} unk. ({M.SCALES[k]})") for k in (*COLUMNS, "dtssd")]
+    lines = ["| method | runs | " + " | ".join(h for _, h in cols) + " |",
+             "|---|---:|" + "---:|" * len(cols)]
+    for name, runs in groups.items():
+        cells = []
+        for k, _ in cols:
+            v = np.array([r[k] for r in runs])
+            cells.append(f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}" if len(v) > 1 else f"{v[0]:.3f}")
+        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def draw_figure(path: Path, picks: list[tuple[str, int]], loader: Callable[[int], dict]) -> None:
+    """Rows (worst, best frame): image, guide, prediction, ground truth, |error|, focus map."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    titles = ("image", "guide", "prediction", "ground truth", "|error|", "focus map")
+    fig, axes = plt.subplots(len(picks), 6, figsize=(15, 2.8 * len(picks)), squeeze=False)
+    for r, (label, i) in enumerate(picks):
+        item = loader(i)
+        alpha, focus = item["pred"], item.get("focus")
+        gt = item["alpha"]
+        panels = (item.get("image"), item.get("guide"), alpha, gt, np.abs(alpha - gt), focus)
+        for c, (ax, img) in enumerate(zip(axes[r], panels)):
+            ax.axis("off")
+            if img is None:
+                ax.text(0.5, 0.5, "n/a", ha="center", va="center")
+            else:
+                ax.imshow(img, cmap=None if img.ndim == 3 else ("magma" if c >= 4 else "gray"),
+                          vmin=0, vmax=1 if c != 5 else None)
+            ax.set_title(f"{titles[c]}" + (f"\n{label}" if c == 0 else ""), fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+# ------------------------------------------------------------------------------------------ prediction folders
+def _clip_frames(folder: Path) -> Path:
+    return folder / "frames" if (folder / "frames").is_dir() else folder
+
+
+def read_pred_dir(pred_dir: Path, gt_dir: Path) -> list[tuple[str, list[Path], list[Path]]]:
+    """Matching (clip, prediction paths, ground-truth paths); a missing prediction is a UserError."""
+    if not gt_dir.is_dir():
+        raise UserError(f"ground-truth folder not found: {gt_dir}")
+    if not pred_dir.is_dir():
+        raise UserError(f"prediction folder not found: {pred_dir}")
+    out = []
+    for clip in sorted(p.name for p in gt_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        gts = list_images(_clip_frames(gt_dir / clip))
+        if not gts:
+            continue
+        pdir = _clip_frames(pred_dir / clip)
+        preds = [pdir / g.name for g in gts]
+        for p in preds:
+            if not p.is_file():
+                raise UserError(f"no prediction for {clip}/{p.name}: {p} is missing")
+        out.append((clip, preds, gts))
+    if not out:
+        raise UserError(f"no ground-truth frames in {gt_dir}/<clip>/[frames/]NNNN.png")
+    return out
+
+
+# ------------------------------------------------------------------------------------------ main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--root", default="data/demo", help="data root (mode a)")
+    p.add_argument("--split", default="test", choices=("train", "test"))
+    p.add_argument("--tree", default="frames", help="frames (defocused) or frames_sharp (all-in-focus control)")
+    p.add_argument("--guide", default="auto", choices=("auto", "files", "perturb"),
+                   help="guide masks: the mask layer (files), perturbed GT (perturb), or files when present (auto)")
+    p.add_argument("--ckpt", nargs="*", default=[], help="checkpoint(s) to score")
+    p.add_argument("--labels", nargs="*", default=None,
+                   help="method name per checkpoint (default: its variant); equal labels are averaged as seeds")
+    p.add_argument("--baselines", default="guide,closed_form", help="comma list of guide, closed_form, or none")
+    p.add_argument("--pred_dir", default=None, help="mode b: folder of predictions <clip>/[frames/]NNNN.png")
+    p.add_argument("--gt_dir", default=None, help="mode b: folder of ground-truth alpha <clip>/[frames/]NNNN.png")
+    p.add_argument("--name", default=None, help="method name for --pred_dir (default: the folder name)")
+    p.add_argument("--long_side", type=int, default=0, help="downscale frames so the long side is at most this")
+    p.add_argument("--max_frames", type=int, default=0, help="at most this many frames per clip (0: all)")
+    p.add_argument("--save_pred", action="store_true", help="also write predictions to <out>/pred/<method>/")
+    p.add_argument("--out", default="runs/eval", help="output folder")
+    p.add_argument("--seed", type=int, default=0, help="seed of perturbed guides")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    groups: dict[str, list[dict]] = defaultdict(list)
+    clip_rows: list[dict] = []
+    worst_best = None  # (method, per-frame (index, MAD), index -> panels, is a baseline)
+
+    if args.pred_dir or args.gt_dir:  # ---------------------------------------------- mode b
+        if not (args.pred_dir and args.gt_dir):
+            raise UserError("--pred_dir and --gt_dir go together")
+        pairs = read_pred_dir(Path(args.pred_dir), Path(args.gt_dir))
+        name = args.name or Path(args.pred_dir).name
+        rows, frame_scores, flat = [], [], []
+        for clip, preds, gts in tqdm(pairs, desc=name):
+            p = np.stack([read_image(x, gray=True) for x in preds])
+            g = np.stack([read_image(x, gray=True) for x in gts])
+            if p.shape != g.shape:
+                raise UserError(f"{clip}: predictions are {p.shape[1:]} but ground truth is {g.shape[1:]}")
+            frames, video = score_clip(p, g)
+            for j, fr in enumerate(frames):
+                frame_scores.append((len(flat), fr["mad"]))
+                flat.append((preds[j], gts[j], None))
+            rows.append({"clip": clip, "frames": len(frames),
+                         **{k: float(np.mean([fr[k] for fr in frames])) for k in frames[0]}, **video})
+        groups[name].append(summarise(rows))
+        clip_rows += [{"method": name, "run": args.pred_dir, **r} for r in rows]
+
+        def loader(i):
+            pp, gg, _ = flat[i]
+            return {"pred": read_image(pp, gray=True), "alpha": read_image(gg, gray=True)}
+
+        worst_best = (name, frame_scores, loader, False)
+    else:  # ---------------------------------------------------------------------- mode a
+        clips = list_clips(args.root, args.split, args.tree)
+        mask_dir = Path(args.root) / args.tree / args.split / "mask"
+        guide = ("files" if mask_dir.is_dir() else "perturb") if args.guide == "auto" else args.guide
+        need = ("alpha", "mask") if guide == "files" else ("alpha",)
+        frames: list[Frame] = []
+        for clip in clips:
+            fr = list_frames(args.root, args.split, [clip], args.tree, need)
+            frames += fr[: args.max_frames] if args.max_frames else fr
+        if not frames:
+            raise UserError(f"no frames in {Path(args.root) / args.tree / args.split}/image/<clip>/frames/")
+        ds = MattingFrames(args.root, frames, args.tree, guide, with_fb=False, eval_long_side=args.long_side,
+                           seed=args.seed)
+        device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+                              else "cpu")
+        methods: list[tuple[str, str, Predict]] = []
+        baselines = [b for b in args.baselines.split(",") if b and b != "none"]
+        for b in baselines:
+            if b not in BASELINES:
+                raise UserError(f"unknown baseline {b!r}: use {', '.join(BASELINES)} or none")
+            methods.append((b, b, guide_baseline if b == "guide" else closed_form))
+        if args.labels is not None and len(args.labels) != len(args.ckpt):
+            raise UserError(f"--labels needs one name per checkpoint ({len(args.ckpt)}), got {len(args.labels)}")
+        for j, path in enumerate(args.ckpt):
+            predict, ckpt = checkpoint_predictor(Path(path), device)
+            methods.append((args.labels[j] if args.labels else str(ckpt["variant"]), str(path), predict))
+        log.info("scoring %d method(s) on %d frames of %s/%s (%s guides)", len(methods), len(frames), args.tree,
+                 args.split, guide)
+        for name, run, predict in methods:
+            save = out / "pred" / (name if run == name else f"{name}_{len(groups[name])}") if args.save_pred else None
+            rows, frame_scores = evaluate_method(name, predict, ds, save)
+            groups[name].append(summarise(rows))
+            clip_rows += [{"method": name, "run": run, **r} for r in rows]
+            def loader(i, predict=predict):
+                item = ds[i]
+                alpha, focus = predict(item)
+                return {"image": item["image"].numpy().transpose(1, 2, 0), "guide": item["guide"][0].numpy(),
+                        "alpha": item["alpha"][0].numpy(), "pred": alpha, "focus": focus}
+
+            # the figure shows the first trained model (a baseline only when no checkpoint is given)
+            if worst_best is None or (run != name and worst_best[3]):
+                worst_best = (name, frame_scores, loader, run == name)
+
+    # ---------------------------------------------------------------------------------- outputs
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {}
+    for name, runs in groups.items():
+        summary[name] = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
+        if len(runs) > 1:
+            summary[name].update({f"{k}_std": float(np.std([r[k] for r in runs], ddof=1)) for k in runs[0]})
+        summary[name]["runs"] = len(runs)
+    write_json_atomic(out / "metrics.json", {"scales": M.SCALES, "methods": summary})
+    with atomic_path(out / "per_clip.csv") as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(clip_rows[0]))
+        w.writeheader()
+        w.writerows(clip_rows)
+    table = markdown_table(groups)
+    write_bytes_atomic(out / "table.md", table.encode())
+    name, scores, loader = worst_best[0], worst_best[1], worst_best[2]
+    ranked = sorted(scores, key=lambda t: t[1])
+    picks = [(f"{name}: worst MAD {ranked[-1][1]:.1f}", ranked[-1][0]), (f"{name}: best MAD {ranked[0][1]:.1f}",
+                                                                         ranked[0][0])]
+    draw_figure(out / "figure.png", picks, loader)
+    print(table, end="")
+    log.info("wrote %s, %s, %s, %s", out / "metrics.json", out / "per_clip.csv", out / "table.md", out / "figure.png")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

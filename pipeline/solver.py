@@ -1,0 +1,472 @@
+"""The training loop for the refiner, in one sitting (nanoGPT's train.py is the model).
+
+Config: ``TrainConfig`` below holds every default; a strategy's YAML (``pipeline/configs/*.yaml``) overrides
+them; ``--config FILE`` and then ``--key value`` flags override those. The resolved config is saved as
+``runs/<name>/config.yaml``. Single process: ``python pipeline/solver_refiner_maggie.py ...``; several:
+``torchrun --nproc_per_node N pipeline/solver_refiner_maggie.py ...`` (DDP; gloo on CPU, nccl on CUDA).
+
+Run folder ``runs/<name>/``: ``config.yaml``, ``last.pt`` (every ``ckpt_every`` steps, atomic, with optimizer,
+scheduler, scaler, step and RNG states), ``best.pt`` (best ``best_metric`` on the validation clips),
+``train.csv``, ``val.csv``, ``tb/`` (TensorBoard). ``--resume`` continues from ``last.pt``; data order and
+augmentation are a pure function of (seed, step), so the resumed run ends with the same weights on CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import importlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from tqdm import tqdm
+
+from pipeline import metrics as M
+from pipeline.data import MattingFrames, StepBatchSampler, list_clips, list_frames, split_clips
+from pipeline.losses import TERMS, LossWeights, matting_losses
+from utils.atomic import atomic_path, write_bytes_atomic
+from utils.cli import UserError
+
+log = logging.getLogger("solver")
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+CKPT_FORMAT = "defocused_segmentation/refiner"
+# The one place the model comes from: model.refiner. Tests point DEFOCUS_REFINER_MODULE at a stand-in only while
+# model/refiner.py is absent from the branch.
+REFINER_MODULE = "model.refiner"
+
+
+def refiner_api():
+    """The refiner module (``build_refiner``, ``load_refiner``, ``VARIANTS``)."""
+    name = os.environ.get("DEFOCUS_REFINER_MODULE", REFINER_MODULE)
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        raise UserError(f"cannot import the refiner ({name}): {exc}") from None
+
+
+@dataclass
+class TrainConfig:
+    # run
+    name: str = "refiner"
+    runs_dir: str = "runs"
+    seed: int = 0
+    device: str = "auto"            # auto | cpu | cuda
+    threads: int = 0                # CPU threads per process (0: torch's default); 1 is fastest for tiny models
+    # data
+    root: str = "data/demo"
+    tree: str = "frames"            # frames (defocused) | frames_sharp (all-in-focus control)
+    split: str = "train"
+    val_source: str = "holdout"     # holdout: whole clips of `split`; test: the test split
+    val_fraction: float = 0.2
+    val_max_frames: int = 32
+    eval_long_side: int = 512
+    guide: str = "perturb"          # perturb | files | mixed
+    crop: int = 512
+    scale_min: float = 0.75
+    scale_max: float = 1.25
+    unknown_crop_prob: float = 0.7
+    jitter: float = 0.15
+    num_workers: int = 4
+    # model
+    model: str = "light"            # none | light | heavy_db1 | heavy_db2 | heavy_db4
+    base_channels: int = 32
+    # optimisation
+    steps: int = 20000
+    batch_size: int = 8
+    lr: float = 2e-4
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.01
+    warmup_steps: int = 500
+    grad_clip: float = 1.0
+    amp: str = "auto"               # auto (bf16 if supported, else fp16, on CUDA; off on CPU) | bf16 | fp16 | off
+    # losses (base weights; phases scale them)
+    w_l1: float = 1.0
+    w_lap: float = 1.0
+    w_grad: float = 0.5
+    w_comp: float = 0.5
+    w_wll: float = 0.5
+    w_whigh: float = 1.0
+    whigh_floor: float = 0.1
+    stride8: float = 0.25
+    stride4: float = 0.5
+    stride1: float = 1.0
+    phases: list = field(default_factory=list)  # [{name, until (fraction of steps), weights: {term: x}, strides: {8: w}}]
+    # bookkeeping
+    log_every: int = 20
+    eval_every: int = 1000
+    ckpt_every: int = 1000
+    best_metric: str = "mad_unknown"
+
+
+# ---------------------------------------------------------------------------------------------- configuration
+def _convert(key: str, text: str, kind: Any) -> Any:
+    try:
+        if kind is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+        if kind is list:
+            return yaml.safe_load(text)
+        return text
+    except (ValueError, yaml.YAMLError):
+        raise UserError(f"--{key} expects {kind.__name__}, got {text!r}") from None
+
+
+def build_parser(defaults_yaml: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train the refiner. Every config key is a flag: --batch_size 8 --model heavy_db2")
+    p.add_argument("--config", default=None, help="YAML file of overrides (applied after the strategy's defaults)")
+    p.add_argument("--resume", action="store_true", help="continue runs/<name>/last.pt")
+    p.add_argument("--overwrite", action="store_true", help="start runs/<name> over, deleting its checkpoints")
+    shown = dataclasses.asdict(TrainConfig())
+    if defaults_yaml and (CONFIG_DIR / defaults_yaml).is_file():
+        shown.update(yaml.safe_load((CONFIG_DIR / defaults_yaml).read_text()) or {})
+    for f in dataclasses.fields(TrainConfig):
+        value = "see the strategy YAML" if f.name == "phases" else shown[f.name]
+        p.add_argument(f"--{f.name}", default=None, help=f"{f.type} (default: {value})")
+    p.set_defaults(strategy_yaml=defaults_yaml)
+    return p
+
+
+def _load_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UserError(f"{path}: unknown config key(s) {', '.join(unknown)}")
+    return data
+
+
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """Defaults <- strategy YAML <- --config YAML <- --key flags."""
+    values: dict[str, Any] = {}
+    if args.strategy_yaml:
+        values.update(_load_yaml(CONFIG_DIR / args.strategy_yaml))
+    if args.config:
+        values.update(_load_yaml(Path(args.config)))
+    kinds = {"int": int, "float": float, "bool": bool, "str": str, "list": list}
+    for f in dataclasses.fields(TrainConfig):
+        kind = kinds[f.type] if isinstance(f.type, str) else f.type
+        if f.name in values and values[f.name] is not None and not isinstance(values[f.name], kind):
+            if not (kind is float and isinstance(values[f.name], int)):  # YAML values: same check as flags
+                values[f.name] = _convert(f.name, str(values[f.name]), kind)
+        text = getattr(args, f.name)
+        if text is not None:
+            values[f.name] = _convert(f.name, text, kind)
+    cfg = TrainConfig(**values)
+    for f in dataclasses.fields(TrainConfig):
+        v = getattr(cfg, f.name)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise UserError(f"--{f.name} must be a finite number, got {v}")
+    if cfg.guide not in ("perturb", "files", "mixed"):
+        raise UserError(f"--guide must be perturb, files or mixed, got {cfg.guide!r}")
+    if cfg.val_source not in ("holdout", "test"):
+        raise UserError(f"--val_source must be holdout or test, got {cfg.val_source!r}")
+    return cfg
+
+
+def phase_at(cfg: TrainConfig, step: int) -> tuple[str, LossWeights]:
+    """The loss weights in force at ``step``: base weights x the current phase's multipliers."""
+    base = {t: getattr(cfg, f"w_{t}") for t in TERMS}
+    strides = {8: cfg.stride8, 4: cfg.stride4, 1: cfg.stride1}
+    name = "all"
+    frac = step / max(1, cfg.steps)
+    for ph in cfg.phases:
+        if frac < float(ph["until"]) or ph is cfg.phases[-1]:
+            name = ph.get("name", "phase")
+            for t, x in (ph.get("weights") or {}).items():
+                base[t] = base[t] * float(x)
+            for s, x in (ph.get("strides") or {}).items():
+                strides[int(s)] = float(x)
+            break
+    return name, LossWeights(**base, whigh_floor=cfg.whigh_floor, stride_weights=strides)
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Multiplier of ``cfg.lr``: linear warmup, then cosine down to ``min_lr_ratio``."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def load_checkpoint(path: Path) -> dict:
+    """A solver/refiner checkpoint dict (weights_only) or a one-line ``UserError``."""
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file
+        raise UserError(f"not a readable checkpoint: {path} ({type(exc).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
+        raise UserError(f"not a refiner checkpoint: {path}")
+    return ckpt
+
+
+def save_checkpoint(path: Path, model, cfg: TrainConfig, step: int, **state) -> None:
+    """The refiner's own checkpoint dict (``save_refiner``: format, variant, config, model; atomic) plus the
+    training state, so ``load_refiner`` and inference.py read solver checkpoints directly."""
+    refiner_api().save_refiner(path, model, step=step, train_config=dataclasses.asdict(cfg), **state)
+
+
+class _SupervisedOutputs(torch.nn.Module):
+    """The model seen by DDP: returns only the alpha outputs the current phase supervises, so DDP's search for
+    unused parameters starts from tensors that really reach the loss (focus map, unsupervised strides do not)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.strides: tuple[int, ...] = (8, 4, 1)
+
+    def forward(self, image: torch.Tensor, guide: torch.Tensor) -> dict:
+        out = self.model(image, guide)
+        return {s: a for s, a in out.alpha_os.items() if s in self.strides}
+
+
+def _to(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def validate(model, dataset: MattingFrames, device, amp_dtype=None) -> dict[str, float]:
+    """Mean metrics over ``dataset``'s frames, whole frame and unknown band (``metrics.eval_region``)."""
+    model.eval()
+    rows = []
+    for i in range(len(dataset)):
+        item = _to({k: v[None] for k, v in dataset[i].items()}, device)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            out = model(item["image"], item["guide"])
+        pred = out.alpha.float()[0, 0].cpu().numpy()
+        gt = item["alpha"][0, 0].cpu().numpy()
+        unk = M.eval_region(gt)
+        row = {k: v for k, v in M.frame_metrics(pred, gt).items()}
+        row.update({f"{k}_unknown": v for k, v in M.frame_metrics(pred, gt, unk).items()})
+        rows.append(row)
+    model.train()
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def _truncate_csv(path: Path, step: int) -> None:
+    """Drop rows a killed run logged after its last checkpoint, so a resumed log has each step once."""
+    if not path.exists():
+        return
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    keep = [r for r in rows if int(r["step"]) <= step]
+    if rows and len(keep) != len(rows):
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(keep)
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+def train(argv: Sequence[str] | None = None, defaults_yaml: str | None = None) -> int:
+    args = build_parser(defaults_yaml).parse_args(argv)
+    cfg = resolve_config(args)
+    api = refiner_api()
+    if cfg.model not in api.VARIANTS:
+        raise UserError(f"--model must be one of {', '.join(api.VARIANTS)}, got {cfg.model!r}")
+
+    # -- distributed: torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; a single process needs nothing
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available")
+    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    if world > 1:
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    master = rank == 0
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+
+    # -- data (checked before anything is written: bad input leaves the run folder untouched)
+    clips = list_clips(cfg.root, cfg.split, cfg.tree)
+    if not clips:
+        raise UserError(f"no clips in {Path(cfg.root) / cfg.tree / cfg.split / 'image'}")
+    if cfg.val_source == "holdout":
+        train_clips, val_clips = split_clips(clips, cfg.val_fraction, cfg.seed)
+        val_split = cfg.split
+    else:
+        train_clips, val_split = clips, "test"
+        val_clips = list_clips(cfg.root, "test", cfg.tree)
+    need = ("alpha", "mask") if cfg.guide in ("files", "mixed") else ("alpha",)
+    train_frames = list_frames(cfg.root, cfg.split, train_clips, cfg.tree, need)
+    val_frames = list_frames(cfg.root, val_split, val_clips, cfg.tree, need)
+    if not train_frames:
+        raise UserError(f"no frames in {Path(cfg.root) / cfg.tree / cfg.split}/image/<clip>/frames/")
+    if cfg.val_max_frames and len(val_frames) > cfg.val_max_frames:  # evenly spaced, deterministic
+        val_frames = [val_frames[i] for i in np.linspace(0, len(val_frames) - 1, cfg.val_max_frames).astype(int)]
+    train_set = MattingFrames(cfg.root, train_frames, cfg.tree, cfg.guide, crop=cfg.crop,
+                              scale_range=(cfg.scale_min, cfg.scale_max), unknown_crop_prob=cfg.unknown_crop_prob,
+                              jitter=cfg.jitter, with_fb=cfg.w_comp > 0, seed=cfg.seed)
+    val_set = MattingFrames(cfg.root, val_frames, cfg.tree, cfg.guide, with_fb=False,
+                            eval_long_side=cfg.eval_long_side, seed=cfg.seed)
+
+    # -- run folder and resume state
+    run_dir = Path(cfg.runs_dir) / cfg.name
+    last, best = run_dir / "last.pt", run_dir / "best.pt"
+    ckpt = None
+    if args.resume:
+        ckpt = load_checkpoint(last)
+        if ckpt["variant"] != cfg.model:
+            raise UserError(f"{last} is a {ckpt['variant']!r} checkpoint but --model is {cfg.model!r}")
+    elif last.exists() and not args.overwrite:
+        raise UserError(f"{run_dir} already has a run: pass --resume to continue it or --overwrite to restart")
+
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank
+    model = api.build_refiner(cfg.model, base_channels=cfg.base_channels)
+    if world > 1 and use_cuda:  # batch statistics over the global batch (same state_dict keys)
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(cfg, s))
+    amp_dtype = None
+    if use_cuda and cfg.amp != "off":
+        amp_dtype = torch.float16 if cfg.amp == "fp16" or (cfg.amp == "auto" and not torch.cuda.is_bf16_supported()) \
+            else torch.bfloat16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    step = 0
+    best_value = math.inf
+    if ckpt is not None:
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        step, best_value = int(ckpt["step"]), float(ckpt.get("best_value", math.inf))
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if use_cuda and ckpt["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
+    raw_model = model
+    model = _SupervisedOutputs(raw_model)
+    if world > 1:  # phases may leave a stride's head out of the loss: tolerate unused parameters
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if use_cuda else None,
+                                                          find_unused_parameters=True)
+    supervised = model.module if world > 1 else model
+
+    writer = None
+    if master:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if ckpt is None:
+            for old in (last, best, run_dir / "train.csv", run_dir / "val.csv"):
+                old.unlink(missing_ok=True)
+        write_bytes_atomic(run_dir / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False).encode())
+        _truncate_csv(run_dir / "train.csv", step)
+        _truncate_csv(run_dir / "val.csv", step)
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(run_dir / "tb"), purge_step=step if ckpt is not None else None)
+        log.info("run %s: %d train frames (%d clips), %d val frames (%d clips), model %s, %s, world %d, from step %d",
+                 run_dir, len(train_frames), len(train_clips), len(val_frames), len(val_clips), cfg.model,
+                 device, world, step)
+
+    sampler = StepBatchSampler(len(train_set), cfg.batch_size, cfg.seed, cfg.steps, step, rank, world)
+    loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
+                                         pin_memory=use_cuda, persistent_workers=False)
+
+    def checkpoint(path: Path) -> None:
+        rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if use_cuda else None}
+        save_checkpoint(path, raw_model, cfg, step, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                        scaler=scaler.state_dict(), rng=rng, best_value=best_value)
+
+    sums: dict[str, float] = {}  # loss terms summed since the last log line (logged as interval means)
+    bar = tqdm(total=cfg.steps, initial=step, disable=not master, desc=cfg.name, dynamic_ncols=True)
+    t0 = time.time()
+    for batch in loader:
+        phase, weights = phase_at(cfg, step)
+        supervised.strides = tuple(s for s, w in weights.stride_weights.items() if w > 0)
+        batch = _to(batch, device)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            alpha_os = model(batch["image"], batch["guide"])
+        # losses in fp32 on alpha (probabilities); no *_with_logits loss is used, so nothing is sigmoid-ed twice
+        loss, parts = matting_losses({s: a.float() for s, a in alpha_os.items()}, batch["alpha"], weights,
+                                     batch["image"], batch.get("fgr"), batch.get("bgr"))
+        finite = torch.tensor([float(torch.isfinite(loss))], device=device)
+        if world > 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if finite.item() < 1:  # stop; do not scrub NaNs, do not overwrite the last good checkpoint
+            raise UserError(f"non-finite loss at step {step} ({', '.join(f'{k}={v:.4g}' for k, v in parts.items())}); "
+                            f"stopped, last good checkpoint: {last if last.exists() else 'none yet'}")
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        step += 1
+        bar.update(1)
+        for k, v in {"loss": loss.item(), **parts, "n": 1}.items():
+            sums[k] = sums.get(k, 0.0) + v
+
+        if master and (step % cfg.log_every == 0 or step == cfg.steps):
+            n = sums.pop("n")
+            row = {"step": step, "phase": phase, "lr": sched.get_last_lr()[0], "loss": sums["loss"] / n,
+                   **{t: sums.get(t, 0.0) / n for t in TERMS}, "grad_norm": float(gnorm) if gnorm is not None else 0.0,
+                   "samples_per_s": cfg.batch_size * world * n / max(1e-9, time.time() - t0)}
+            sums, t0 = {}, time.time()
+            _append_csv(run_dir / "train.csv", row)
+            for k, v in row.items():
+                if k not in ("step", "phase"):
+                    writer.add_scalar(f"train/{k}", v, step)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", phase=phase)
+
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            if master and len(val_set):
+                vals = validate(raw_model, val_set, device, amp_dtype)
+                _append_csv(run_dir / "val.csv", {"step": step, **vals})
+                for k, v in vals.items():
+                    writer.add_scalar(f"val/{k}", v, step)
+                written = [str(run_dir / "val.csv")]
+                if vals[cfg.best_metric] < best_value:
+                    best_value = vals[cfg.best_metric]
+                    checkpoint(best)
+                    written.append(f"{best} (new best {cfg.best_metric}={best_value:.4g})")
+                tqdm.write(f"eval step {step}: mad {vals['mad']:.3f} mse {vals['mse']:.3f} mad_unknown "
+                           f"{vals['mad_unknown']:.3f} (x1e3) -> wrote {', '.join(written)}")
+            if world > 1:
+                dist.barrier()
+        if master and (step % cfg.ckpt_every == 0 or step == cfg.steps):
+            checkpoint(last)
+            write_bytes_atomic(run_dir / "last.json", json.dumps({"step": step}).encode())
+    bar.close()
+    if master:
+        writer.close()
+        log.info("finished %d steps: checkpoints %s, %s; logs %s, %s, %s", step, last, best,
+                 run_dir / "train.csv", run_dir / "val.csv", run_dir / "tb")
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return 0

@@ -1,0 +1,25 @@
+"""Train the refiner with the newer strategy: structure first, then detail (pipeline/configs/maggie.yaml).
+
+    python pipeline/solver_refiner_maggie.py --root data/demo --name my_run --model heavy_db2 --batch_size 8
+    torchrun --nproc_per_node 4 pipeline/solver_refiner_maggie.py ...     # DDP, no code change
+    python pipeline/solver_refiner_maggie.py --name my_run --resume       # continue a killed run
+
+The loop is pipeline/solver.py; every key of its TrainConfig is a flag.
+"""
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python pipeline/x.py`: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import utils.offline  # noqa: F401,E402  (first: offline switches)
+from pipeline.solver import train  # noqa: E402
+from utils.cli import run_main  # noqa: E402
+
+
+def main(argv=None) -> int:
+    return train(argv, defaults_yaml="maggie.yaml")
+
+
+if __name__ == "__main__":
+    run_main(main)

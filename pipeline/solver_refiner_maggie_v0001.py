@@ -1,0 +1,22 @@
+"""Train the refiner with the original v0001 staged curriculum (pipeline/configs/maggie_v0001.yaml): coarse
+warm-up at 1/8 scale, structure correction, transition, fine detail, alpha-domain losses only.
+
+Same loop, flags and run folder as pipeline/solver_refiner_maggie.py; only the schedule and loss weights differ.
+"""
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python pipeline/x.py`: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import utils.offline  # noqa: F401,E402  (first: offline switches)
+from pipeline.solver import train  # noqa: E402
+from utils.cli import run_main  # noqa: E402
+
+
+def main(argv=None) -> int:
+    return train(argv, defaults_yaml="maggie_v0001.yaml")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,108 @@
+"""evaluate.py: checkpoints + baselines on a split, saved-prediction folders, the figure, bad input."""
+import importlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import evaluate as E
+from pipeline import metrics as M
+from tests.train_helpers import make_tiny_frames, use_refiner_env
+from utils.cli import run_main
+from utils.images import read_image
+
+REFINER = use_refiner_env()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ev")
+    root = make_tiny_frames(tmp / "data", split="test", clips=("t0", "t1"), n_frames=3, size=(40, 48))
+    api = importlib.import_module(REFINER)
+    ckpts = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = api.build_refiner("light", base_channels=8)
+        api.save_refiner(tmp / f"s{seed}.pt", model)
+        ckpts.append(str(tmp / f"s{seed}.pt"))
+    out = tmp / "out"
+    assert E.main(["--root", str(root), "--ckpt", *ckpts, "--labels", "light", "light", "--out", str(out),
+                   "--save_pred"]) == 0
+    return root, ckpts, out
+
+
+def test_table_metrics_and_figure(setup):
+    root, _, out = setup
+    table = (out / "table.md").read_text()
+    for name in ("| guide | 1 |", "| closed_form | 1 |", "| light | 2 |", "MAD (x1e3)", "SAD unk. (/1e3)", "±"):
+        assert name in table, name
+    data = json.loads((out / "metrics.json").read_text())
+    assert set(data["methods"]) == {"guide", "closed_form", "light"}
+    assert "mad_std" in data["methods"]["light"] and data["scales"]["mad"] == "x1e3"
+    png = (out / "figure.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and read_image(out / "figure.png").shape[2] == 3
+    rows = (out / "per_clip.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 4  # 2 clips x (guide, closed_form, 2 runs)
+    # the closed-form baseline beats the binary guide on soft edges
+    assert data["methods"]["closed_form"]["mad"] < data["methods"]["guide"]["mad"]
+
+
+def test_guide_baseline_value_is_independent_recomputation(setup):
+    root, _, out = setup
+    maddiffs = []
+    for clip in ("t0", "t1"):
+        for f in range(3):
+            g = read_image(root / f"frames/test/alpha/{clip}/frames/{f:04d}.png", gray=True)
+            m = (read_image(root / f"frames/test/mask/{clip}/frames/{f:04d}.png", gray=True) > 0.5).astype(np.float32)
+            maddiffs.append(np.abs(m - g).mean() * 1000)
+    data = json.loads((out / "metrics.json").read_text())
+    assert data["methods"]["guide"]["mad"] == pytest.approx(np.mean(maddiffs), rel=1e-6)
+
+
+def test_pred_dir_mode_matches_checkpoint_mode(setup, tmp_path):
+    root, _, out = setup
+    out2 = tmp_path / "b"
+    assert E.main(["--pred_dir", str(out / "pred" / "closed_form"), "--gt_dir", str(root / "frames/test/alpha"),
+                   "--out", str(out2), "--name", "cf"]) == 0
+    a = json.loads((out / "metrics.json").read_text())["methods"]["closed_form"]
+    b = json.loads((out2 / "metrics.json").read_text())["methods"]["cf"]
+    for k in ("mad", "mse", "sad", "mad_unknown", "dtssd"):
+        assert b[k] == pytest.approx(a[k], rel=1e-3, abs=1e-3), k  # 16-bit PNG round trip of the predictions
+    assert (out2 / "figure.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_trimap_from_guide():
+    g = np.zeros((20, 20), np.float32)
+    g[5:15, 5:15] = 1
+    t = E.trimap_from_guide(g, 2)
+    assert t[10, 10] == 1 and t[0, 0] == 0 and t[5, 10] == 0.5 and t[3, 10] == 0.5 and set(np.unique(t)) == {0, .5, 1}
+
+
+def test_unknown_mask_grows_band():
+    g = np.zeros((100, 100))
+    g[:, 50] = 0.5
+    u = E.unknown_mask(g)
+    assert u[:, 49:52].all() and not u[:, 47].any()
+    assert M.unknown_region(g).sum() == 100
+
+
+def _cli(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        run_main(E.main, argv)
+    return exc.value.code, capsys.readouterr().err.strip()
+
+
+def test_bad_input(setup, tmp_path, capsys):
+    root, ckpts, out = setup
+    (tmp_path / "empty").mkdir()
+    code, err = _cli(["--root", str(tmp_path / "empty"), "--out", str(tmp_path / "o")], capsys)
+    assert code == 1 and err.startswith("error: no frames in") and "\n" not in err
+    pred = tmp_path / "pred"
+    (pred / "t0").mkdir(parents=True)
+    code, err = _cli(["--pred_dir", str(pred), "--gt_dir", str(root / "frames/test/alpha"),
+                      "--out", str(tmp_path / "o")], capsys)
+    assert code == 1 and err.startswith("error: no prediction for t0/0000.png") and "\n" not in err
+    code, err = _cli(["--root", str(root), "--ckpt", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o")], capsys)
+    assert code == 1 and "nope.pt" in err and "\n" not in err
+    assert not (tmp_path / "o").exists()
