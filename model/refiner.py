@@ -18,6 +18,9 @@ Data flow (strides relative to the input; widths C0..C4 = ``Refiner.widths``)::
              IDWT(LL <- F4, highs <- D2) = /2, fused with S1, D1 -> F2
              IDWT(LL <- F2, highs <- D1) = /1, + image and guide        -> alpha at stride 1 (C0 channels only)
 
+    every head predicts a correction of the guide's logit (gain * (2 * guide - 1), the guide average-pooled to the
+    head's stride); the heads start at zero, so an untrained refiner returns its guide.
+
     progressive refinement (MaGGIe / MGMatting): alpha = alpha/8, replaced by alpha/4 inside the uncertain band
     around its boundary, replaced by alpha/1 inside the uncertain band of that merge.
 
@@ -52,6 +55,7 @@ CHECKPOINT_FORMAT = "defocused_segmentation/refiner"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OUTPUT_STRIDES = (8, 4, 1)
+GUIDE_LOGIT_GAIN = 6.0  # initial logit of a guide pixel: sigmoid(+-6) = 0.9975 / 0.0025
 
 
 @dataclasses.dataclass
@@ -305,6 +309,10 @@ class Refiner(nn.Module):
         self.f2 = Block(3 * c1, c1, extra=0)
         self.ll1, self.hi1, self.up1 = nn.Conv2d(c1, c0, 1), nn.Conv2d(c1, 3 * c0, 3, padding=1), _Up(kind, c0)
         self.f1 = nn.Sequential(ConvBNReLU(c0 + 4, c0), nn.Conv2d(c0, 1, 1))
+        # Residual on the guide: every head predicts a correction of the guide's logit, so an untrained refiner
+        # returns about its guide (its random corrections are small next to the prior's +-4) and training only
+        # has to learn where the guide is wrong.
+        self.guide_gain = nn.Parameter(torch.tensor(GUIDE_LOGIT_GAIN))
         if pretrained:
             self.load_backbone(pretrained)
 
@@ -386,15 +394,16 @@ class Refiner(nn.Module):
         ctx = self.ctx(self.aspp(self.s4(self.down_s3(s3)[0])))
         ctx = F.interpolate(ctx, scale_factor=2.0, mode="bilinear")  # smooth context: plain upsampling
 
+        prior = lambda s: self.guide_gain * (2 * (F.avg_pool2d(guide, s) if s > 1 else guide) - 1)  # noqa: E731
         f = self.f8(torch.cat([s3, d3, ctx], 1))
-        logit8 = self.head8(f)
+        logit8 = self.head8(f) + prior(8)
         up = self.up4(self.ll4(f), self.hi4(d3).unflatten(1, (-1, 3)))
         f = self.f4(torch.cat([up, s2, d2], 1))
-        logit4 = self.head4(f)
+        logit4 = self.head4(f) + prior(4)
         up = self.up2(self.ll2(f), self.hi2(d2).unflatten(1, (-1, 3)))
         f = self.f2(torch.cat([up, s1, d1], 1))
         up = self.up1(self.ll1(f), self.hi1(d1).unflatten(1, (-1, 3)))
-        logit1 = self.f1(torch.cat([up, x], 1))
+        logit1 = self.f1(torch.cat([up, x], 1)) + prior(1)
 
         # progressive refinement: a finer prediction replaces the coarser one only in the uncertain band
         a8 = torch.sigmoid(logit8)
