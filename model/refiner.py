@@ -124,10 +124,19 @@ class _Up(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------ building blocks
+def norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm (groups of up to 8 channels), not BatchNorm: matting trains on small batches of crops around
+    the subject's edge and infers on whole frames one at a time, where BatchNorm's running statistics do not
+    hold (measured: far-field error nearly doubled in eval mode); GroupNorm behaves the same in both."""
+    return nn.GroupNorm(max(1, channels // 8), channels)
+
+
 class ConvBNReLU(nn.Sequential):
+    """conv - norm - ReLU (the norm is GroupNorm; the name keeps the familiar shape)."""
+
     def __init__(self, cin: int, cout: int, k: int = 3, dilation: int = 1):
         super().__init__(nn.Conv2d(cin, cout, k, padding=dilation * (k // 2), dilation=dilation, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+                         norm(cout), nn.ReLU(inplace=True))
 
 
 class Block(nn.Module):

@@ -348,8 +348,6 @@ def train(argv: Sequence[str] | None = None, defaults_yaml: str | None = None) -
 
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     model = api.build_refiner(cfg.model, base_channels=cfg.base_channels)
-    if world > 1 and use_cuda:  # batch statistics over the global batch (same state_dict keys)
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])

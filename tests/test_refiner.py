@@ -213,7 +213,7 @@ def test_entry_points(capsys):
 
 
 def test_light_refiner_fits_a_tiny_example():
-    """Trainable end to end: 30 Adam steps on one soft-edged square halve the multi-stride loss's excess over
+    """Trainable end to end: 50 Adam steps on one soft-edged square halve the multi-stride loss's excess over
     its floor (BCE against a soft target cannot go below the target's entropy)."""
     torch.manual_seed(0)
     model = build_refiner("light", base_channels=TINY).train()
@@ -224,7 +224,7 @@ def test_light_refiner_fits_a_tiny_example():
     gt = torch.nn.functional.avg_pool2d(gt, 5, 1, 2)
     guide = (gt > 0.5).float()
     losses = []
-    for _ in range(30):
+    for _ in range(50):
         out = model(image, guide)
         loss = sum(torch.nn.functional.binary_cross_entropy_with_logits(v, gt) for v in out.logits_os.values())
         opt.zero_grad()
