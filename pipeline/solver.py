@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import importlib
 import json
 import logging
 import math
@@ -40,18 +39,13 @@ from utils.cli import UserError
 log = logging.getLogger("solver")
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 CKPT_FORMAT = "defocused_segmentation/refiner"
-# The one place the model comes from: model.refiner. Tests point DEFOCUS_REFINER_MODULE at a stand-in only while
-# model/refiner.py is absent from the branch.
-REFINER_MODULE = "model.refiner"
 
 
 def refiner_api():
-    """The refiner module (``build_refiner``, ``load_refiner``, ``VARIANTS``)."""
-    name = os.environ.get("DEFOCUS_REFINER_MODULE", REFINER_MODULE)
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        raise UserError(f"cannot import the refiner ({name}): {exc}") from None
+    """The refiner module (``build_refiner``, ``load_refiner``, ``VARIANTS``): the one place the model comes from."""
+    from model import refiner
+
+    return refiner
 
 
 @dataclass

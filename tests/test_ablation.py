@@ -2,10 +2,10 @@
 import pytest
 
 from pipeline import ablation
-from tests.train_helpers import make_tiny_frames, use_refiner_env
+from tests.train_helpers import make_tiny_frames, repo_on_pythonpath
 from utils.cli import run_main
 
-use_refiner_env()
+repo_on_pythonpath()
 
 
 def test_tiny_ablation_table_plot_and_rerun(tmp_path, caplog):

@@ -1,8 +1,8 @@
 """bench_train runs end to end on tiny settings and prints the three rates side by side (no timing asserted)."""
 from bench import bench_train
-from tests.train_helpers import use_refiner_env
+from tests.train_helpers import repo_on_pythonpath
 
-use_refiner_env()
+repo_on_pythonpath()
 
 
 def test_bench_train_smoke(capsys):

@@ -8,11 +8,12 @@ import torch
 
 from pipeline import evaluate as E
 from pipeline import metrics as M
-from tests.train_helpers import make_tiny_frames, use_refiner_env
+from tests.train_helpers import make_tiny_frames, repo_on_pythonpath
 from utils.cli import run_main
 from utils.images import read_image
 
-REFINER = use_refiner_env()
+repo_on_pythonpath()
+REFINER = "model.refiner"
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,11 @@ import time
 import pytest
 import torch
 
-from tests.train_helpers import REPO, make_tiny_frames, use_refiner_env
+from tests.train_helpers import REPO, make_tiny_frames, repo_on_pythonpath
 from utils.cli import run_main
 
-REFINER = use_refiner_env()  # the real model.refiner once merged, else the test-only stand-in
+repo_on_pythonpath()
+REFINER = "model.refiner"
 ENTRY = str(REPO / "pipeline" / "solver_refiner_maggie.py")
 BASE = ["--crop", "32", "--batch_size", "4", "--steps", "30", "--num_workers", "0", "--eval_every", "10",
         "--ckpt_every", "5", "--log_every", "5", "--base_channels", "8", "--warmup_steps", "3", "--lr", "3e-3",

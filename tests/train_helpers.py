@@ -36,13 +36,8 @@ def make_tiny_frames(root: str | Path, split: str = "train", clips=("c0", "c1", 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def use_refiner_env() -> str:
-    """Point the solver at the real ``model.refiner`` when it exists, else at the test-only stand-in; returns
-    the module used. Set in os.environ so subprocesses (torchrun, killed runs) inherit it."""
-    import importlib.util
+def repo_on_pythonpath() -> None:
+    """Put this checkout first on PYTHONPATH, so subprocesses (torchrun, killed runs) import its code."""
     import os
 
-    name = "model.refiner" if importlib.util.find_spec("model.refiner") is not None else "tests.standin_refiner"
-    os.environ["DEFOCUS_REFINER_MODULE"] = name
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return name

@@ -35,19 +35,24 @@ def to_float(img: np.ndarray) -> np.ndarray:
     return img.astype(np.float32, copy=False)
 
 
-def read_image(path: str | os.PathLike, gray: bool | None = None) -> np.ndarray:
-    """Read an image as float32 in [0,1]: RGB ``HxWx3`` (alpha channel dropped) or ``HxW`` for one channel.
-
-    ``gray=True`` forces one channel (first channel of a colour file), ``gray=False`` forces RGB.
-    Raises ``UserError`` naming the file if it is missing or not a readable image.
-    """
+def _imread(path: str | os.PathLike) -> np.ndarray:
+    """The stored array of an image file (cv2 order, any depth); ``UserError`` naming a missing/unreadable file."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"image not found: {path}")
     raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if raw is None:
         raise UserError(f"not a readable image: {path}")
-    img = to_float(raw)
+    return raw
+
+
+def read_image(path: str | os.PathLike, gray: bool | None = None) -> np.ndarray:
+    """Read an image as float32 in [0,1]: RGB ``HxWx3`` (alpha channel dropped) or ``HxW`` for one channel.
+
+    ``gray=True`` forces one channel (first channel of a colour file), ``gray=False`` forces RGB.
+    Raises ``UserError`` naming the file if it is missing or not a readable image.
+    """
+    img = to_float(_imread(path))
     if img.ndim == 3:
         img = img[..., :3][..., ::-1]  # BGR(A) -> RGB
         if img.shape[2] == 1:
@@ -88,12 +93,7 @@ def read_image_native(path: str | os.PathLike, gray: bool = False) -> np.ndarray
     """Read an image in its stored integer type (uint8 or uint16): RGB ``HxWx3``, or ``HxW`` when ``gray``
     (the first stored channel of a colour file). For loaders that crop before converting (``to_float``) the pixels they keep.
     Raises ``UserError`` naming the file if it is missing or not a readable image."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"image not found: {path}")
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise UserError(f"not a readable image: {path}")
+    raw = _imread(path)
     if raw.ndim == 3:
         raw = raw[..., 0] if gray else raw[..., :3][..., ::-1]
     elif not gray:
