@@ -219,8 +219,11 @@ class CrossBandAttention(nn.Module):
         super().__init__()
         self.heads, self.win, self.shift = heads, win, shift
         self.norm_s, self.norm_d = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.q_s, self.kv_d, self.out_s = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim), nn.Linear(dim, dim)
-        self.q_d, self.kv_s, self.out_d = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim), nn.Linear(dim, dim)
+        # keys without bias: a key bias adds the same q.b to every logit of a query, which the softmax cancels (its
+        # true gradient is zero, so an optimiser would only drift it on rounding noise)
+        self.q_s, self.k_d, self.v_d = nn.Linear(dim, dim), nn.Linear(dim, dim, bias=False), nn.Linear(dim, dim)
+        self.q_d, self.k_s, self.v_s = nn.Linear(dim, dim), nn.Linear(dim, dim, bias=False), nn.Linear(dim, dim)
+        self.out_s, self.out_d = nn.Linear(dim, dim), nn.Linear(dim, dim)
         self._mask_cache: dict[tuple, torch.Tensor | None] = {}
 
     def _mask(self, h, w, device):
@@ -229,11 +232,10 @@ class CrossBandAttention(nn.Module):
             self._mask_cache[key] = shifted_window_mask(h, w, self.win, self.shift, device)
         return self._mask_cache[key]
 
-    def _attend(self, q, kv, mask):
+    def _attend(self, q, k, v, mask):
         n, nw, t, c = q.shape
         # 4-D (batch*windows, heads, T, d): the layout the fused CUDA attention kernels take
         split = lambda z: z.reshape(n * nw, t, self.heads, -1).transpose(1, 2)  # noqa: E731
-        k, v = kv.chunk(2, dim=-1)
         if mask is not None:
             mask = mask.expand(n, -1, -1, -1, -1).reshape(n * nw, 1, t, t)
         o = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=mask)
@@ -250,8 +252,8 @@ class CrossBandAttention(nn.Module):
         ts, td = _window_partition(ts, self.win), _window_partition(td, self.win)
         ns, nd = self.norm_s(ts), self.norm_d(td)
         mask = self._mask(h, w, s.device)
-        upd_s = self.out_s(self._attend(self.q_s(ns), self.kv_d(nd), mask))  # structure asks detail
-        upd_d = self.out_d(self._attend(self.q_d(nd), self.kv_s(ns), mask))  # detail asks structure
+        upd_s = self.out_s(self._attend(self.q_s(ns), self.k_d(nd), self.v_d(nd), mask))  # structure asks detail
+        upd_d = self.out_d(self._attend(self.q_d(nd), self.k_s(ns), self.v_s(ns), mask))  # detail asks structure
         upd = torch.cat([_window_merge(upd_s, self.win, h, w), _window_merge(upd_d, self.win, h, w)], dim=-1)
         if self.shift:
             upd = torch.roll(upd, (self.shift, self.shift), dims=(1, 2))
@@ -322,6 +324,12 @@ class Refiner(nn.Module):
         # returns about its guide (its random corrections are small next to the prior's +-4) and training only
         # has to learn where the guide is wrong.
         self.guide_gain = nn.Parameter(torch.tensor(GUIDE_LOGIT_GAIN))
+        # The decoder's predicted high bands start at zero: the inverse DWT then begins as plain upsampling of
+        # the LL band, and detail is added only where training finds it (random high bands would stamp a
+        # checkerboard onto every level's output).
+        for hi in (self.hi4, self.hi2, self.hi1):
+            nn.init.zeros_(hi.weight)
+            nn.init.zeros_(hi.bias)
         if pretrained:
             self.load_backbone(pretrained)
 

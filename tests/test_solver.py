@@ -119,7 +119,7 @@ def test_two_process_gloo_run_matches_one_process(data, tmp_path):
     single = _weights(tmp_path / "single" / "last.pt")
     assert not any("running_mean" in k for k in single["model"])
     for k in single["model"]:
-        torch.testing.assert_close(ddp["model"][k], single["model"][k], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(ddp["model"][k], single["model"][k], rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
 
 
 def test_schedule_and_phases():
