@@ -22,7 +22,6 @@ import utils.offline  # noqa: F401  (first: offline switches)
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -31,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from utils.atomic import Manifest, atomic_dir, clean_stale_temps, write_json_atomic
-from utils.cli import UserError, add_common_args, run_main, shard_items, splits_of, unit_seed
+from utils.cli import UserError, add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed
 from utils.images import IMAGE_EXTS, read_image, write_png
 from utils.paths import DataLayout, frame_name
 from utils.video import VIDEO_EXTS, clip_fps, clip_sources, iter_clip, read_clip
@@ -251,10 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      out_dir)
         if skipped:
             log.info("compose %s: %d clip(s) already done, skipped (use --overwrite to redo)", split, skipped)
-    if failed:
-        print(f"error: {len(failed)} clip(s) failed: " + "; ".join(failed.values()), file=sys.stderr)
-        return 2
-    return 0
+    return finish_units(failed)
 
 
 if __name__ == "__main__":

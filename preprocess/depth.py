@@ -35,7 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from utils.atomic import Manifest, atomic_path, clean_stale_temps
-from utils.cli import UserError, add_common_args, run_main, shard_items, splits_of, unit_seed
+from utils.cli import UserError, add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed
 from utils.images import read_image
 from utils.paths import DataLayout, frame_name
 
@@ -342,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model_cache = {"vda": load_vda(args.vda_root, args.depth_ckpt, args.vda_encoder, args.device)}
     else:
         model_cache = {}
-    failed = []
+    failed: dict[str, str] = {}
     for split in splits_of(args.split):
         clips = shard_items(composed_clips(layout, split), args.shard)
         manifest = Manifest(layout.manifest(STAGE, split))
@@ -358,13 +358,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             except UserError as exc:
                 log.warning("depth %s/%s failed: %s", split, clip, exc)
                 manifest.mark_failed(clip, str(exc))
-                failed.append(f"{split}/{clip}: {exc}")
+                failed[f"{split}/{clip}"] = str(exc)
         if cached:
             log.info("depth %s: %d clip(s) already cached, skipped (use --overwrite to redo)", split, cached)
-    if failed:
-        print(f"error: {len(failed)} clip(s) failed: " + "; ".join(failed), file=sys.stderr)
-        return 2
-    return 0
+    return finish_units(failed)
 
 
 if __name__ == "__main__":

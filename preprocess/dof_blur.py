@@ -36,7 +36,7 @@ from tqdm import tqdm
 from preprocess import depth as depth_stage
 from utils import memory
 from utils.atomic import Manifest, clean_stale_temps, write_json_atomic
-from utils.cli import UserError, add_common_args, run_main, shard_items, splits_of, unit_seed
+from utils.cli import UserError, add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed
 from utils.images import read_image, write_png
 from utils.paths import DataLayout, frame_name
 
@@ -389,7 +389,6 @@ def render_reference(fgr: np.ndarray, alpha: np.ndarray, bgr: np.ndarray, disp_f
 
 log = logging.getLogger("dof_blur")
 STAGE = "blur"
-EXIT_CLIPS_FAILED = 2
 EXIT_OOM = 3
 FOCUS_MODES = ("subject", "background", "rack")
 
@@ -558,7 +557,7 @@ def run(args: argparse.Namespace) -> int:
         model_cache = {"vda": depth_stage.load_vda(args.vda_root, args.depth_ckpt, args.vda_encoder, args.device)}
     else:
         model_cache = {}
-    failed = []
+    failed: dict[str, str] = {}
     for split in splits_of(args.split):
         clips = shard_items(depth_stage.composed_clips(layout, split), args.shard)
         manifest = Manifest(layout.manifest(STAGE, split))
@@ -569,13 +568,10 @@ def run(args: argparse.Namespace) -> int:
             except UserError as exc:
                 log.warning("blur %s/%s failed: %s", split, clip, exc)
                 manifest.mark_failed(clip, str(exc))
-                failed.append(f"{split}/{clip}: {exc}")
+                failed[f"{split}/{clip}"] = str(exc)
         if skipped:
             log.info("blur %s: %d clip(s) already done, skipped (use --overwrite to redo)", split, skipped)
-    if failed:
-        print(f"error: {len(failed)} clip(s) failed: " + "; ".join(failed), file=sys.stderr)
-        return EXIT_CLIPS_FAILED
-    return 0
+    return finish_units(failed)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

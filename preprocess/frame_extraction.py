@@ -36,7 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from utils.atomic import Manifest, atomic_dir, clean_stale_temps
-from utils.cli import UserError, add_common_args, run_main, shard_items, splits_of, unit_seed
+from utils.cli import UserError, add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed
 from utils.images import list_images, read_image, to_uint, write_png
 from utils.paths import FRAME_LAYERS, DataLayout, frame_index, frame_name
 from utils.video import write_video
@@ -219,9 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"no {args.source} clips under {layout.root / args.source} (run the "
                         f"{'blur' if args.source == 'blurred' else 'compose'} stage first)")
     log.info("%s: %d clip(s) written, %d already done (skipped)", tree, done, skipped)
-    if failed:
-        raise UserError(f"{len(failed)} clip(s) failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
-    return 0
+    return finish_units(failed)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ from tqdm import tqdm
 
 from preprocess.perturb import perturb_guide
 from utils.atomic import Manifest, atomic_dir, clean_stale_temps
-from utils.cli import UserError, add_common_args, run_main, shard_items, splits_of, unit_seed
+from utils.cli import UserError, add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed
 from utils.images import list_images, read_image, to_uint, write_png
 from utils.paths import DataLayout, frame_index
 from utils.video import video_fps, write_video
@@ -517,9 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(model, YoloSam2) and model.times["frames"]:
             n = model.times["frames"]
             log.info("yolo_sam2 per frame: yolo %.3fs, sam2 %.3fs", model.times["yolo"] / n, model.times["sam2"] / n)
-    if failed:
-        raise UserError(f"{len(failed)} clip(s) failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
-    return 0
+    return finish_units(failed)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from preprocess.depth import ClipDepth
 from tests.synth_data import make_raw
 from utils import memory
 from utils.atomic import Manifest
+from utils.cli import EXIT_UNITS_FAILED
 from utils.images import read_image
 from utils.paths import DataLayout, frame_name
 
@@ -135,7 +136,7 @@ def test_bad_clip_recorded_and_skipped_others_done(composed_root, tmp_path):
     bad = DataLayout(root).composed("train", "b") / "fgr" / frame_name(5)
     bad.write_bytes(bad.read_bytes()[:40])  # a truncated PNG
     res = subprocess.run(blur_cmd(root), cwd=REPO, env=ENV, capture_output=True, text=True)
-    assert res.returncode == dof_blur.EXIT_CLIPS_FAILED
+    assert res.returncode == EXIT_UNITS_FAILED
     assert str(bad) in res.stderr and "Traceback" not in res.stderr
     m = Manifest(DataLayout(root).manifest("blur", "train"))
     assert m.done("a") and m.done("c") and not m.done("b") and "b" in m.failed()

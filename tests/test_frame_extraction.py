@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from preprocess import frame_extraction as fe
-from utils.cli import UserError
+from utils.atomic import Manifest
+from utils.cli import EXIT_UNITS_FAILED, UserError
 from utils.images import read_image, write_png
 from utils.paths import FRAME_LAYERS, DataLayout
 
@@ -149,12 +150,13 @@ def test_missing_root(tmp_path):
         fe.main(["--root", str(tmp_path / "empty")])
 
 
-def test_clip_without_alpha_fails_cleanly_others_done(tmp_path):
+def test_clip_without_alpha_fails_cleanly_others_done(tmp_path, capsys):
     root = make_root(tmp_path, frames=(3, 3), test_frames=())
     import shutil
     shutil.rmtree(root / "blurred/train/clip1/alpha")
-    with pytest.raises(UserError, match="clip1 has no alpha/ folder"):
-        fe.main(["--root", str(root), "--no_video"])
+    assert fe.main(["--root", str(root), "--no_video"]) == EXIT_UNITS_FAILED
+    assert "error: 1 clip(s) failed: train/clip1:" in capsys.readouterr().err
+    assert "clip1" in Manifest(DataLayout(root).manifest("frames", "train")).failed()
     lay = DataLayout(root)
     assert lay.frames("train", "image", "clip0").is_dir()
     for layer in FRAME_LAYERS:
@@ -162,11 +164,11 @@ def test_clip_without_alpha_fails_cleanly_others_done(tmp_path):
         assert not [p for p in lay.frames("train", layer).iterdir() if p.name.startswith(".")]
 
 
-def test_unreadable_frame_leaves_nothing(tmp_path):
+def test_unreadable_frame_leaves_nothing(tmp_path, capsys):
     root = make_root(tmp_path, frames=(4,), test_frames=())
     (root / "blurred/train/clip0/bgr/0002.png").write_bytes(b"not a png")
-    with pytest.raises(UserError, match="not a readable image"):
-        fe.main(["--root", str(root)])
+    assert fe.main(["--root", str(root)]) == EXIT_UNITS_FAILED
+    assert "not a readable image" in capsys.readouterr().err
     lay = DataLayout(root)
     for layer in FRAME_LAYERS:  # image/alpha/fgr were complete before bgr failed: none may remain
         assert list(lay.frames("train", layer).iterdir()) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,7 +21,7 @@ from preprocess import frame_extraction as fe
 from preprocess import guide_mask as gm
 from preprocess.perturb import perturb_guide
 from tests.test_frame_extraction import make_clip, tree_bytes
-from utils.cli import UserError, unit_seed
+from utils.cli import EXIT_UNITS_FAILED, UserError, unit_seed
 from utils.images import read_image
 from utils.paths import DataLayout
 
@@ -289,11 +290,11 @@ def test_wrong_model_checkpoints(ckpts, frames_root):
     assert not (frames_root / "frames/train/mask").exists()
 
 
-def test_unreadable_frame_leaves_nothing(frames_root):
+def test_unreadable_frame_leaves_nothing(frames_root, capsys):
     lay = DataLayout(frames_root)
     (lay.frames("train", "image", "b") / "0001.png").write_bytes(b"garbage")
-    with pytest.raises(UserError, match="1 clip\\(s\\) failed.*not a readable image"):
-        gm.main(["--root", str(frames_root)])
+    assert gm.main(["--root", str(frames_root)]) == EXIT_UNITS_FAILED
+    assert re.search(r"error: 1 clip\(s\) failed: train/b: .*not a readable image", capsys.readouterr().err)
     assert mask_files(frames_root, "train", "a") and mask_files(frames_root, "test", "c")
     assert not (lay.frames("train", "mask") / "b").exists()
     assert not [p for p in lay.frames("train", "mask").iterdir() if p.name.startswith(".")]

@@ -14,6 +14,7 @@ from typing import Callable, Iterable, Sequence, TypeVar
 T = TypeVar("T")
 
 SPLITS = ("train", "test")
+EXIT_UNITS_FAILED = 2  # some units failed and were recorded as such; the others are done (1 = a user error)
 
 
 class UserError(Exception):
@@ -65,6 +66,17 @@ def unit_seed(seed: int, *names: object) -> int:
     """
     text = "/".join([str(seed), *map(str, names)])
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+
+
+def finish_units(failed: dict[str, str]) -> int:
+    """A stage's exit code. With failed units (``{'split/clip': reason}``, each already recorded in the stage's
+    manifest and retried by a rerun): one line ``error: N clip(s) failed: ...`` on stderr and
+    ``EXIT_UNITS_FAILED``; otherwise 0."""
+    if not failed:
+        return 0
+    print(f"error: {len(failed)} clip(s) failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()),
+          file=sys.stderr)
+    return EXIT_UNITS_FAILED
 
 
 def setup_logging(verbose: bool = False) -> None:
