@@ -73,7 +73,7 @@ class Person:
     shirt2: np.ndarray
     stripe_period: float
     stripe_angle: float
-    strands: list  # per strand: (root angle, length, curl, thickness, shade, wave phase)
+    strands: list  # per strand: (root angle, length, bend, thickness, shade, wave phase)
     hair_long: float  # how far the hair mass falls down the sides (0..1)
 
     @staticmethod
@@ -225,14 +225,14 @@ def _draw_hair(canvas: Canvas, person: Person, head_c: np.ndarray, rx: float, ry
         lock = np.array([end + [0, -0.2 * ry], end + [inward * 0.3 * rx, -0.1 * ry], end + [inward * 0.22 * rx, drop],
                          end + [-inward * 0.08 * rx, drop]])
         canvas.paint(_poly_coverage(canvas, lock), person.hair * 0.85)
-    # strands, all at once: outwards from the scalp, bending with gravity and curl, waving slowly in time
-    angle, length, curl, thick, shade, wave = (np.array(v, np.float64) for v in zip(*person.strands))
+    # strands, all at once: outwards from the scalp, bending with gravity and their own bend, waving slowly
+    angle, length, bend, thick, shade, wave = (np.array(v, np.float64) for v in zip(*person.strands))
     a = angle + sway
     steps = 8
     points = np.empty((len(a), steps + 1, 2))
     points[:, 0] = head_c + np.stack([1.02 * rx * np.cos(a), 1.05 * ry * np.sin(a)], axis=1)
     direction = np.stack([np.cos(a), np.sin(a)], axis=1)
-    turn = (curl + 0.25 * np.sin(0.15 * t + wave)) / steps
+    turn = (bend + 0.25 * np.sin(0.15 * t + wave)) / steps
     for k in range(steps):
         c, s_ = np.cos(turn), np.sin(turn)
         direction = np.stack([c * direction[:, 0] - s_ * direction[:, 1], s_ * direction[:, 0] + c * direction[:, 1]], 1)

@@ -51,6 +51,19 @@ def tree_bytes(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def kill_when_output_appears(cmd: list[str], env: dict, watch: Path) -> None:
+    """Start ``cmd`` and SIGKILL it as soon as a PNG appears under ``watch`` (mid-clip, or between clips);
+    asserts it died from the signal rather than finishing first."""
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if watch.exists() and any(watch.rglob("*.png")):
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL  # killed mid-run, not finished
+
+
 def test_subset_size_rounding():
     assert fe.subset_size(10, 0.5) == 5
     assert fe.subset_size(5, 0.5) == 3  # 2.5 rounds half up
@@ -192,16 +205,7 @@ def test_kill9_then_rerun_is_byte_identical(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     cmd = [sys.executable, "-m", "preprocess.frame_extraction", "--ratio", "0.7"]
     subprocess.run(cmd + ["--root", str(ref_root)], cwd=REPO, env=env, check=True, capture_output=True)
-    proc = subprocess.Popen(cmd + ["--root", str(root)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    # kill as soon as the first output appears (mid-clip, or between clips)
-    deadline = time.time() + 60
-    while time.time() < deadline and proc.poll() is None:
-        if (root / "frames").exists() and any((root / "frames").rglob("*.png")):
-            break
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL  # killed mid-run, not finished
+    kill_when_output_appears(cmd + ["--root", str(root)], env, root / "frames")
     subprocess.run(cmd + ["--root", str(root)], cwd=REPO, env=env, check=True, capture_output=True)
     got, ref = tree_bytes(root / "frames"), tree_bytes(ref_root / "frames")
     assert got.keys() == ref.keys() and all(got[k] == ref[k] for k in ref)

@@ -5,11 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -20,7 +18,7 @@ import torch
 from preprocess import frame_extraction as fe
 from preprocess import guide_mask as gm
 from preprocess.perturb import perturb_guide
-from tests.test_frame_extraction import make_clip, tree_bytes
+from tests.test_frame_extraction import kill_when_output_appears, make_clip, tree_bytes
 from utils.cli import EXIT_UNITS_FAILED, UserError, unit_seed
 from utils.images import read_image
 from utils.paths import DataLayout
@@ -237,15 +235,7 @@ def test_kill9_then_rerun_byte_identical(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     cmd = [sys.executable, "preprocess/guide_mask.py", "--seed", "1"]
     subprocess.run(cmd + ["--root", str(ref)], cwd=REPO, env=env, check=True, capture_output=True)
-    proc = subprocess.Popen(cmd + ["--root", str(root)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while time.time() < deadline and proc.poll() is None:
-        if any((root / "frames/train/mask").rglob("*.png")) if (root / "frames/train/mask").exists() else False:
-            break
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL  # killed mid-run, not finished
+    kill_when_output_appears(cmd + ["--root", str(root)], env, root / "frames/train/mask")
     subprocess.run(cmd + ["--root", str(root)], cwd=REPO, env=env, check=True, capture_output=True)
     got, want = tree_bytes(root / "frames/train/mask"), tree_bytes(ref / "frames/train/mask")
     assert got.keys() == want.keys() and all(got[k] == want[k] for k in want)
