@@ -85,9 +85,13 @@ def uncertain_weight(gt: torch.Tensor, dilate: int = 3) -> torch.Tensor:
     return F.max_pool2d(band, 2 * dilate + 1, stride=1, padding=dilate) if dilate > 0 else band
 
 
+DEFAULT_STRIDE_WEIGHTS = {8: 0.25, 4: 0.5, 1: 1.0}
+
+
 @dataclass
 class LossWeights:
-    """Weight of each term (0 = off) and of each output stride."""
+    """Weight of each term (0 = off) and of each output stride. These defaults are the training defaults too
+    (``pipeline.solver.TrainConfig`` reads them from here)."""
 
     l1: float = 1.0
     lap: float = 1.0
@@ -96,7 +100,7 @@ class LossWeights:
     wll: float = 0.5
     whigh: float = 1.0
     whigh_floor: float = 0.1
-    stride_weights: dict = field(default_factory=lambda: {8: 0.25, 4: 0.5, 1: 1.0})
+    stride_weights: dict = field(default_factory=lambda: dict(DEFAULT_STRIDE_WEIGHTS))
 
 
 def matting_losses(alpha_os: dict[int, torch.Tensor], gt: torch.Tensor, w: LossWeights,

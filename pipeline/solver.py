@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from pipeline import metrics as M
 from pipeline.data import MattingFrames, StepBatchSampler, list_clips, list_frames, split_clips
-from pipeline.losses import TERMS, LossWeights, matting_losses
+from pipeline.losses import DEFAULT_STRIDE_WEIGHTS, TERMS, LossWeights, matting_losses
 from utils.atomic import atomic_path, write_bytes_atomic
 from utils.cli import UserError
 
@@ -84,16 +84,16 @@ class TrainConfig:
     grad_clip: float = 1.0
     amp: str = "auto"               # auto (bf16 if supported, else fp16, on CUDA; off on CPU) | bf16 | fp16 | off
     # losses (base weights; phases scale them)
-    w_l1: float = 1.0
-    w_lap: float = 1.0
-    w_grad: float = 0.5
-    w_comp: float = 0.5
-    w_wll: float = 0.5
-    w_whigh: float = 1.0
-    whigh_floor: float = 0.1
-    stride8: float = 0.25
-    stride4: float = 0.5
-    stride1: float = 1.0
+    w_l1: float = LossWeights.l1
+    w_lap: float = LossWeights.lap
+    w_grad: float = LossWeights.grad
+    w_comp: float = LossWeights.comp
+    w_wll: float = LossWeights.wll
+    w_whigh: float = LossWeights.whigh
+    whigh_floor: float = LossWeights.whigh_floor
+    stride8: float = DEFAULT_STRIDE_WEIGHTS[8]
+    stride4: float = DEFAULT_STRIDE_WEIGHTS[4]
+    stride1: float = DEFAULT_STRIDE_WEIGHTS[1]
     phases: list = field(default_factory=list)  # [{name, until (fraction of steps), weights: {term: x}, strides: {8: w}}]
     # bookkeeping
     log_every: int = 20
