@@ -24,6 +24,12 @@ Data flow (strides relative to the input; widths C0..C4 = ``Refiner.widths``)::
     progressive refinement (MaGGIe / MGMatting): alpha = alpha/8, replaced by alpha/4 inside the uncertain band
     around its boundary, replaced by alpha/1 inside the uncertain band of that merge.
 
+    do no harm (the guide gate): a head on the stride-4 decoder state predicts where the guide is wrong (the
+    error map of BackgroundMattingV2, supervised with |gt - guide| > ``GATE_ERROR``); the output is
+    ``guide + gate * (refined - guide)`` where ``gate`` is that probability passed through a dead zone: exactly 0
+    below ``gate_threshold``, rising linearly to 1. Where the network does not positively believe the guide is
+    wrong, the guide comes out unchanged, bit for bit; an untrained refiner (gate bias -4) returns its guide.
+
 The input is edge-padded to a multiple of ``8 * window`` (stride-8 windows tile exactly) and every output is
 cropped back, so any H, W works.
 
@@ -56,6 +62,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OUTPUT_STRIDES = (8, 4, 1)
 GUIDE_LOGIT_GAIN = 6.0  # initial logit of a guide pixel: sigmoid(+-6) = 0.9975 / 0.0025
+GATE_INIT_BIAS = -4.0  # sigmoid(-4) = 0.018: the gate starts closed (below any sensible threshold)
+GATE_ERROR = 0.02  # the gate's target: 1 where |gt - guide| exceeds this (dilated by GATE_DILATE px), else 0
+GATE_DILATE = 2
 
 
 @dataclasses.dataclass
@@ -67,6 +76,9 @@ class RefinerOutput:
     logits_os:    {8, 4, 1: (N,1,H,W)} the same before the sigmoid: use these with any ``*_with_logits`` loss.
     uncertain_os: {8, 4: (N,1,H,W) in {0,1}} where the stride-8 (resp. merged stride-4) alpha was replaced by
                   the finer prediction; MGMatting-style losses weight the finer strides by these.
+    refined:      (N,1,H,W) the progressive refinement before the gate (what ``alpha`` would be without it).
+    gate_logit:   (N,1,H,W) logit of "the guide is wrong here" (train it with a ``*_with_logits`` loss).
+    gate:         (N,1,H,W) in [0,1] the dead-zoned gate actually applied: alpha = guide + gate*(refined-guide).
     focus_map:    (N,1,H,W) the defocus cue: local energy of the image's high-frequency subbands at stride 2,
                   log-scaled (0 = flat or blurred, larger = sharp texture), upsampled to the input size.
     focus_os:     {2, 4, 8: (N,1,ceil(H/s),ceil(W/s))} the focus maps at the strides the network sees them.
@@ -80,6 +92,9 @@ class RefinerOutput:
     uncertain_os: dict[int, torch.Tensor]
     focus_map: torch.Tensor
     focus_os: dict[int, torch.Tensor]
+    refined: torch.Tensor
+    gate_logit: torch.Tensor
+    gate: torch.Tensor
 
 
 # ------------------------------------------------------------------------------------------ down / up operators
@@ -275,7 +290,7 @@ class Refiner(nn.Module):
 
     def __init__(self, variant: str = "light", base_channels: int = 32, window: int = 8,
                  uncertain_radius: tuple[int, int] = (4, 4), focus_tau: float = 0.01,
-                 pretrained: str | None = None):
+                 gate_threshold: float = 0.5, pretrained: str | None = None):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown refiner variant {variant!r}: one of {', '.join(VARIANTS)}")
@@ -284,6 +299,9 @@ class Refiner(nn.Module):
         self.variant, self.base_channels, self.window = variant, base_channels, window
         self.uncertain_radius = tuple(int(r) for r in uncertain_radius)
         self.focus_tau = float(focus_tau)
+        if not 0.0 <= gate_threshold < 1.0:
+            raise ValueError(f"gate_threshold must be in [0, 1), got {gate_threshold}")
+        self.gate_threshold = float(gate_threshold)
         kind = {"light": "haar", "none": "none"}.get(variant, variant.removeprefix("heavy_"))
         # most width where pixels are few; the full-resolution path has a few channels only
         c0, c1, c2, c3, c4 = max(4, base_channels // 4), base_channels // 2, base_channels, 4 * base_channels, \
@@ -316,6 +334,8 @@ class Refiner(nn.Module):
         self.ll4, self.hi4, self.up4 = nn.Conv2d(c3, c2, 1), nn.Conv2d(c3, 3 * c2, 3, padding=1), _Up(kind, c2)
         self.f4 = Block(3 * c2, c2, k_in=1)
         self.head4 = nn.Conv2d(c2, 1, 1)
+        # the guide gate sees the stride-4 decoder state (structure, detail, context) and the guide itself
+        self.head_gate = nn.Sequential(ConvBNReLU(c2 + 1, c2), nn.Conv2d(c2, 1, 1))
         self.ll2, self.hi2, self.up2 = nn.Conv2d(c2, c1, 1), nn.Conv2d(c2, 3 * c1, 3, padding=1), _Up(kind, c1)
         self.f2 = Block(3 * c1, c1, extra=0)
         self.ll1, self.hi1, self.up1 = nn.Conv2d(c1, c0, 1), nn.Conv2d(c1, 3 * c0, 3, padding=1), _Up(kind, c0)
@@ -330,6 +350,8 @@ class Refiner(nn.Module):
         for hi in (self.hi4, self.hi2, self.hi1):
             nn.init.zeros_(hi.weight)
             nn.init.zeros_(hi.bias)
+        nn.init.zeros_(self.head_gate[-1].weight)
+        nn.init.constant_(self.head_gate[-1].bias, GATE_INIT_BIAS)
         if pretrained:
             self.load_backbone(pretrained)
 
@@ -337,11 +359,13 @@ class Refiner(nn.Module):
     def config(self) -> dict[str, Any]:
         """Plain JSON-able dict: ``build_refiner(**model.config)`` rebuilds this architecture."""
         return {"variant": self.variant, "base_channels": self.base_channels, "window": self.window,
-                "uncertain_radius": list(self.uncertain_radius), "focus_tau": self.focus_tau}
+                "uncertain_radius": list(self.uncertain_radius), "focus_tau": self.focus_tau,
+                "gate_threshold": self.gate_threshold}
 
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights a pretrained backbone provides: everything before the decoder."""
-        skip = ("ctx", "f8", "head8", "ll4", "hi4", "up4", "f4", "head4", "ll2", "hi2", "up2", "f2", "ll1", "hi1", "up1", "f1")
+        skip = ("ctx", "f8", "head8", "ll4", "hi4", "up4", "f4", "head4", "head_gate", "ll2", "hi2", "up2", "f2", "ll1",
+                "hi1", "up1", "f1")
         return {k: v for k, v in self.state_dict().items() if not k.startswith(skip)}
 
     def load_backbone(self, path: str | os.PathLike) -> int:
@@ -417,6 +441,7 @@ class Refiner(nn.Module):
         up = self.up4(self.ll4(f), self.hi4(d3).unflatten(1, (-1, 3)))
         f = self.f4(torch.cat([up, s2, d2], 1))
         logit4 = self.head4(f) + prior(4)
+        gate_logit = self.head_gate(torch.cat([f, F.avg_pool2d(guide, 4) * 2 - 1], 1))
         up = self.up2(self.ll2(f), self.hi2(d2).unflatten(1, (-1, 3)))
         f = self.f2(torch.cat([up, s1, d1], 1))
         up = self.up1(self.ll1(f), self.hi1(d1).unflatten(1, (-1, 3)))
@@ -428,7 +453,12 @@ class Refiner(nn.Module):
         merged4 = torch.where(u8 > 0, torch.sigmoid(logit4), F.interpolate(a8, scale_factor=2.0, mode="bilinear"))
         u4 = F.interpolate(_uncertain(merged4, r4), scale_factor=4.0, mode="nearest")
         merged4_full = F.interpolate(merged4, scale_factor=4.0, mode="bilinear")
-        alpha = torch.where(u4 > 0, torch.sigmoid(logit1), merged4_full)
+        refined = torch.where(u4 > 0, torch.sigmoid(logit1), merged4_full)
+        # the guide gate: the guide passes unchanged wherever the network does not positively flag it as wrong
+        gate_logit = F.interpolate(gate_logit, scale_factor=4.0, mode="bilinear")
+        t = self.gate_threshold
+        gate = ((torch.sigmoid(gate_logit) - t) / (1 - t)).clamp(0, 1)
+        alpha = guide + gate * (refined - guide)
 
         crop = lambda t: t[..., :h, :w]  # noqa: E731
         full = lambda t, s: crop(F.interpolate(t, scale_factor=float(s), mode="bilinear") if s > 1 else t)  # noqa: E731
@@ -442,13 +472,14 @@ class Refiner(nn.Module):
             uncertain_os={8: crop(F.interpolate(u8, scale_factor=4.0, mode="nearest")), 4: crop(u4)},
             focus_map=full(f2, 2),
             focus_os={s: f[..., : hs(s), : ws(s)] for s, f in ((2, f2), (4, f4), (8, f8))},
+            refined=crop(refined), gate_logit=crop(gate_logit), gate=crop(gate),
         )
 
 
 # ------------------------------------------------------------------------------------------ builder, checkpoint
 def build_refiner(variant: str = "light", base_channels: int = 32, **kwargs) -> Refiner:
     """Build a refiner: ``variant`` in :data:`VARIANTS`; ``kwargs`` as :class:`Refiner` (window, uncertain_radius,
-    focus_tau, pretrained=<local path of backbone weights>)."""
+    focus_tau, gate_threshold, pretrained=<local path of backbone weights>)."""
     return Refiner(variant, base_channels, **kwargs)
 
 

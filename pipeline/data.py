@@ -18,12 +18,12 @@ import cv2
 import numpy as np
 import torch
 
-from preprocess.perturb import perturb_guide
+from preprocess.perturb import accurate_guide, perturb_guide
 from utils.cli import UserError, unit_seed
 from utils.images import read_image_native, to_float
 from utils.paths import DataLayout
 
-GUIDES = ("perturb", "files", "mixed")
+GUIDES = ("perturb", "files", "mixed", "accurate")
 
 
 @dataclass(frozen=True)
@@ -102,17 +102,25 @@ class MattingFrames(torch.utils.data.Dataset):
 
     ``crop`` > 0 turns on training augmentation: scale in ``scale_range``, a ``crop``-sized window centred on an
     unknown-region pixel with probability ``unknown_crop_prob``, horizontal flip, colour jitter.
+
+    Guides: ``perturb`` (ground truth degraded as in ``preprocess.perturb.perturb_guide``), ``files`` (the mask
+    layer), ``mixed`` (each item one of the two, 50/50), ``accurate`` (the ground truth binarised at 0.5). In
+    training, ``accurate_prob`` of the items instead get an accurate guide with small boundary noise
+    (``accurate_guide`` with a generator): a refiner that only ever sees degraded guides learns to distrust
+    every guide, accurate ones included.
     """
 
     def __init__(self, root: str | Path, frames: list[Frame], tree: str = "frames", guide: str = "perturb",
                  crop: int = 0, scale_range: tuple[float, float] = (0.75, 1.25), unknown_crop_prob: float = 0.7,
-                 jitter: float = 0.15, with_fb: bool = True, eval_long_side: int = 0, seed: int = 0):
+                 jitter: float = 0.15, with_fb: bool = True, eval_long_side: int = 0, seed: int = 0,
+                 accurate_prob: float = 0.0):
         if guide not in GUIDES:
             raise UserError(f"unknown guide {guide!r}: use one of {', '.join(GUIDES)}")
         self.layout = DataLayout(root)
         self.frames, self.tree, self.guide = frames, tree, guide
         self.crop, self.scale_range, self.unknown_crop_prob = crop, tuple(scale_range), unknown_crop_prob
         self.jitter, self.with_fb, self.eval_long_side, self.seed = jitter, with_fb, eval_long_side, seed
+        self.accurate_prob = accurate_prob
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -174,9 +182,16 @@ class MattingFrames(torch.utils.data.Dataset):
         seed = aug_seed if aug_seed is not None else unit_seed(self.seed, "eval", frame.split, frame.clip, frame.name)
         rng = np.random.default_rng(seed)
         d = self._augment(d, rng) if (self.crop and aug_seed is not None) else self._eval_resize(d)
+        alpha = np.ascontiguousarray(d["alpha"])
         use_file = self.guide == "files" or (self.guide == "mixed" and rng.random() < 0.5)
-        guide = (d["mask"] > 0.5).astype(np.float32) if use_file else perturb_guide(
-            np.ascontiguousarray(d["alpha"]), rng)
+        if self.guide == "accurate":
+            guide = accurate_guide(alpha)
+        elif aug_seed is not None and self.accurate_prob > 0 and rng.random() < self.accurate_prob:
+            guide = accurate_guide(alpha, rng)
+        elif use_file:
+            guide = (d["mask"] > 0.5).astype(np.float32)
+        else:
+            guide = perturb_guide(alpha, rng)
         out = {"image": d["image"], "alpha": d["alpha"][..., None], "guide": guide[..., None]}
         if self.with_fb:
             out["fgr"], out["bgr"] = d["fgr"], d["bgr"]

@@ -228,8 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default="data/demo", help="data root (mode a)")
     p.add_argument("--split", default="test", choices=("train", "test"))
     p.add_argument("--tree", default="frames", help="frames (defocused) or frames_sharp (all-in-focus control)")
-    p.add_argument("--guide", default="auto", choices=("auto", "files", "perturb"),
-                   help="guide masks: the mask layer (files), perturbed GT (perturb), or files when present (auto)")
+    p.add_argument("--guide", default="auto", choices=("auto", "files", "perturb", "accurate"),
+                   help="guide masks: the mask layer (files), perturbed GT (perturb), files when present (auto), or "
+                        "the ground truth binarised at 0.5 (accurate: what a good segmenter gives on a clean frame)")
     p.add_argument("--ckpt", nargs="*", default=[], help="checkpoint(s) to score")
     p.add_argument("--labels", nargs="*", default=None,
                    help="method name per checkpoint (default: its variant); equal labels are averaged as seeds")

@@ -2,12 +2,16 @@
 
 Terms (per output stride s in {8, 4, 1}, weighted by ``stride_weights[s]``):
 - ``l1``: |alpha_s - gt|;
-- ``lap``: L1 between Laplacian pyramids (5 levels, weighted 2^level as in RVM/MODNet-style training);
+- ``lap``: L1 between Laplacian pyramids (5 levels, weighted 2^level as in RVM/MODNet-style training, the
+  weights normalised to sum to 1 so the term is on the L1 term's scale);
 - ``grad``: L1 between Sobel gradients;
 - ``comp``: |alpha_s*fgr + (1-alpha_s)*bgr - image| (composition; needs fgr and bgr);
 - ``wll``: L1 between the Haar LL bands (low frequency: structure);
 - ``whigh``: L1 between the LH/HL/HH bands, weighted by the uncertain region (0 < gt < 1, dilated) plus a small
   floor elsewhere (high frequency: detail).
+The key ``"final"`` of ``alpha_os`` is the refiner's gated output (``RefinerOutput.alpha``), supervised like a
+stride with its own weight. ``gate_loss`` trains the guide gate: binary cross-entropy *with logits* on
+``RefinerOutput.gate_logit`` against where the guide is wrong.
 Only alpha (probabilities) enters these L1-type losses; nothing here is a ``*_with_logits`` loss, so no logit
 is ever squashed twice (the model's ``logits_os`` would be the input to one, never ``alpha_os``).
 A weight of 0 skips the term's computation.
@@ -69,8 +73,12 @@ def laplacian_pyramid(x: torch.Tensor, levels: int = 5) -> list[torch.Tensor]:
 
 
 def laplacian_loss(pred: torch.Tensor, gt: torch.Tensor, levels: int = 5) -> torch.Tensor:
-    return sum((2 ** i) * F.l1_loss(p, g) for i, (p, g) in
-               enumerate(zip(laplacian_pyramid(pred, levels), laplacian_pyramid(gt, levels))))
+    """L1 between Laplacian pyramids, level i weighted 2^i, the weights normalised to sum to 1: on the scale of
+    the plain L1 term (un-normalised, the 2^4-weighted low-pass residual made this term ~20x the L1 term and
+    the whole loss a blurred-alpha loss)."""
+    pairs = list(zip(laplacian_pyramid(pred, levels), laplacian_pyramid(gt, levels)))
+    weights = [2.0 ** i for i in range(len(pairs))]
+    return sum(w * F.l1_loss(p, g) for w, (p, g) in zip(weights, pairs)) / sum(weights)
 
 
 def sobel(x: torch.Tensor) -> torch.Tensor:
@@ -85,7 +93,7 @@ def uncertain_weight(gt: torch.Tensor, dilate: int = 3) -> torch.Tensor:
     return F.max_pool2d(band, 2 * dilate + 1, stride=1, padding=dilate) if dilate > 0 else band
 
 
-DEFAULT_STRIDE_WEIGHTS = {8: 0.25, 4: 0.5, 1: 1.0}
+DEFAULT_STRIDE_WEIGHTS = {8: 0.25, 4: 0.5, 1: 1.0, "final": 1.0}
 
 
 @dataclass
@@ -100,6 +108,7 @@ class LossWeights:
     wll: float = 0.5
     whigh: float = 1.0
     whigh_floor: float = 0.1
+    gate: float = 1.0
     stride_weights: dict = field(default_factory=lambda: dict(DEFAULT_STRIDE_WEIGHTS))
 
 
@@ -141,3 +150,19 @@ def matting_losses(alpha_os: dict[int, torch.Tensor], gt: torch.Tensor, w: LossW
                 parts["whigh"] = parts["whigh"] + sw * err.sum() / (wt.expand_as(err).sum() + 1e-6)
     total = sum(weights[t] * v for t, v in parts.items())
     return total, {t: float(v.detach()) for t, v in parts.items()}
+
+
+def gate_target(gt: torch.Tensor, guide: torch.Tensor, error: float = 0.02, dilate: int = 2) -> torch.Tensor:
+    """1 where the guide is wrong (|gt - guide| > ``error``), dilated by ``dilate`` px; else 0. With an accurate
+    guide this is the soft band of the ground truth; with a degraded one, also every wrong region."""
+    wrong = ((gt - guide).abs() > error).to(gt.dtype)
+    return F.max_pool2d(wrong, 2 * dilate + 1, stride=1, padding=dilate) if dilate > 0 else wrong
+
+
+def gate_loss(gate_logit: torch.Tensor, gt: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy with logits of the guide gate against :func:`gate_target` (the gate's logit, never
+    its probability: a probability here would be squashed twice)."""
+    from model.refiner import GATE_DILATE, GATE_ERROR
+
+    target = gate_target(gt, guide, GATE_ERROR, GATE_DILATE)
+    return F.binary_cross_entropy_with_logits(gate_logit.float(), target)

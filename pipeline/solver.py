@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from pipeline import metrics as M
 from pipeline.data import MattingFrames, StepBatchSampler, list_clips, list_frames, split_clips
-from pipeline.losses import DEFAULT_STRIDE_WEIGHTS, TERMS, LossWeights, matting_losses
+from pipeline.losses import DEFAULT_STRIDE_WEIGHTS, TERMS, LossWeights, gate_loss, matting_losses
 from utils.atomic import atomic_path, write_bytes_atomic
 from utils.cli import UserError
 
@@ -63,8 +63,9 @@ class TrainConfig:
     val_source: str = "holdout"     # holdout: whole clips of `split`; test: the test split
     val_fraction: float = 0.2
     val_max_frames: int = 32
-    eval_long_side: int = 512
+    eval_long_side: int = 0         # validation at full resolution (0), the scale training crops see; >0 shrinks
     guide: str = "perturb"          # perturb | files | mixed
+    accurate_guide_prob: float = 0.5  # share of training items whose guide is the ground truth, binarised, +-1 px
     crop: int = 512
     scale_min: float = 0.75
     scale_max: float = 1.25
@@ -74,6 +75,7 @@ class TrainConfig:
     # model
     model: str = "light"            # none | light | heavy_db1 | heavy_db2 | heavy_db4
     base_channels: int = 32
+    gate_threshold: float = 0.5     # the guide gate's dead zone (model.refiner): below it the guide passes as is
     # optimisation
     steps: int = 20000
     batch_size: int = 8
@@ -91,9 +93,11 @@ class TrainConfig:
     w_wll: float = LossWeights.wll
     w_whigh: float = LossWeights.whigh
     whigh_floor: float = LossWeights.whigh_floor
+    w_gate: float = LossWeights.gate  # BCE of the guide gate against where the guide is wrong
     stride8: float = DEFAULT_STRIDE_WEIGHTS[8]
     stride4: float = DEFAULT_STRIDE_WEIGHTS[4]
     stride1: float = DEFAULT_STRIDE_WEIGHTS[1]
+    final: float = DEFAULT_STRIDE_WEIGHTS["final"]  # the gated output (what inference returns)
     phases: list = field(default_factory=list)  # [{name, until (fraction of steps), weights: {term: x}, strides: {8: w}}]
     # bookkeeping
     log_every: int = 20
@@ -179,7 +183,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
 def phase_at(cfg: TrainConfig, step: int) -> tuple[str, LossWeights]:
     """The loss weights in force at ``step``: base weights x the current phase's multipliers."""
     base = {t: getattr(cfg, f"w_{t}") for t in TERMS}
-    strides = {8: cfg.stride8, 4: cfg.stride4, 1: cfg.stride1}
+    strides = {8: cfg.stride8, 4: cfg.stride4, 1: cfg.stride1, "final": cfg.final}
     name = "all"
     frac = step / max(1, cfg.steps)
     for ph in cfg.phases:
@@ -188,9 +192,9 @@ def phase_at(cfg: TrainConfig, step: int) -> tuple[str, LossWeights]:
             for t, x in (ph.get("weights") or {}).items():
                 base[t] = base[t] * float(x)
             for s, x in (ph.get("strides") or {}).items():
-                strides[int(s)] = float(x)
+                strides["final" if s == "final" else int(s)] = float(x)
             break
-    return name, LossWeights(**base, whigh_floor=cfg.whigh_floor, stride_weights=strides)
+    return name, LossWeights(**base, whigh_floor=cfg.whigh_floor, gate=cfg.w_gate, stride_weights=strides)
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -222,17 +226,21 @@ def save_checkpoint(path: Path, model, cfg: TrainConfig, step: int, **state) -> 
 
 
 class _SupervisedOutputs(torch.nn.Module):
-    """The model seen by DDP: returns only the alpha outputs the current phase supervises, so DDP's search for
-    unused parameters starts from tensors that really reach the loss (focus map, unsupervised strides do not)."""
+    """The model seen by DDP: returns only the outputs the current phase supervises, so DDP's search for
+    unused parameters starts from tensors that really reach the loss (focus map, unsupervised strides do not):
+    ``({stride or "final": alpha}, gate_logit)``."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
-        self.strides: tuple[int, ...] = (8, 4, 1)
+        self.strides: tuple = (8, 4, 1, "final")
 
-    def forward(self, image: torch.Tensor, guide: torch.Tensor) -> dict:
+    def forward(self, image: torch.Tensor, guide: torch.Tensor) -> tuple[dict, torch.Tensor]:
         out = self.model(image, guide)
-        return {s: a for s, a in out.alpha_os.items() if s in self.strides}
+        alphas = {s: a for s, a in out.alpha_os.items() if s in self.strides}
+        if "final" in self.strides:
+            alphas["final"] = out.alpha
+        return alphas, out.gate_logit
 
 
 def _to(batch: dict, device) -> dict:
@@ -250,9 +258,14 @@ def validate(model, dataset: MattingFrames, device, amp_dtype=None) -> dict[str,
             out = model(item["image"], item["guide"])
         pred = out.alpha.float()[0, 0].cpu().numpy()
         gt = item["alpha"][0, 0].cpu().numpy()
+        guide = item["guide"][0, 0].cpu().numpy()
         unk = M.eval_region(gt)
         row = {k: v for k, v in M.frame_metrics(pred, gt).items()}
         row.update({f"{k}_unknown": v for k, v in M.frame_metrics(pred, gt, unk).items()})
+        # the guide's own score beside it: a refiner is only as good as what it beats
+        row["mad_confident"] = M.mad(pred, gt, ~unk)  # where the truth is 0 or 1: a refiner may only lose here
+        row.update({"guide_mad": M.mad(guide, gt), "guide_mad_unknown": M.mad(guide, gt, unk),
+                    "guide_mad_confident": M.mad(guide, gt, ~unk)})
         rows.append(row)
     model.train()
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
@@ -325,7 +338,8 @@ def train(argv: Sequence[str] | None = None, defaults_yaml: str | None = None) -
         val_frames = [val_frames[i] for i in np.linspace(0, len(val_frames) - 1, cfg.val_max_frames).astype(int)]
     train_set = MattingFrames(cfg.root, train_frames, cfg.tree, cfg.guide, crop=cfg.crop,
                               scale_range=(cfg.scale_min, cfg.scale_max), unknown_crop_prob=cfg.unknown_crop_prob,
-                              jitter=cfg.jitter, with_fb=cfg.w_comp > 0, seed=cfg.seed)
+                              jitter=cfg.jitter, with_fb=cfg.w_comp > 0, seed=cfg.seed,
+                              accurate_prob=cfg.accurate_guide_prob)
     val_set = MattingFrames(cfg.root, val_frames, cfg.tree, cfg.guide, with_fb=False,
                             eval_long_side=cfg.eval_long_side, seed=cfg.seed)
 
@@ -341,7 +355,7 @@ def train(argv: Sequence[str] | None = None, defaults_yaml: str | None = None) -
         raise UserError(f"{run_dir} already has a run: pass --resume to continue it or --overwrite to restart")
 
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
-    model = api.build_refiner(cfg.model, base_channels=cfg.base_channels)
+    model = api.build_refiner(cfg.model, base_channels=cfg.base_channels, gate_threshold=cfg.gate_threshold)
     model = model.to(device)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -401,10 +415,13 @@ def train(argv: Sequence[str] | None = None, defaults_yaml: str | None = None) -
         supervised.strides = tuple(s for s, w in weights.stride_weights.items() if w > 0)
         batch = _to(batch, device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            alpha_os = model(batch["image"], batch["guide"])
-        # losses in fp32 on alpha (probabilities); no *_with_logits loss is used, so nothing is sigmoid-ed twice
+            alpha_os, gate_logit = model(batch["image"], batch["guide"])
+        # losses in fp32: L1-type terms on alpha (probabilities), the gate's BCE on its logit (sigmoid-ed once)
         loss, parts = matting_losses({s: a.float() for s, a in alpha_os.items()}, batch["alpha"], weights,
                                      batch["image"], batch.get("fgr"), batch.get("bgr"))
+        if weights.gate > 0:
+            g = gate_loss(gate_logit, batch["alpha"], batch["guide"])
+            loss, parts["gate"] = loss + weights.gate * g, float(g.detach())
         finite = torch.tensor([float(torch.isfinite(loss))], device=device)
         if world > 1:
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
@@ -426,7 +443,7 @@ def train(argv: Sequence[str] | None = None, defaults_yaml: str | None = None) -
         if master and (step % cfg.log_every == 0 or step == cfg.steps):
             n = sums.pop("n")
             row = {"step": step, "phase": phase, "lr": sched.get_last_lr()[0], "loss": sums["loss"] / n,
-                   **{t: sums.get(t, 0.0) / n for t in TERMS}, "grad_norm": float(gnorm) if gnorm is not None else 0.0,
+                   **{t: sums.get(t, 0.0) / n for t in (*TERMS, "gate")}, "grad_norm": float(gnorm) if gnorm is not None else 0.0,
                    "samples_per_s": cfg.batch_size * world * n / max(1e-9, time.time() - t0)}
             sums, t0 = {}, time.time()
             _append_csv(run_dir / "train.csv", row)

@@ -25,6 +25,27 @@ def _random_box(rng: np.random.Generator, h: int, w: int, min_frac: float, max_f
     return y, x, bh, bw
 
 
+def accurate_guide(alpha: np.ndarray, rng: np.random.Generator | None = None, threshold_jitter: float = 0.1,
+                   boundary_noise_px: int = 1) -> np.ndarray:
+    """A near-exact binary guide (HxW float32 in {0,1}): what a good segmenter (SAM2 on a clean frame) gives.
+
+    Without ``rng``: the ground truth binarised at 0.5 exactly (the "accurate guide" of the evaluation). With
+    ``rng`` (training): binarised at 0.5 +- ``threshold_jitter``, and its boundary moved by up to
+    ``boundary_noise_px`` pixels (dilate or erode, drawn per frame), so the refiner learns to trust a guide that
+    is right up to its edge and to fix only that edge.
+    """
+    if alpha.ndim != 2:
+        raise ValueError(f"alpha must be HxW, got shape {alpha.shape}")
+    if rng is None:
+        return (alpha > 0.5).astype(np.float32)
+    guide = (alpha > 0.5 + rng.uniform(-threshold_jitter, threshold_jitter)).astype(np.uint8)
+    radius = int(rng.integers(0, boundary_noise_px + 1))
+    if radius:
+        op = cv2.dilate if rng.random() < 0.5 else cv2.erode
+        guide = op(guide, _kernel(radius))
+    return guide.astype(np.float32)
+
+
 def perturb_guide(
     alpha: np.ndarray,
     rng: np.random.Generator,

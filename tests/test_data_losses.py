@@ -138,3 +138,33 @@ def test_read_image_native_round_trip(tmp_path):
     assert read_image_native(tmp_path / "a.png").shape == (5, 7, 3)
     with pytest.raises(UserError, match="image not found"):
         read_image_native(tmp_path / "missing.png")
+
+
+def test_gate_target_and_loss_by_hand():
+    """The gate's target is 1 where |gt - guide| > 0.02, dilated by 2 px (a square); BCE is taken on the logit."""
+    from pipeline.losses import gate_loss, gate_target
+
+    gt = torch.zeros(1, 1, 12, 12)
+    gt[..., 3:9, 3:9] = 1.0
+    gt[..., 3:9, 8] = 0.5  # a soft column
+    guide = (gt > 0.5).float()
+    target = gate_target(gt, guide, error=0.02, dilate=2)
+    wrong = np.zeros((12, 12), bool)
+    wrong[3:9, 8] = True
+    expected = np.zeros((12, 12))
+    for y, x in zip(*np.nonzero(wrong)):
+        expected[max(0, y - 2):y + 3, max(0, x - 2):x + 3] = 1
+    assert np.array_equal(target[0, 0].numpy(), expected)
+    logit = torch.randn(1, 1, 12, 12)
+    p = 1 / (1 + np.exp(-logit.numpy().astype(np.float64)))
+    bce = -(expected * np.log(p) + (1 - expected) * np.log(1 - p)).mean()
+    assert abs(gate_loss(logit, gt, guide).item() - bce) < 1e-5
+    assert gate_target(gt, gt, error=0.02, dilate=2).sum() == 0  # a perfect guide: nothing to open
+
+
+def test_laplacian_loss_is_on_the_l1_scale():
+    """Pyramid weights 2^i normalised to sum to 1: a constant offset c lives only in the low-pass residual
+    (weight 2^4 / 31 of 5 levels), so the loss is exactly 16/31 * c, not 16 * c."""
+    gt = torch.rand(1, 1, 64, 64)
+    loss = L.laplacian_loss(gt + 0.1, gt, levels=5)
+    assert abs(loss.item() - 0.1 * 16 / 31) < 1e-5

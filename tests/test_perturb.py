@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 
@@ -49,3 +50,21 @@ def test_empty_alpha_gives_empty_guide_and_bad_shape_raises():
     assert perturb_guide(np.zeros((40, 50), np.float32), np.random.default_rng(0)).sum() == 0
     with pytest.raises(ValueError):
         perturb_guide(np.zeros((4, 5, 3), np.float32), np.random.default_rng(0))
+
+
+def test_accurate_guide_is_exact_binarisation_or_near_it():
+    from preprocess.perturb import accurate_guide
+
+    alpha = np.zeros((64, 64), np.float32)
+    alpha[16:48, 16:48] = 1.0
+    alpha[16:48, 47] = 0.6
+    alpha[16:48, 48] = 0.3
+    exact = accurate_guide(alpha)
+    assert np.array_equal(exact, (alpha > 0.5).astype(np.float32))
+    for seed in range(10):  # training: within 1 px of the exact binarisation, and binary
+        noisy = accurate_guide(alpha, np.random.default_rng(seed))
+        assert set(np.unique(noisy)) <= {0.0, 1.0}
+        grown = cv2.dilate(exact.astype(np.uint8), np.ones((3, 3), np.uint8))
+        shrunk = cv2.erode(exact.astype(np.uint8), np.ones((3, 3), np.uint8))
+        assert (noisy <= grown).all() and (noisy >= shrunk).all()
+    assert np.array_equal(accurate_guide(alpha, np.random.default_rng(3)), accurate_guide(alpha, np.random.default_rng(3)))

@@ -49,11 +49,11 @@ def test_progressive_refinement_replaces_only_in_uncertain_band():
         out = model(image, guide, uncertain_radius=(0, 0))
     u4 = out.uncertain_os[4] > 0
     # inside the final band the full-resolution prediction wins, exactly
-    assert torch.equal(out.alpha[u4], out.alpha_os[1][u4])
+    assert torch.equal(out.refined[u4], out.alpha_os[1][u4])
     # with a wide band the stride-1 prediction is everywhere (random weights: everything is uncertain)
     with torch.no_grad():
         wide = model(image, guide, uncertain_radius=(64, 64))
-    assert wide.uncertain_os[4].min() == 1 and torch.equal(wide.alpha, wide.alpha_os[1])
+    assert wide.uncertain_os[4].min() == 1 and torch.equal(wide.refined, wide.alpha_os[1])
 
 
 def test_uncertain_band_dilates_the_soft_region():
@@ -170,6 +170,7 @@ def test_gradients_flow(variant):
     image, guide = _inputs(32, 48, n=2)
     out = model(image, guide)
     loss = sum(torch.nn.functional.binary_cross_entropy_with_logits(v, guide) for v in out.logits_os.values())
+    loss = loss + torch.nn.functional.binary_cross_entropy_with_logits(out.gate_logit, 1 - guide)
     loss.backward()
     grads = {n: p.grad for n, p in model.named_parameters()}
     assert all(g is not None and torch.isfinite(g).all() for g in grads.values()), \
@@ -255,3 +256,48 @@ def test_untrained_refiner_returns_its_guide(variant):
     assert out.alpha[core].min() > 0.9 and out.alpha[far].max() < 0.1  # sigmoid(+-4) plus small random corrections
     assert (out.alpha - guide).abs().mean() < 0.08
     assert inside.sum() > 0
+
+
+# ------------------------------------------------------------------------------------------------ the guide gate
+@pytest.mark.parametrize("variant", ["light", "none"])
+def test_closed_gate_returns_the_guide_bit_for_bit(variant):
+    """Do no harm by construction: where the gate is below its threshold the output IS the guide, exactly,
+    whatever the rest of the network predicts (an untrained refiner's gate starts closed)."""
+    torch.manual_seed(0)
+    model = build_refiner(variant, base_channels=TINY).eval()
+    with torch.no_grad():  # make the refined prediction far from the guide, so equality cannot be a coincidence
+        for head in (model.head8, model.head4, model.f1[-1]):
+            head.bias.fill_(-20.0)  # every stride predicts background
+    image, guide = _inputs()
+    soft = torch.nn.functional.avg_pool2d(guide, 5, 1, 2)  # a soft guide passes unchanged too
+    with torch.no_grad():
+        for g in (guide, soft):
+            out = model(image, g)
+            assert out.gate.max() == 0 and torch.equal(out.alpha, g)
+            assert (out.refined - g).abs().max() > 0.5
+
+
+def test_open_gate_returns_the_refinement_and_threshold_is_a_dead_zone():
+    torch.manual_seed(0)
+    model = build_refiner("light", base_channels=TINY, gate_threshold=0.5).eval()
+    image, guide = _inputs()
+    with torch.no_grad():
+        model.head_gate[-1].bias.fill_(30.0)  # sigmoid = 1: gate fully open
+        out = model(image, guide)
+        assert torch.allclose(out.alpha, out.refined, atol=1e-6) and out.gate.min() == 1
+        model.head_gate[-1].bias.fill_(0.0)  # sigmoid(0) = 0.5 = threshold: exactly closed
+        out = model(image, guide)
+        assert out.gate.max() == 0 and torch.equal(out.alpha, guide)
+        model.head_gate[-1].bias.fill_(float(np.log(3.0)))  # sigmoid = 0.75: half way through (0.75-0.5)/0.5
+        out = model(image, guide)
+        assert torch.allclose(out.gate, torch.full_like(out.gate, 0.5), atol=1e-5)
+        assert torch.allclose(out.alpha, guide + 0.5 * (out.refined - guide), atol=1e-6)
+    with pytest.raises(ValueError, match="gate_threshold"):
+        build_refiner("light", base_channels=TINY, gate_threshold=1.0)
+
+
+def test_gate_threshold_round_trips_through_a_checkpoint(tmp_path):
+    model = build_refiner("light", base_channels=TINY, gate_threshold=0.3)
+    save_refiner(tmp_path / "m.pt", model)
+    loaded, _ = load_refiner(tmp_path / "m.pt")
+    assert loaded.gate_threshold == 0.3

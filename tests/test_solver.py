@@ -135,7 +135,7 @@ def test_schedule_and_phases():
     v1 = TrainConfig(steps=100, **{k: v for k, v in yaml.safe_load((CONFIG_DIR / "maggie_v0001.yaml").read_text()).items()
                                    if k != "name"})
     name, w = phase_at(v1, 0)
-    assert name == "coarse_warmup" and w.stride_weights == {8: 1.0, 4: 0.0, 1: 0.0} and w.whigh == 0
+    assert name == "coarse_warmup" and w.stride_weights == {8: 1.0, 4: 0.0, 1: 0.0, "final": 1.0} and w.whigh == 0
     assert phase_at(v1, 99)[0] == "fine_detail" and phase_at(v1, 99)[1].grad == pytest.approx(2 * v1.w_grad)
     new = TrainConfig(steps=100, **{k: v for k, v in yaml.safe_load((CONFIG_DIR / "maggie.yaml").read_text()).items()
                                     if k != "name"})
