@@ -169,7 +169,7 @@ class Person:
         person.iris = np.array(rng.choice([[0.25, 0.14, 0.06], [0.12, 0.08, 0.05], [0.2, 0.35, 0.55],
                                            [0.25, 0.4, 0.25]]))
         n_fringe = int(rng.choice([0, 8, 20, 40]))
-        person.fringe = [(rng.uniform(-0.8, 0.8), rng.uniform(0.3, 1.1), rng.uniform(-0.6, 0.6),
+        person.fringe = [(rng.uniform(-0.8, 0.8), rng.uniform(0.25, 0.9), rng.uniform(-0.6, 0.6),
                           int(rng.choice([1, 2, 2, 3, 4])), rng.uniform(0.6, 1.3), rng.uniform(0, 2 * math.pi))
                          for _ in range(n_fringe)]
         n_shoulder = int(rng.integers(0, 30)) if person.hair_long > 0.45 else 0
@@ -384,11 +384,16 @@ def draw_person(canvas: Canvas, person: Person, t: float, outfit: Outfit, detail
         spread = 0.22 + 0.1 * math.sin(w_phase + side)  # arms hang beside the torso, swinging with the gait
         elbow = shoulder + 2.7 * np.array([side * math.sin(spread) + 0.3 * sign * swing, -math.cos(spread)])
         wrist = elbow + 2.5 * np.array([side * 0.5 * math.sin(spread) + 0.5 * sign * swing, -1.0])
+        holding = outfit.held is not None and side == person.hold_side
+        if holding:  # the forearm comes up in front of the chest, holding the object there
+            lift = 0.45 + 0.08 * math.sin(w_phase)
+            wrist = elbow + 2.4 * np.array([-side * math.cos(lift), math.sin(lift)])
         pts = body([shoulder, elbow, wrist])
         canvas.paint(_limb_coverage(canvas, pts[:2], 1.05 * r), lambda box: cloth(box) * 0.85)
         canvas.paint(_limb_coverage(canvas, pts[1:], 0.85 * r), person.skin * 0.95)
-        if outfit.held is not None and side == person.hold_side:
-            _draw_held_object(canvas, person, outfit.held, pts[1], pts[2], details)
+        if holding:
+            up = body([[0.0, 1.0]])[0] - body([[0.0, 0.0]])[0]
+            _draw_held_object(canvas, person, outfit.held, pts[2], up / np.linalg.norm(up), details)
         canvas.paint(_poly_coverage(canvas, _ellipse_points(pts[2], (0.45 * r, 0.55 * r), 0)), person.skin)
     canvas.paint(neck, person.skin * 0.9)
     if details:
@@ -400,15 +405,15 @@ def draw_person(canvas: Canvas, person: Person, t: float, outfit: Outfit, detail
     _draw_hair(canvas, person, head_c, r * squash, r, sway, t, details)
 
 
-def _draw_held_object(canvas: Canvas, person: Person, image: np.ndarray, elbow: np.ndarray, wrist: np.ndarray,
+def _draw_held_object(canvas: Canvas, person: Person, image: np.ndarray, wrist: np.ndarray, up: np.ndarray,
                       details: bool) -> None:
-    """A rigid, opaque object (book, phone, sheet of paper) gripped near its top edge by the hand at ``wrist``,
-    hanging along the forearm. Its silhouette is part of the matte; its texture (``details``) is internal edges."""
-    down = (wrist - elbow) / max(float(np.linalg.norm(wrist - elbow)), 1e-6)
-    down = _rot(down[None], person.object_tilt)[0]
+    """A rigid, opaque object (book, phone, sheet of paper) held up by the hand at ``wrist`` in front of the chest,
+    tilted a little from the body's ``up``. Where it overlaps the torso its outline is an internal edge too; where
+    it sticks out it is part of the matte. Its texture (``details``) is internal edges only."""
+    down = _rot(-up[None], person.object_tilt)[0]
     across = np.array([-down[1], down[0]])
     h, w = image.shape[:2]
-    origin = wrist - 0.2 * h * down - 0.5 * w * across  # top-left corner: the hand grips near the top edge
+    origin = wrist - 0.75 * h * down - 0.5 * w * across  # top-left corner: the hand grips the lower part
     corners = np.array([origin, origin + w * across, origin + w * across + h * down, origin + h * down])
     part = _poly_coverage(canvas, corners)
     if part is None:
@@ -450,8 +455,8 @@ def _draw_face(canvas: Canvas, person: Person, head_c: np.ndarray, rx: float, ry
     dark = np.minimum(person.hair * 0.8, skin * 0.45)
     deg = math.degrees(sway)
     # jaw shadow: a soft darker crescent along the chin
-    jaw = face([[0.62 * math.cos(a), 0.92 * math.sin(a)] for a in np.linspace(0.35, math.pi - 0.35, 9)])
-    canvas.paint(_limb_coverage(canvas, jaw, 0.12 * ry), skin * 0.8, atop=True)
+    jaw = face([[0.55 * math.cos(a), 0.93 * math.sin(a)] for a in np.linspace(0.75, math.pi - 0.75, 7)])
+    canvas.paint(_limb_coverage(canvas, jaw, 0.1 * ry), skin * 0.88, atop=True)
     gaze = 0.04 * math.sin(0.07 * t + person.phase)  # eyes wander a little
     for side in (-1, 1):
         centre = face([[side * 0.33, -0.02]])[0]
@@ -587,8 +592,10 @@ def make_outfit(rng: np.random.Generator, person: Person, spec: ClipSpec, detail
     period = int(r * rng.uniform(1.5, 4.0))
     if person.cloth_style == "photo":
         tex = photo_tiled(rng, name, th, tw, max(period, 8))
-        if name in GRAY_PHOTOS:  # map luminance between the two shirt colours
+        if name in GRAY_PHOTOS:  # map luminance, stretched to full contrast, between the two shirt colours
             lum = tex.mean(2, keepdims=True)
+            lo, hi = np.percentile(lum[::7, ::7], [2, 98])
+            lum = np.clip((lum - lo) / max(hi - lo, 1e-3), 0, 1)
             tex = lum * person.shirt + (1 - lum) * person.shirt2
         cloth = tex
     elif person.cloth_style == "stripes":
@@ -612,7 +619,7 @@ def make_outfit(rng: np.random.Generator, person: Person, spec: ClipSpec, detail
                 dist = u - (offset + slope * (v - 2) + curve * (v - 2) ** 2)
             else:  # across the belly and chest
                 dist = v - (1.0 + offset + slope * u + curve * u ** 2)
-            shade *= 1 - darkness * np.exp(-(dist / 0.1) ** 2)
+            shade *= 1 - darkness * np.exp(-(dist / 0.18) ** 2)
         cloth *= shade[..., None]
         ph, pw = int(print_h * r * (0.6 if person.closure != "none" else 1)), int(print_w * r)
         py, px = int(hip0[1] - print_v * r), int(hip0[0] + print_u * r - pw / 2)
@@ -760,20 +767,29 @@ def render_background(seed: int, width: int, height: int) -> tuple[np.ndarray, n
     z_ground = np.minimum(focal * cam_h / below, z_wall)  # ground depth, capped where it meets the wall
     depth = np.where(yy > horizon_y, z_ground, z_wall).astype(np.float32)
 
-    # ground: perspective tiles + grain; wall: bricks + grain
+    # ground: perspective tiles or a real surface photo laid on the plane, + grain
     gx = (xx - cx) * depth / focal
     tile = rng.uniform(0.4, 1.0)
-    checker = ((np.floor(gx / tile) + np.floor(depth / tile)) % 2).astype(np.float32)
     ground_a, ground_b = rng.uniform(0.2, 0.8, 3), rng.uniform(0.2, 0.8, 3)
-    ground = checker[..., None] * ground_a + (1 - checker[..., None]) * ground_b
-    brick_h = rng.uniform(6, 12)
-    row = np.floor(yy / brick_h)
-    brick = ((np.floor((xx + (row % 2) * brick_h) / (2 * brick_h)) + row) % 2).astype(np.float32)
-    mortar = ((yy % brick_h) < 1.2).astype(np.float32)
+    if rng.random() < 0.5:
+        checker = ((np.floor(gx / tile) + np.floor(depth / tile)) % 2).astype(np.float32)[..., None]
+    else:  # the photo's luminance, in ground coordinates, so it shrinks towards the horizon like the tiles
+        checker = _on_plane(rng, str(rng.choice(SURFACE_PHOTOS)), gx / (4 * tile), depth / (4 * tile))
+    ground = checker * ground_a + (1 - checker) * ground_b
+    # wall: synthetic bricks or a real surface photo, tinted
     wall_col = rng.uniform(0.3, 0.9, 3)
-    wall = (wall_col * (0.85 + 0.15 * brick[..., None])) * (1 - 0.5 * mortar[..., None])
+    if rng.random() < 0.5:
+        brick_h = rng.uniform(6, 12)
+        row = np.floor(yy / brick_h)
+        brick = ((np.floor((xx + (row % 2) * brick_h) / (2 * brick_h)) + row) % 2).astype(np.float32)
+        mortar = ((yy % brick_h) < 1.2).astype(np.float32)
+        wall = (wall_col * (0.85 + 0.15 * brick[..., None])) * (1 - 0.5 * mortar[..., None])
+    else:
+        lum = photo_tiled(rng, str(rng.choice(SURFACE_PHOTOS)), height, width, int(rng.integers(48, 160)))
+        wall = wall_col * (0.5 + 0.7 * lum.mean(2, keepdims=True))
     is_wall = depth >= z_wall - 1e-3
     image = np.where(is_wall[..., None], wall, ground).astype(np.float32)
+    _hang_posters(rng, image, is_wall, int(rng.integers(0, 3)))
 
     # objects standing on the ground at several depths, far to near
     n_obj = int(rng.integers(3, 7))
@@ -790,13 +806,44 @@ def render_background(seed: int, width: int, height: int) -> tuple[np.ndarray, n
             continue
         col = rng.uniform(0.1, 0.95, 3)
         stripes = 0.8 + 0.2 * np.sin(2 * math.pi * xx[y0c:y1c, x0c:x1c] / rng.uniform(3, 9))[..., None]
-        image[y0c:y1c, x0c:x1c] = col * stripes
+        if rng.random() < 0.4:  # a box wrapped in a real photo (a printed crate, a shop sign)
+            image[y0c:y1c, x0c:x1c] = photo_crop(rng, str(rng.choice(PRINT_PHOTOS)), y1c - y0c, x1c - x0c)
+        else:
+            image[y0c:y1c, x0c:x1c] = col * stripes
         depth[y0c:y1c, x0c:x1c] = z
     grain = cv2.GaussianBlur(rng.normal(1.0, 0.1, (height, width)).astype(np.float32), (0, 0), 0.7)
     image = np.clip(image * grain[..., None], 0, 1).astype(np.float32)
     disparity = (1.0 / depth).astype(np.float32)
     disparity /= disparity.max()
     return image, disparity
+
+
+def _on_plane(rng: np.random.Generator, name: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Luminance (HxWx1) of photo ``name`` laid on a plane with texture coordinates ``u, v`` (one unit = one
+    copy of a seamless patch), sampled with ``cv2.remap``."""
+    block = photo_tiled(rng, name, 256, 256, 128).mean(2)  # 2x2 mirrored patches: seamless with period 256
+    map_x = np.mod(u * 128, 256).astype(np.float32)
+    map_y = np.mod(v * 128, 256).astype(np.float32)
+    return cv2.remap(block, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)[..., None]
+
+
+def _hang_posters(rng: np.random.Generator, image: np.ndarray, is_wall: np.ndarray, n: int) -> None:
+    """Up to ``n`` framed real photos on the back wall (in place; only where the wall is visible, so depth stays
+    true): real colour statistics and strong edges in the background, at the wall's depth."""
+    height, width = is_wall.shape
+    rows = np.flatnonzero(is_wall.any(axis=1))
+    for _ in range(n):
+        name = str(rng.choice(PRINT_PHOTOS))
+        ph, pw = int(height * rng.uniform(0.12, 0.3)), int(width * rng.uniform(0.1, 0.25))
+        y0, x0 = int(rng.uniform(0, max(rows.max() - ph, 1))) if len(rows) else 0, int(rng.uniform(0, width - pw))
+        poster = photo_crop(rng, name, ph, pw)
+        frame = max(1, min(ph, pw) // 20)
+        framed = np.pad(poster, ((frame, frame), (frame, frame), (0, 0)), constant_values=rng.uniform(0.05, 0.3))
+        fh, fw = min(framed.shape[0], height - y0), min(framed.shape[1], width - x0)
+        if len(rows) == 0 or fh <= 0 or fw <= 0:
+            continue
+        region = image[y0:y0 + fh, x0:x0 + fw]
+        region[:] = np.where(is_wall[y0:y0 + fh, x0:x0 + fw, None], framed[:fh, :fw], region)
 
 
 # ---------------------------------------------------------------------------------------------- stage
