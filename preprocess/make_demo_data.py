@@ -20,6 +20,18 @@ smoothly; each frame averages sub-frames over an open shutter, which gives motio
 hold two people at different distances. Shapes are drawn at ``SUPERSAMPLE`` x resolution and area-averaged,
 so edges carry exact fractional coverage.
 
+They also carry the strong *internal* edges real people have, so that a network does not learn "high frequency
+= edge of the matte": a face (eye whites, iris and pupil, lid lines, eyebrows, a nose shading line, lips and a
+mouth line, a jaw shadow) that moves with the head, thin dark strands falling over the forehead and face and over
+the shoulders, a round or V collar, fabric folds, a chest print (letters or a photo), buttons or a zip, and in
+about half of the people a book, phone or printed page held up in front of the chest. All of it is painted
+'atop' the already opaque subject (``Canvas.paint(..., atop=True)``): colour changes, alpha never does
+(``render_clip(..., details=False)`` renders the same clip without it, with identical alpha). Clothing,
+held objects and backgrounds use real photographs shipped with scikit-image (offline; astronaut and camera are
+never used: they are held-out real test photos of people), so colour and texture statistics are real.
+Backgrounds are a wall (bricks or a real surface photo, with framed photo posters), a ground plane in perspective
+(tiles or a real surface photo laid on the plane) and boxes (striped or photo-wrapped) at several depths.
+
 Everything is a pure function of ``--seed`` and the unit's name: the same seed gives byte-identical PNGs.
 """
 from __future__ import annotations
@@ -281,7 +293,8 @@ def _grow_strands(start: np.ndarray, direction: np.ndarray, length_px: np.ndarra
     turn = (bend + 0.25 * np.sin(0.15 * t + wave)) / steps
     c, s_ = np.cos(turn), np.sin(turn)
     for k in range(steps):
-        direction = np.stack([c * direction[:, 0] - s_ * direction[:, 1], s_ * direction[:, 0] + c * direction[:, 1]], 1)
+        direction = np.stack([c * direction[:, 0] - s_ * direction[:, 1],
+                              s_ * direction[:, 0] + c * direction[:, 1]], 1)
         direction[:, 1] += gravity
         direction /= np.linalg.norm(direction, axis=1, keepdims=True)
         points[:, k + 1] = points[:, k] + direction * (length_px / steps)[:, None]
@@ -750,9 +763,10 @@ def render_clip(seed: int, spec: ClipSpec, n_people: int,
 def render_background(seed: int, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     """A textured scene with depth structure and its true disparity (float32, larger = nearer, in (0, 1]).
 
-    A back wall at a far depth, a ground plane in perspective (tiles shrink towards the horizon), and boxes and
-    pillars standing on the ground at several depths, drawn far to near. Fine texture everywhere so that
-    defocus visibly removes high frequencies.
+    A back wall at a far depth (bricks or a real surface photo, with framed photo posters), a ground plane in
+    perspective (tiles or a real surface photo, shrinking towards the horizon), and boxes and pillars (striped or
+    wrapped in a photo) standing on the ground at several depths, drawn far to near. Fine texture everywhere so
+    that defocus visibly removes high frequencies.
     """
     rng = np.random.default_rng(seed)
     horizon = height * rng.uniform(0.35, 0.6)

@@ -109,43 +109,41 @@ def _lower_face(person, alpha: np.ndarray, t: float = 0.0) -> np.ndarray:
     return (((xx - cx) / (0.5 * r)) ** 2 + ((yy - cy - 0.4 * r) / (0.33 * r)) ** 2 < 1) & (alpha >= 1.0)
 
 
-@pytest.fixture(scope="module")
-def detailed_and_plain():
-    """One two-person clip rendered with and without internal detail (same seed, same geometry)."""
+def test_internal_detail_never_changes_alpha():
+    """Face, strands over face and shoulders, collar, folds, print, closure, held object's texture: the same clip
+    without them has exactly the same alpha."""
     spec = mdd.ClipSpec(384, 256, 2, 25.0)
-    on = mdd.render_clip(11, spec, 2, details=True)
-    off = mdd.render_clip(11, spec, 2, details=False)
-    return on, off
-
-
-def test_internal_detail_never_changes_alpha(detailed_and_plain):
-    (fgr_on, pha_on, _, people), (fgr_off, pha_off, _, _) = detailed_and_plain
+    fgr_on, pha_on, info, _ = mdd.render_clip(0, spec, 2, details=True)
+    fgr_off, pha_off, _, _ = mdd.render_clip(0, spec, 2, details=False)
+    assert any(p["holds"] for p in info) and any(p["fringe_strands"] for p in info)  # the seed shows them all
     assert np.array_equal(pha_on, pha_off)  # exactly: detail is painted 'atop', it never writes alpha
     inside = pha_on >= 1.0
     assert np.abs(fgr_on - fgr_off)[inside].max() > 0.5  # while colour changes a lot inside the subject
 
 
-def test_faces_have_strong_internal_edges():
-    """Nose, lips, mouth line, strands over the face: a flat-skinned face (the old generator) has no edges there."""
+@pytest.fixture(scope="module")
+def single_frames():
+    """The first frame of four one-person clips at the default size: (fgr, alpha, person) each."""
     spec = mdd.ClipSpec(384, 256, 1, 25.0)
+    return [(fgr[0], pha[0], people[0]) for fgr, pha, _, people in (mdd.render_clip(s, spec, 1) for s in range(4))]
+
+
+def test_faces_have_strong_internal_edges(single_frames):
+    """Nose, lips, mouth line, strands over the face. Measured on these seeds: the old generator's flat-skinned
+    faces 0.0-0.003, the current one 0.09-0.49."""
     fractions = []
-    for seed in range(4):
-        fgr, pha, _, people = mdd.render_clip(seed, spec, 1)
-        face = _lower_face(people[0], pha[0])
+    for fgr, pha, person in single_frames:
+        face = _lower_face(person, pha)
         assert face.sum() > 50
-        fractions.append(float((_luma_gradient(fgr[0])[face] > 0.5).mean()))
+        fractions.append(float((_luma_gradient(fgr)[face] > 0.5).mean()))
     assert min(fractions) > 0.05, fractions
 
 
-def test_opaque_interior_has_many_strong_edges():
+def test_opaque_interior_has_many_strong_edges(single_frames):
     """Strong colour edges cover a substantial part of the opaque interior (eroded, so no matte edge counts): a
-    network must learn that they are not matte boundaries. (The old generator's hard stripes passed this too;
-    ``test_faces_have_strong_internal_edges`` is the one its flat faces fail.)"""
-    fractions = []
-    spec = mdd.ClipSpec(384, 256, 1, 25.0)
-    for seed in range(4):
-        fgr, pha, _, _ = mdd.render_clip(seed, spec, 1)
-        fractions.append(_edge_fraction_inside(fgr[0], pha[0]))
+    network must learn that they are not matte boundaries. Measured: 0.07-0.44 per frame here. (The old
+    generator's hard stripes passed this too; ``test_faces_have_strong_internal_edges`` is the one it fails.)"""
+    fractions = [_edge_fraction_inside(fgr, pha) for fgr, pha, _ in single_frames]
     assert np.mean(fractions) > 0.1 and min(fractions) > 0.02, fractions
 
 
