@@ -139,16 +139,17 @@ class Person:
     strands: list  # per strand: (root angle, length, bend, thickness, shade, wave phase)
     hair_long: float  # how far the hair mass falls down the sides (0..1)
     # internal detail: colour edges inside the opaque subject (alpha never changes there)
-    hairline: float = 0.35  # how far the hair cap reaches down the forehead at its middle (head radii above centre)
-    iris: np.ndarray = None
-    fringe: list = None  # strands over the face: (x on the hairline, length, bend, thickness, shade, wave)
-    shoulder_strands: list = None  # strands over the shoulders: (side, start, length, bend, thickness, shade, wave)
+    # (defaults are placeholders: ``random`` sets every one of them)
+    hairline: float = 0.35  # where the hair cap's lower edge crosses the middle of the forehead (head radii up)
+    iris: np.ndarray | None = None
+    fringe: list | None = None  # strands over the face: (x on the hairline, length, bend, thickness, shade, wave)
+    shoulder_strands: list | None = None  # over the shoulders: (side, start, length, bend, thickness, shade, wave)
     cloth_style: str = "stripes"  # stripes | photo | plain
     collar: str = "none"  # none | round | v
-    collar_color: np.ndarray = None
+    collar_color: np.ndarray | None = None
     chest_print: str = "none"  # none | text | photo
     closure: str = "none"  # none | buttons | zip
-    folds: list = None  # per fold: (vertical?, offset, slope, curvature, darkness), body-local
+    folds: list | None = None  # per fold: (vertical?, offset, slope, curvature, darkness), body-local
     holds: bool = False  # holds an object in one hand
     hold_side: int = 1
     object_kind: str = "book"  # book | phone | paper
@@ -846,16 +847,16 @@ def _hang_posters(rng: np.random.Generator, image: np.ndarray, is_wall: np.ndarr
     true): real colour statistics and strong edges in the background, at the wall's depth."""
     height, width = is_wall.shape
     rows = np.flatnonzero(is_wall.any(axis=1))
+    if len(rows) == 0:
+        return
     for _ in range(n):
         name = str(rng.choice(PRINT_PHOTOS))
         ph, pw = int(height * rng.uniform(0.12, 0.3)), int(width * rng.uniform(0.1, 0.25))
-        y0, x0 = int(rng.uniform(0, max(rows.max() - ph, 1))) if len(rows) else 0, int(rng.uniform(0, width - pw))
+        y0, x0 = int(rng.uniform(0, max(rows.max() - ph, 1))), int(rng.uniform(0, width - pw))
         poster = photo_crop(rng, name, ph, pw)
         frame = max(1, min(ph, pw) // 20)
         framed = np.pad(poster, ((frame, frame), (frame, frame), (0, 0)), constant_values=rng.uniform(0.05, 0.3))
         fh, fw = min(framed.shape[0], height - y0), min(framed.shape[1], width - x0)
-        if len(rows) == 0 or fh <= 0 or fw <= 0:
-            continue
         region = image[y0:y0 + fh, x0:x0 + fw]
         region[:] = np.where(is_wall[y0:y0 + fh, x0:x0 + fw, None], framed[:fh, :fw], region)
 
