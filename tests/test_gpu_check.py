@@ -69,13 +69,15 @@ def _fake_part(kind):
     def part(s, p):
         if kind == "error":
             raise RuntimeError("broken on purpose")
+        if kind == "partial":  # a row that does not fit in the part's time: noted, not an error
+            assert not p.fits("a huge row", need_s=1e9)
         p.row(x=1.0)
         p.check("diff", 0.5 if kind == "mismatch" else 0.0, 0.1)
         return p.result()
     return part
 
 
-@pytest.mark.parametrize("kinds,code", [(("ok", "ok"), 0), (("error", "ok"), gc.EXIT_ERROR),
+@pytest.mark.parametrize("kinds,code", [(("ok", "partial"), 0), (("error", "ok"), gc.EXIT_ERROR),
                                         (("mismatch", "error"), gc.EXIT_MISMATCH)])
 def test_errors_are_rows_and_exit_codes(tmp_path, monkeypatch, kinds, code):
     for name, kind in zip(("numerics", "dwt"), kinds):
@@ -92,6 +94,7 @@ def test_errors_are_rows_and_exit_codes(tmp_path, monkeypatch, kinds, code):
             assert part["error"] == "RuntimeError: broken on purpose"
         else:  # a broken part does not lose the other's numbers
             assert part["rows"] == [{"x": 1.0}]
+            assert bool(part["notes"]) == (kind == "partial")
     assert ("**MISMATCH**" in (tmp_path / "gpu_check.md").read_text()) == ("mismatch" in kinds)
 
 
