@@ -17,15 +17,16 @@ compiled refiner, whose compile time is the least predictable, last):
   refiner   every variant (+ RobustVideoMatting when ``RVM_ROOT`` names a clone), fp32 and fp16 autocast, eager,
             1080p and 4K: frames/s and peak memory
   masks     YOLOv8n + SAM2.1-tiny per 720p frame (SAM2 at its native 1024 input, one injected person box)
-  train     ``pipeline.solver.train``: 50 AMP steps (bf16 where supported) + 20 fp16 steps (GradScaler) on
-            512x512 crops of synthetic 720p frames, batch 8: samples/s and peak memory
+  train     the training entry point (``pipeline/solver_refiner_maggie.py``, ``solver.train``): 50 AMP steps
+            (bf16 where supported) + 20 fp16 steps (GradScaler) on 512x512 crops of synthetic 720p frames, batch 8:
+            samples/s and peak memory
   compiled  the light refiner under ``torch.compile``: fp16 and fp32 x 1080p and 4K: compile seconds, frames/s
 
-Each part is a function returning ``{'rows': [...], 'checks': [...], 'notes': [...]}``; an exception in a part becomes an error
-entry and the next part runs. A global time budget (``--budget``, 330 s) and per-part caps bound the run: a part
-skips what no longer fits and says so in a note; a watchdog ends the process ``WATCHDOG_GRACE_S`` after the budget
-(a compile that hangs), keeping what was written. ``OUT/gpu_check.json`` and ``OUT/gpu_check.md`` (device, versions,
-one table per part, the checks) are rewritten atomically after every part, so a kill loses at most the part running.
+Each part is a function returning ``{'rows': [...], 'checks': [...], 'notes': [...]}``; an exception in a part
+becomes an error entry and the next part runs. A global time budget (``--budget``, 330 s) and per-part caps bound
+the run: a part skips what no longer fits and says so in a note; a watchdog ends the process ``WATCHDOG_GRACE_S``
+after the budget (a compile that hangs), keeping the rows measured so far. ``OUT/gpu_check.json`` and
+``OUT/gpu_check.md`` (device, versions, one table per part, the checks) are rewritten atomically after every part.
 
 Exit codes: 0 every part ran (a part whose cap cut some rows is 'partial', its notes say which) and every check
 held; 1 a part raised, timed out or was skipped for lack of time; 3 a numeric check failed (wins over 1).
@@ -359,11 +360,12 @@ def part_masks(s: Settings, part: Part) -> dict:
 
 
 def part_train(s: Settings, part: Part) -> dict:
-    """pipeline.solver.train on synthetic frames: samples/s from the solver's own log, peak memory."""
+    """The training entry point (pipeline/solver_refiner_maggie.py: solver.train with maggie.yaml) on synthetic
+    frames: samples/s from the solver's own log, wall time, peak memory."""
     import csv
 
     from bench.bench_train import synthetic_frames
-    from pipeline.solver import train
+    from pipeline.solver_refiner_maggie import main as train
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "data"
@@ -382,7 +384,7 @@ def part_train(s: Settings, part: Part) -> dict:
             if s.device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             t0 = time.perf_counter()
-            train(argv, defaults_yaml=None)
+            train(argv)
             wall = time.perf_counter() - t0
             with open(Path(tmp) / "runs" / f"amp_{amp}" / "train.csv", newline="") as fh:
                 logged = list(csv.DictReader(fh))

@@ -10,6 +10,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -103,3 +104,25 @@ def test_spent_budget_skips_parts(tmp_path):
     report = gc.Report(tmp_path, s)
     assert gc.run_parts(s, report, ["dwt"]) == gc.EXIT_ERROR
     assert json.loads((tmp_path / "gpu_check.json").read_text())["parts"]["dwt"]["status"] == "skipped"
+
+
+def test_watchdog_keeps_rows_of_a_hung_part(tmp_path):
+    """A part still running past budget + grace (a compile that hangs): the process ends, the report keeps its rows."""
+    code = f"""
+import time
+from pathlib import Path
+from bench import gpu_check as gc
+gc.WATCHDOG_GRACE_S = 0.5
+def hung(s, p):
+    p.row(x=1.0)
+    time.sleep(60)
+gc.PARTS["dwt"] = hung
+s = gc.Settings.for_dry_run(2.0)
+gc.run_parts(s, gc.Report(Path({str(tmp_path)!r}), s), ["dwt"])
+"""
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == gc.EXIT_ERROR and time.monotonic() - t0 < 30, r.stdout + r.stderr
+    assert "budget of 2 s exceeded in part dwt" in r.stdout
+    part = json.loads((tmp_path / "gpu_check.json").read_text())["parts"]["dwt"]
+    assert part["status"] == "timeout" and part["rows"] == [{"x": 1.0}]
