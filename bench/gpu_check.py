@@ -67,7 +67,7 @@ WATCHDOG_GRACE_S = 20.0  # after the budget: time for the part running to finish
 TOL_FP16 = 2e-2        # refiner alpha, fp16 autocast vs fp32 (alpha in [0, 1])
 TOL_HAAR = 1e-4        # light Haar DWT vs pytorch_wavelets db1 (low band, high bands, input gradient)
 TOL_DOF = 1.0 / 255    # DoF render, torch path vs OpenCV path (image, alpha, fgr, bgr in [0, 1])
-DWT_TARGET_CUDA, DWT_TARGET_CPU = 3.0, 2.0  # speed targets of the light DWT over pytorch_wavelets (README sec. 6)
+DWT_TARGET_CUDA, DWT_TARGET_CPU = 3.0, 2.0  # speed targets of the light DWT over pytorch_wavelets (bench/RESULTS.md)
 
 
 @dataclasses.dataclass
@@ -470,7 +470,8 @@ def markdown(report: dict[str, Any]) -> str:
              f"- started {report['started']}, {report['elapsed_s']:.0f} s of a {report['budget_s']:.0f} s budget; "
              f"exit code {report['exit_code']}" + ("" if report["finished"] else " (still running or killed)"),
              "- command: `python bench/gpu_check.py OUT" + (" --cpu-dry-run`" if report["dry_run"] else "`"), ""]
-    for name, p in report["parts"].items():
+    order = report.get("part_order") or list(report["parts"])
+    for name, p in ((n, report["parts"][n]) for n in order if n in report["parts"]):
         lines += [f"## {name}: {p['status']} ({p.get('seconds', 0):.1f} s)", ""]
         if p.get("error"):
             lines += [f"error: `{p['error']}`", ""]
@@ -526,6 +527,7 @@ def run_parts(s: Settings, report: Report, names: Sequence[str]) -> int:
     """Run the parts in order within the budget; each part's outcome goes into the report as it ends."""
     start = time.monotonic()
     end = start + s.budget_s
+    report.data["part_order"] = list(names)  # the JSON's keys are sorted; this keeps the order they ran in
     current: dict[str, Any] = {}
 
     def watchdog() -> None:  # a part stuck past the budget (a compile that hangs): keep what was measured
