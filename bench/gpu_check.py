@@ -10,7 +10,8 @@ through the bench scripts' own helpers. The parts, in the order they run (cheap 
 compiled refiner, whose compile time is the least predictable, last):
 
   numerics  refiner alpha through ``inference.predict_alpha``: fp16 autocast vs fp32, every variant, one 1080p
-            frame (check: max |diff| <= 2e-2); on CUDA also CUDA fp32 vs CPU fp32 (informative, TF32 convs)
+            frame, a binary guide and a flat 0.5 one (check: max |diff| <= 2e-2); on CUDA also CUDA fp32 vs CPU
+            fp32 (informative, TF32 convs)
   dwt       light Haar DWT vs pytorch_wavelets db1, forward + backward, 1x32x1080x1920 (check <= 1e-4 in full
             fp32, no TF32; speed target on a GPU >= 3x, timed with the defaults)
   dof       depth-of-field ``render``: torch on CUDA vs OpenCV on the CPU, one 1080p frame (check <= 1/255)
@@ -226,26 +227,30 @@ def part_numerics(s: Settings, part: Part) -> dict:
 
     h, w = s.numerics_size
     image, guide = _test_frame(h, w)
+    flat = guide * 0 + 0.5
     device = torch.device(s.device)
     for variant in VARIANTS:
         if not part.fits(f"numerics {variant}"):
             continue
         torch.manual_seed(0)
         model = build_refiner(variant, base_channels=s.base_channels).eval().to(device)
-        a32 = predict_alpha(model, image, guide, device, False, (h, w))
-        a16 = predict_alpha(model, image, guide, device, True, (h, w))
-        diff = abs(a16 - a32)
-        part.row(variant=variant, size=f"{w}x{h}", compare="fp16 autocast vs fp32", max_abs_diff=float(diff.max()),
-                 mean_abs_diff=float(diff.mean()))
-        part.check(f"refiner {variant} fp16 vs fp32 alpha", float(diff.max()), TOL_FP16)
+        # random weights leave an untrained refiner's alpha close to a binary guide (its residual on the guide's
+        # logit, through a saturated sigmoid), which hides rounding; a flat 0.5 guide leaves alpha to the network
+        for guide_name, g in (("binary", guide), ("flat 0.5", flat)):
+            a32 = predict_alpha(model, image, g, device, False, (h, w))
+            a16 = predict_alpha(model, image, g, device, True, (h, w))
+            diff = abs(a16 - a32)
+            part.row(variant=variant, size=f"{w}x{h}", guide=guide_name, compare="fp16 autocast vs fp32",
+                     max_abs_diff=float(diff.max()), mean_abs_diff=float(diff.mean()), alpha_std=float(a32.std()))
+            part.check(f"refiner {variant} fp16 vs fp32 alpha, {guide_name} guide", float(diff.max()), TOL_FP16)
         if device.type == "cuda" and variant == "light":  # informative: TF32 convs on CUDA, MKL-DNN on the CPU
             hs, ws = h // 4, w // 4
             small_img, small_guide = _test_frame(hs, ws)
             cpu = predict_alpha(model.cpu(), small_img, small_guide, torch.device("cpu"), False, (hs, ws))
             gpu = predict_alpha(model.to(device), small_img, small_guide, device, False, (hs, ws))
             d = abs(gpu - cpu)
-            part.row(variant=variant, size=f"{ws}x{hs}", compare="cuda fp32 vs cpu fp32 (info, no check)",
-                     max_abs_diff=float(d.max()), mean_abs_diff=float(d.mean()))
+            part.row(variant=variant, size=f"{ws}x{hs}", guide="binary", compare="cuda fp32 vs cpu fp32 (info, no "
+                     "check)", max_abs_diff=float(d.max()), mean_abs_diff=float(d.mean()), alpha_std=float(gpu.std()))
         del model
         _free(s.device)
     return part.result()
@@ -450,8 +455,9 @@ def device_info(s: Settings) -> dict[str, Any]:
     else:
         info["name"] = f"CPU ({platform.machine()}), dry run"
     try:  # which code was measured (the device machine may get a copy without .git: then None)
-        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                        timeout=10, cwd=Path(__file__).resolve().parent).stdout.strip() or None
+        git = ["git", "describe", "--always", "--dirty", "--abbrev=7"]
+        info["commit"] = subprocess.run(git, capture_output=True, text=True, timeout=10,
+                                        cwd=Path(__file__).resolve().parent).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         info["commit"] = None
     return info

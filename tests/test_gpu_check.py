@@ -60,7 +60,8 @@ def test_cpu_dry_run_every_part(tmp_path):
         assert numbers and all(math.isfinite(x) for x in numbers), name
     checks = {c["check"] for p in report["parts"].values() for c in p["checks"]}
     assert "Haar DWT vs pytorch_wavelets db1 (fp32, no TF32)" in checks and "DoF render torch (cpu) vs OpenCV" in checks
-    assert {f"refiner {v} fp16 vs fp32 alpha" for v in ("light", "none")} <= checks
+    assert {f"refiner {v} fp16 vs fp32 alpha, {g} guide" for v in ("light", "none") for g in ("binary", "flat 0.5")} \
+        <= checks
     md = (out / "gpu_check.md").read_text()
     assert md.startswith("# gpu_check: CPU DRY RUN") and all(f"## {n}: ok" in md for n in gc.PARTS)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporaries left by the atomic writes
