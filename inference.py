@@ -209,11 +209,15 @@ def resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 @torch.no_grad()
 def predict_alpha(model: Refiner, image: np.ndarray, guide: np.ndarray, device: torch.device, fp16: bool,
                   size: tuple[int, int]) -> np.ndarray:
-    """Alpha (HxW float32 in [0,1]) of ``image`` at its own size; the network sees it at ``size``."""
+    """Alpha (HxW float32 in [0,1]) of ``image`` at its own size; the network sees it at ``size``.
+
+    ``fp16``: float16 autocast on ``device``'s type (the CLI allows it on CUDA only; bench/gpu_check.py's CPU dry
+    run also takes this path on the CPU, so the script that compares fp16 with fp32 is itself tested).
+    """
     h, w = image.shape[:2]
     x = torch.from_numpy(np.ascontiguousarray(resize(image, size))).permute(2, 0, 1)[None].to(device)
     g = torch.from_numpy(np.ascontiguousarray(resize(guide, size)))[None, None].to(device)
-    ctx = torch.autocast("cuda", dtype=torch.float16) if fp16 else contextlib.nullcontext()
+    ctx = torch.autocast(device.type, dtype=torch.float16) if fp16 else contextlib.nullcontext()
     with ctx:
         alpha = model(x, g).alpha
     alpha = alpha[0, 0].float().cpu().numpy()

@@ -46,6 +46,31 @@ def timed(fn, frames: list, warmup: bool = True) -> float:
     return (time.perf_counter() - t) / len(frames)
 
 
+def random_yolo(folder: Path) -> Path:
+    """A YOLOv8n with random weights, built from ultralytics' ``yolov8n.yaml`` (COCO's class 0 named 'person')
+    and saved the way ultralytics saves checkpoints, so ``guide_mask.load_yolo`` reads it. Returns its path."""
+    from ultralytics import YOLO
+
+    yolo = YOLO("yolov8n.yaml")
+    yolo.model.names = {i: ("person" if i == 0 else f"class{i}") for i in range(80)}
+    path = folder / "yolo.pt"
+    yolo.save(path)
+    return path
+
+
+def random_sam2(folder: Path, size: str = "t") -> tuple[Path, str]:
+    """A SAM2.1 of ``size`` (key of ``CONFIGS``) with random weights from its shipped config, saved as the
+    ``{'model': state_dict}`` file ``guide_mask.load_sam2`` reads. Returns ``(checkpoint path, config)``."""
+    from sam2.build_sam import build_sam2
+
+    config = CONFIGS[size]
+    with gm._sam2_hydra():
+        sam = build_sam2(config, None, device="cpu")
+    ckpt = folder / f"sam2_{size}.pt"
+    torch.save({"model": sam.state_dict()}, ckpt)
+    return ckpt, config
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--frames", type=int, default=1, help="timed frames per measurement")
@@ -64,27 +89,17 @@ def main() -> None:
           f"threads {torch.get_num_threads()}, devices {devices}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        from sam2.build_sam import build_sam2
-        from ultralytics import YOLO
-
-        yolo = YOLO("yolov8n.yaml")
-        yolo.model.names = {i: ("person" if i == 0 else f"class{i}") for i in range(80)}
-        yolo.save(Path(tmp) / "yolo.pt")
+        yolo_ckpt = random_yolo(Path(tmp))
         alpha = np.zeros((h, w), np.float32)
         alpha[int(h * 0.1):int(h * 0.95), int(w * 0.3):int(w * 0.7)] = 1
         seeds = iter(range(10**6))
         t_perturb = timed(lambda f: perturb_guide(alpha, np.random.default_rng(next(seeds))), frames * 20, True)
         rows.append(("perturb", "cpu", "-", t_perturb, 0.0, t_perturb))
         for size in args.sam2.split(","):
-            config = CONFIGS[size]
-            with gm._sam2_hydra():
-                sam = build_sam2(config, None, device="cpu")
-            ckpt = Path(tmp) / f"sam2_{size}.pt"
-            torch.save({"model": sam.state_dict()}, ckpt)
-            del sam
+            ckpt, config = random_sam2(Path(tmp), size)
             for device in devices:
                 warm = args.warmup or device != "cpu"
-                model = gm.YoloSam2(Path(tmp) / "yolo.pt", ckpt, config, device=device)
+                model = gm.YoloSam2(yolo_ckpt, ckpt, config, device=device)
                 t_yolo = timed(model.boxes, frames, True)
                 t_sam = timed(lambda f: model.segment(f, box), frames, warm)
                 rows.append((f"yolo_sam2 ({size})", device, config.split("/")[-1], t_yolo, t_sam, t_yolo + t_sam))

@@ -89,7 +89,12 @@ class PeakRSS:
 
 
 # ------------------------------------------------------------------------------------------------ (a) DWT
-def bench_dwt(device: torch.device, channels: int, h: int, w: int, warmup: int, repeats: int) -> None:
+def measure_dwt(device: torch.device, channels: int, h: int, w: int, warmup: int, repeats: int) -> dict:
+    """Light ``HaarDWT`` vs pytorch_wavelets db1, forward + backward on one 1xCxHxW tensor, timed alternately.
+
+    Returns ``{'ms_light', 'ms_pytorch_wavelets', 'ratio', 'max_abs_diff'}`` (median ms; ratio = pytorch_wavelets
+    / light; the difference is the largest over the low band, the high bands and the input gradient).
+    """
     ptw = _import_pytorch_wavelets()
     torch.manual_seed(0)
     x = torch.rand(1, channels, h, w, device=device)
@@ -118,12 +123,19 @@ def bench_dwt(device: torch.device, channels: int, h: int, w: int, warmup: int, 
             if r >= warmup:
                 times[key].append(seconds)
     t_light, t_heavy = (sorted(t)[len(t) // 2] for t in (times["light"], times["heavy"]))
+    return {"ms_light": t_light * 1e3, "ms_pytorch_wavelets": t_heavy * 1e3, "ratio": t_heavy / t_light,
+            "max_abs_diff": diff}
+
+
+def bench_dwt(device: torch.device, channels: int, h: int, w: int, warmup: int, repeats: int) -> None:
+    r = measure_dwt(device, channels, h, w, warmup, repeats)
+    diff = r["max_abs_diff"]
     print(f"\n### (a) DWT forward+backward, 1x{channels}x{h}x{w} float32, {device.type}\n")
     print("| transform | ms (median of %d) | max abs diff (ll, highs, grad) |" % repeats)
     print("|---|---|---|")
-    print(f"| light HaarDWT (model.wavelets) | {t_light * 1e3:.1f} | {diff:.2e} |")
-    print(f"| pytorch_wavelets DWTForward db1 | {t_heavy * 1e3:.1f} | (reference) |")
-    print(f"\nspeed ratio pytorch_wavelets / light: **{t_heavy / t_light:.2f}x** "
+    print(f"| light HaarDWT (model.wavelets) | {r['ms_light']:.1f} | {diff:.2e} |")
+    print(f"| pytorch_wavelets DWTForward db1 | {r['ms_pytorch_wavelets']:.1f} | (reference) |")
+    print(f"\nspeed ratio pytorch_wavelets / light: **{r['ratio']:.2f}x** "
           f"({'equal within 1e-5' if diff < 1e-5 else 'DIFFERENT: ' + str(diff)})")
 
 
@@ -160,39 +172,57 @@ def bench_models(device: torch.device, sizes: list[tuple[int, int]], variants: l
     for h, w in sizes:
         hd = h * w > 1024 * 1024
         names = [n for n in models if not (hd and n in VARIANTS and n not in hd_variants)]
-        image = torch.rand(1, 3, h, w, device=device)
-        guide = (torch.rand(1, 1, h, w, device=device) > 0.5).float()
-        rvm_ratio = 0.25 if hd else 1.0  # RVM's recommendation for HD; full resolution for small inputs
-
-        def step(name):
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=fp16):
-                if name in VARIANTS:
-                    return models[name](image, guide).alpha
-                return models[name](image, downsample_ratio=rvm_ratio)[0]
-
-        mem = {}
-        for name in names:  # the first run of each model (also a warm-up) measures its peak memory
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-                before = torch.cuda.memory_allocated(device)
-                step(name)
-                mem[name] = (torch.cuda.max_memory_allocated(device) - before) / 2**20
-            else:
-                with PeakRSS() as peak:
-                    step(name)
-                mem[name] = peak.mib
-        times: dict[str, list[float]] = {n: [] for n in names}
         rounds_warm, rounds = (warmup_hd, repeats_hd) if hd else (warmup, repeats)
-        for r in range(max(0, rounds_warm - 1) + rounds):  # round-robin: load changes hit every model alike
-            for name in names:
-                seconds = time_it(lambda: step(name), device, 0, 1)
-                if r >= max(0, rounds_warm - 1):
-                    times[name].append(seconds)
+        rvm_ratio = 0.25 if hd else 1.0  # RVM's recommendation for HD; full resolution for small inputs
+        for row in measure_models({n: models[n] for n in names}, device, h, w, rounds_warm, rounds, fp16, rvm_ratio):
+            print(f"| {row['label']} | {row['params_m']:.2f} M | {w}x{h} | {row['fps']:.2f} | "
+                  f"{row['ms']:.1f} | {row['peak_mib']:.0f} |", flush=True)
+
+
+def measure_models(models: dict[str, torch.nn.Module], device: torch.device, h: int, w: int, warmup: int,
+                   repeats: int, fp16: bool, rvm_ratio: float = 1.0) -> list[dict]:
+    """Batch-1 forward (no grad) of each model on one random HxW image + binary guide, timed round-robin.
+
+    Models named after a refiner variant are called ``model(image, guide).alpha``; any other is taken as RVM,
+    ``model(image, downsample_ratio=rvm_ratio)``. The first call of each model (also a warm-up) measures its
+    peak memory (CUDA: max allocated above what was allocated before; CPU: sampled RSS growth); then
+    ``max(0, warmup - 1)`` untimed and ``repeats`` timed rounds. One row per model: name, label, params_m,
+    fps, ms (median), peak_mib.
+    """
+    image = torch.rand(1, 3, h, w, device=device)
+    guide = (torch.rand(1, 1, h, w, device=device) > 0.5).float()
+    names = list(models)
+
+    def step(name):
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=fp16):
+            if name in VARIANTS:
+                return models[name](image, guide).alpha
+            return models[name](image, downsample_ratio=rvm_ratio)[0]
+
+    mem = {}
+    for name in names:  # the first run of each model (also a warm-up) measures its peak memory
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
+            step(name)
+            mem[name] = (torch.cuda.max_memory_allocated(device) - before) / 2**20
+        else:
+            with PeakRSS() as peak:
+                step(name)
+            mem[name] = peak.mib
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(max(0, warmup - 1) + repeats):  # round-robin: load changes hit every model alike
         for name in names:
-            seconds = sorted(times[name])[len(times[name]) // 2]
-            label = name if name in VARIANTS else f"{name} (downsample_ratio {rvm_ratio})"
-            print(f"| {label} | {count_parameters(models[name]) / 1e6:.2f} M | {w}x{h} | {1 / seconds:.2f} | "
-                  f"{seconds * 1e3:.1f} | {mem[name]:.0f} |", flush=True)
+            seconds = time_it(lambda: step(name), device, 0, 1)
+            if r >= max(0, warmup - 1):
+                times[name].append(seconds)
+    rows = []
+    for name in names:
+        seconds = sorted(times[name])[len(times[name]) // 2]
+        rows.append({"name": name, "label": name if name in VARIANTS else f"{name} (downsample_ratio {rvm_ratio})",
+                     "params_m": count_parameters(models[name]) / 1e6, "fps": 1 / seconds, "ms": seconds * 1e3,
+                     "peak_mib": mem[name]})
+    return rows
 
 
 def parse_size(text: str) -> tuple[int, int]:
