@@ -6,7 +6,8 @@ DEMO_ROOT ?= data/demo
 RUN_DIR   ?= runs/demo
 SEED      ?= 0
 
-.PHONY: demo test venv clean-demo demo-data demo-compose demo-blur demo-frames demo-masks demo-train demo-eval demo-ablation demo-infer
+.PHONY: demo test venv clean-demo demo-data demo-compose demo-blur demo-frames demo-masks demo-train demo-eval demo-ablation demo-infer \
+	train-cpu-data train-cpu train-cpu-eval train-cpu-seeds
 
 venv: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
@@ -51,14 +52,14 @@ demo-masks: demo-frames
 DEMO_GUIDE = $(if $(wildcard $(DEMO_ROOT)/frames/train/mask),mixed,perturb)
 DEMO_TRAIN_ARGS = --root $(DEMO_ROOT) --runs_dir $(RUN_DIR) --name train --model light --guide $(DEMO_GUIDE) \
 	--steps 200 --batch_size 4 --crop 96 --base_channels 8 --num_workers 0 --threads 1 --warmup_steps 20 --lr 2e-3 \
-	--eval_every 100 --ckpt_every 50 --log_every 10 --val_max_frames 4 --eval_long_side 128 --seed $(SEED)
+	--eval_every 100 --ckpt_every 50 --log_every 10 --val_max_frames 4 --seed $(SEED)
 demo-train: demo-masks
 	$(PY) pipeline/solver_refiner_maggie.py $(DEMO_TRAIN_ARGS) $(if $(wildcard $(RUN_DIR)/train/last.pt),--resume,)
 
 # Evaluation (pipeline/evaluate.py): the trained checkpoint and the guide / closed-form baselines on the test split.
 demo-eval: demo-train
 	$(PY) pipeline/evaluate.py --root $(DEMO_ROOT) --split test --ckpt $(RUN_DIR)/train/best.pt --labels light \
-		--max_frames 6 --long_side 192 --out $(RUN_DIR)/eval --seed $(SEED)
+		--max_frames 8 --out $(RUN_DIR)/eval --seed $(SEED)
 
 # The DWT ablation, tiny: one seed, variants none and light, defocused frames and the all-in-focus control.
 demo-ablation: demo-eval
@@ -72,3 +73,40 @@ demo-infer: demo-train
 
 clean-demo:
 	rm -rf $(DEMO_ROOT) $(RUN_DIR)
+
+# ---------------------------------------------------------------------------------------------------------------
+# make train-cpu: the documented CPU recipe. A training set of 30 clips (make_demo_data --scale 5, 12 frames each,
+# every stage, train split only) in data/train-cpu, the default light refiner trained from scratch into
+# runs/train-cpu/s$(SEED), then scored at full resolution on the embedded test split (data/demo, test) with the
+# mask stage's guides and with accurate guides, beside the guide and closed-form matting, and run on the real
+# photos. make train-cpu-seeds does seeds 0 1 2 and scores them together (mean +/- std).
+TC_ROOT  ?= data/train-cpu
+TC_RUNS  ?= runs/train-cpu
+TC_STEPS ?= 2400
+TRAIN_CPU_ARGS = --root $(TC_ROOT) --runs_dir $(TC_RUNS) --model light --guide mixed --accurate_guide_prob 0.5 \
+	--steps $(TC_STEPS) --batch_size 4 --crop 128 --base_channels 16 --num_workers 0 --threads 2 --warmup_steps 100 \
+	--lr 1e-3 --eval_every 400 --ckpt_every 200 --log_every 50 --val_max_frames 16
+train-cpu-data: venv
+	$(PY) preprocess/make_demo_data.py --root $(TC_ROOT) --split train --scale 5 --frames 12 --seed $(SEED)
+	$(PY) preprocess/compose_video_bg.py --root $(TC_ROOT) --split train --seed $(SEED)
+	$(PY) preprocess/depth.py --root $(TC_ROOT) --split train --seed $(SEED)
+	PYTHON=$(PY) ./run_blur.sh --root $(TC_ROOT) --split train --seed $(SEED)
+	$(PY) preprocess/frame_extraction.py --root $(TC_ROOT) --split train --seed $(SEED)
+	$(PY) preprocess/guide_mask.py --root $(TC_ROOT) --split train --seed $(SEED) --mode all_frames --backend perturb
+
+train-cpu: train-cpu-data demo-masks
+	$(PY) pipeline/solver_refiner_maggie.py $(TRAIN_CPU_ARGS) --name s$(SEED) --seed $(SEED) \
+		$(if $(wildcard $(TC_RUNS)/s$(SEED)/last.pt),--resume,)
+	$(MAKE) train-cpu-eval TC_CKPTS=$(TC_RUNS)/s$(SEED)/best.pt
+
+TC_CKPTS ?= $(TC_RUNS)/s0/best.pt
+train-cpu-eval:
+	$(PY) pipeline/evaluate.py --root $(DEMO_ROOT) --split test --guide files --ckpt $(TC_CKPTS) \
+		--labels $(foreach c,$(TC_CKPTS),light) --out $(TC_RUNS)/eval_mask_guides
+	$(PY) pipeline/evaluate.py --root $(DEMO_ROOT) --split test --guide accurate --ckpt $(TC_CKPTS) \
+		--labels $(foreach c,$(TC_CKPTS),light) --out $(TC_RUNS)/eval_accurate_guides
+	$(PY) bench/real_photos.py --ckpt $(TC_CKPTS) --out $(TC_RUNS)/real_photos
+
+train-cpu-seeds:
+	for s in 0 1 2; do $(MAKE) train-cpu SEED=$$s || exit 1; done
+	$(MAKE) train-cpu-eval TC_CKPTS="$(TC_RUNS)/s0/best.pt $(TC_RUNS)/s1/best.pt $(TC_RUNS)/s2/best.pt"

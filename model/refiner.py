@@ -24,8 +24,9 @@ Data flow (strides relative to the input; widths C0..C4 = ``Refiner.widths``)::
     progressive refinement (MaGGIe / MGMatting): alpha = alpha/8, replaced by alpha/4 inside the uncertain band
     around its boundary, replaced by alpha/1 inside the uncertain band of that merge.
 
-    do no harm (the guide gate): a head on the stride-4 decoder state predicts where the guide is wrong (the
-    error map of BackgroundMattingV2, supervised with |gt - guide| > ``GATE_ERROR``); the output is
+    do no harm (the guide gate): a head on the stride-4 decoder state predicts where the refinement beats the
+    guide (like the error map of BackgroundMattingV2, supervised with |guide - gt| - |refined - gt| >
+    ``GATE_MARGIN``); the output is
     ``guide + gate * (refined - guide)`` where ``gate`` is that probability passed through a dead zone: exactly 0
     below ``gate_threshold``, rising linearly to 1. Where the network does not positively believe the guide is
     wrong, the guide comes out unchanged, bit for bit; an untrained refiner (gate bias -4) returns its guide.
@@ -63,8 +64,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 OUTPUT_STRIDES = (8, 4, 1)
 GUIDE_LOGIT_GAIN = 6.0  # initial logit of a guide pixel: sigmoid(+-6) = 0.9975 / 0.0025
 GATE_INIT_BIAS = -4.0  # sigmoid(-4) = 0.018: the gate starts closed (below any sensible threshold)
-GATE_ERROR = 0.02  # the gate's target: 1 where |gt - guide| exceeds this (dilated by GATE_DILATE px), else 0
-GATE_DILATE = 2
+GATE_MARGIN = 0.02  # the gate's target: 1 where the refinement is closer to the truth than the guide by this much
 
 
 @dataclasses.dataclass
@@ -77,7 +77,7 @@ class RefinerOutput:
     uncertain_os: {8, 4: (N,1,H,W) in {0,1}} where the stride-8 (resp. merged stride-4) alpha was replaced by
                   the finer prediction; MGMatting-style losses weight the finer strides by these.
     refined:      (N,1,H,W) the progressive refinement before the gate (what ``alpha`` would be without it).
-    gate_logit:   (N,1,H,W) logit of "the guide is wrong here" (train it with a ``*_with_logits`` loss).
+    gate_logit:   (N,1,H,W) logit of "the refinement beats the guide here" (train it with a ``*_with_logits`` loss).
     gate:         (N,1,H,W) in [0,1] the dead-zoned gate actually applied: alpha = guide + gate*(refined-guide).
     focus_map:    (N,1,H,W) the defocus cue: local energy of the image's high-frequency subbands at stride 2,
                   log-scaled (0 = flat or blurred, larger = sharp texture), upsampled to the input size.

@@ -52,7 +52,7 @@ HEAD = {"sad": "SAD", "mad": "MAD", "mse": "MSE", "grad": "Grad", "conn": "Conn"
         "messddt": "MESSDdt"}
 BASELINES = ("guide", "closed_form")
 
-Predict = Callable[[dict], tuple[np.ndarray, np.ndarray | None]]  # item -> (alpha HxW, focus map HxW or None)
+Predict = Callable[[dict], tuple[np.ndarray, dict | None]]  # item -> (alpha HxW, {"focus", "gate": HxW} or None)
 
 
 # ------------------------------------------------------------------------------------------ predictors
@@ -91,11 +91,8 @@ def checkpoint_predictor(path: Path, device: torch.device) -> tuple[Predict, dic
     def predict(item: dict):
         out = model(item["image"][None].to(device), item["guide"][None].to(device))
         alpha = out.alpha.float()[0, 0].cpu().numpy()
-        focus = None
-        if getattr(out, "focus_map", None) is not None:
-            f = out.focus_map.float()[0].mean(0).cpu().numpy()
-            focus = cv2.resize(f, alpha.shape[::-1], interpolation=cv2.INTER_LINEAR)
-        return alpha, focus
+        maps = {"focus": out.focus_map.float()[0].mean(0).cpu().numpy(), "gate": out.gate.float()[0, 0].cpu().numpy()}
+        return alpha, {k: cv2.resize(v, alpha.shape[::-1], interpolation=cv2.INTER_LINEAR) for k, v in maps.items()}
 
     return predict, ckpt
 
@@ -167,26 +164,28 @@ def markdown_table(groups: dict[str, list[dict[str, float]]]) -> str:
 
 
 def draw_figure(path: Path, picks: list[tuple[str, int]], loader: Callable[[int], dict]) -> None:
-    """Rows (worst, best frame): image, guide, prediction, ground truth, |error|, focus map."""
+    """Rows (worst, best frame): image, guide, prediction, ground truth, |error|, |guide error|, the refiner's
+    guide gate (where it replaced the guide), focus map."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    titles = ("image", "guide", "prediction", "ground truth", "|error|", "focus map")
-    fig, axes = plt.subplots(len(picks), 6, figsize=(15, 2.8 * len(picks)), squeeze=False)
+    titles = ("image", "guide", "prediction", "ground truth", "|error|", "|guide error|", "gate", "focus map")
+    fig, axes = plt.subplots(len(picks), len(titles), figsize=(20, 2.8 * len(picks)), squeeze=False)
     for r, (label, i) in enumerate(picks):
         item = loader(i)
-        alpha, focus = item["pred"], item.get("focus")
-        gt = item["alpha"]
-        panels = (item.get("image"), item.get("guide"), alpha, gt, np.abs(alpha - gt), focus)
+        alpha, maps, gt, guide = item["pred"], item.get("maps") or {}, item["alpha"], item.get("guide")
+        guide_err = np.abs(guide - gt) if guide is not None else None
+        panels = (item.get("image"), guide, alpha, gt, np.abs(alpha - gt), guide_err, maps.get("gate"),
+                  maps.get("focus"))
         for c, (ax, img) in enumerate(zip(axes[r], panels)):
             ax.axis("off")
             if img is None:
                 ax.text(0.5, 0.5, "n/a", ha="center", va="center")
             else:
                 ax.imshow(img, cmap=None if img.ndim == 3 else ("magma" if c >= 4 else "gray"),
-                          vmin=0, vmax=1 if c != 5 else None)
+                          vmin=0, vmax=1 if titles[c] != "focus map" else None)
             ax.set_title(f"{titles[c]}" + (f"\n{label}" if c == 0 else ""), fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -314,9 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             clip_rows += [{"method": name, "run": run, **r} for r in rows]
             def loader(i, predict=predict):
                 item = ds[i]
-                alpha, focus = predict(item)
+                alpha, maps = predict(item)
                 return {"image": item["image"].numpy().transpose(1, 2, 0), "guide": item["guide"][0].numpy(),
-                        "alpha": item["alpha"][0].numpy(), "pred": alpha, "focus": focus}
+                        "alpha": item["alpha"][0].numpy(), "pred": alpha, "maps": maps}
 
             # the figure shows the first trained model (a baseline only when no checkpoint is given)
             if worst_best is None or (run != name and worst_best[3]):

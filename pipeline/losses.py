@@ -11,7 +11,7 @@ Terms (per output stride s in {8, 4, 1}, weighted by ``stride_weights[s]``):
   floor elsewhere (high frequency: detail).
 The key ``"final"`` of ``alpha_os`` is the refiner's gated output (``RefinerOutput.alpha``), supervised like a
 stride with its own weight. ``gate_loss`` trains the guide gate: binary cross-entropy *with logits* on
-``RefinerOutput.gate_logit`` against where the guide is wrong.
+``RefinerOutput.gate_logit`` against where the refinement beats the guide.
 Only alpha (probabilities) enters these L1-type losses; nothing here is a ``*_with_logits`` loss, so no logit
 is ever squashed twice (the model's ``logits_os`` would be the input to one, never ``alpha_os``).
 A weight of 0 skips the term's computation.
@@ -152,17 +152,19 @@ def matting_losses(alpha_os: dict[int, torch.Tensor], gt: torch.Tensor, w: LossW
     return total, {t: float(v.detach()) for t, v in parts.items()}
 
 
-def gate_target(gt: torch.Tensor, guide: torch.Tensor, error: float = 0.02, dilate: int = 2) -> torch.Tensor:
-    """1 where the guide is wrong (|gt - guide| > ``error``), dilated by ``dilate`` px; else 0. With an accurate
-    guide this is the soft band of the ground truth; with a degraded one, also every wrong region."""
-    wrong = ((gt - guide).abs() > error).to(gt.dtype)
-    return F.max_pool2d(wrong, 2 * dilate + 1, stride=1, padding=dilate) if dilate > 0 else wrong
+def gate_target(gt: torch.Tensor, guide: torch.Tensor, refined: torch.Tensor, margin: float = 0.02) -> torch.Tensor:
+    """1 where the refinement beats the guide by more than ``margin`` (|guide - gt| - |refined - gt| > margin),
+    else 0. The gate learns where to trust the refiner over the guide: not merely where the guide is wrong, but
+    where the refiner is right; with an accurate guide that is at most the soft band, and never a place where
+    the refiner would do harm. ``refined`` is detached: the gate's loss does not train the refinement."""
+    gain = (guide - gt).abs() - (refined.detach() - gt).abs()
+    return (gain > margin).to(gt.dtype)
 
 
-def gate_loss(gate_logit: torch.Tensor, gt: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+def gate_loss(gate_logit: torch.Tensor, gt: torch.Tensor, guide: torch.Tensor, refined: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy with logits of the guide gate against :func:`gate_target` (the gate's logit, never
     its probability: a probability here would be squashed twice)."""
-    from model.refiner import GATE_DILATE, GATE_ERROR
+    from model.refiner import GATE_MARGIN
 
-    target = gate_target(gt, guide, GATE_ERROR, GATE_DILATE)
+    target = gate_target(gt, guide, refined.float(), GATE_MARGIN)
     return F.binary_cross_entropy_with_logits(gate_logit.float(), target)

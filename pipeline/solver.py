@@ -93,7 +93,7 @@ class TrainConfig:
     w_wll: float = LossWeights.wll
     w_whigh: float = LossWeights.whigh
     whigh_floor: float = LossWeights.whigh_floor
-    w_gate: float = LossWeights.gate  # BCE of the guide gate against where the guide is wrong
+    w_gate: float = LossWeights.gate  # BCE of the guide gate against where the refinement beats the guide
     stride8: float = DEFAULT_STRIDE_WEIGHTS[8]
     stride4: float = DEFAULT_STRIDE_WEIGHTS[4]
     stride1: float = DEFAULT_STRIDE_WEIGHTS[1]
@@ -228,19 +228,19 @@ def save_checkpoint(path: Path, model, cfg: TrainConfig, step: int, **state) -> 
 class _SupervisedOutputs(torch.nn.Module):
     """The model seen by DDP: returns only the outputs the current phase supervises, so DDP's search for
     unused parameters starts from tensors that really reach the loss (focus map, unsupervised strides do not):
-    ``({stride or "final": alpha}, gate_logit)``."""
+    ``({stride or "final": alpha}, gate_logit, refined)``."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
         self.strides: tuple = (8, 4, 1, "final")
 
-    def forward(self, image: torch.Tensor, guide: torch.Tensor) -> tuple[dict, torch.Tensor]:
+    def forward(self, image: torch.Tensor, guide: torch.Tensor) -> tuple[dict, torch.Tensor, torch.Tensor]:
         out = self.model(image, guide)
         alphas = {s: a for s, a in out.alpha_os.items() if s in self.strides}
         if "final" in self.strides:
             alphas["final"] = out.alpha
-        return alphas, out.gate_logit
+        return alphas, out.gate_logit, out.refined
 
 
 def _to(batch: dict, device) -> dict:
@@ -415,12 +415,12 @@ def train(argv: Sequence[str] | None = None, defaults_yaml: str | None = None) -
         supervised.strides = tuple(s for s, w in weights.stride_weights.items() if w > 0)
         batch = _to(batch, device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            alpha_os, gate_logit = model(batch["image"], batch["guide"])
+            alpha_os, gate_logit, refined = model(batch["image"], batch["guide"])
         # losses in fp32: L1-type terms on alpha (probabilities), the gate's BCE on its logit (sigmoid-ed once)
         loss, parts = matting_losses({s: a.float() for s, a in alpha_os.items()}, batch["alpha"], weights,
                                      batch["image"], batch.get("fgr"), batch.get("bgr"))
         if weights.gate > 0:
-            g = gate_loss(gate_logit, batch["alpha"], batch["guide"])
+            g = gate_loss(gate_logit, batch["alpha"], batch["guide"], refined)
             loss, parts["gate"] = loss + weights.gate * g, float(g.detach())
         finite = torch.tensor([float(torch.isfinite(loss))], device=device)
         if world > 1:

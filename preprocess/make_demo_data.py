@@ -58,6 +58,7 @@ from utils.video import write_video
 
 log = logging.getLogger("make_demo_data")
 
+GENERATOR_VERSION = 2  # 2: faces, hair over the face, clothing detail, held objects, real photo textures
 SUPERSAMPLE = 3  # draw at 3x and area-average: a 1-px line at 3x covers a third of an output pixel
 SUBFRAMES = 4  # sub-frames averaged per frame (open shutter) for motion blur
 SHUTTER = 0.5  # fraction of the frame interval the shutter is open
@@ -911,7 +912,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--frames and --scale must be at least 1")
     layout = DataLayout(args.root)
     spec = ClipSpec(width, height, args.frames, args.fps)
-    settings = {"seed": args.seed, "size": [width, height], "frames": args.frames, "fps": args.fps}
+    # the generator's version is part of the settings: clips made by an older generator are made again
+    settings = {"seed": args.seed, "size": [width, height], "frames": args.frames, "fps": args.fps,
+                "generator": GENERATOR_VERSION}
     made = skipped = 0
     for split in splits_of(args.split):
         manifest = Manifest(layout.manifest("make_demo_data", split))

@@ -141,25 +141,20 @@ def test_read_image_native_round_trip(tmp_path):
 
 
 def test_gate_target_and_loss_by_hand():
-    """The gate's target is 1 where |gt - guide| > 0.02, dilated by 2 px (a square); BCE is taken on the logit."""
+    """The gate's target is 1 where the refinement beats the guide by more than the margin; BCE on the logit."""
     from pipeline.losses import gate_loss, gate_target
 
-    gt = torch.zeros(1, 1, 12, 12)
-    gt[..., 3:9, 3:9] = 1.0
-    gt[..., 3:9, 8] = 0.5  # a soft column
-    guide = (gt > 0.5).float()
-    target = gate_target(gt, guide, error=0.02, dilate=2)
-    wrong = np.zeros((12, 12), bool)
-    wrong[3:9, 8] = True
-    expected = np.zeros((12, 12))
-    for y, x in zip(*np.nonzero(wrong)):
-        expected[max(0, y - 2):y + 3, max(0, x - 2):x + 3] = 1
-    assert np.array_equal(target[0, 0].numpy(), expected)
-    logit = torch.randn(1, 1, 12, 12)
+    gt = torch.tensor([[[[0.0, 0.5, 1.0, 1.0, 0.3, 0.0]]]])
+    guide = torch.tensor([[[[0.0, 1.0, 1.0, 0.0, 0.0, 0.0]]]])
+    refined = torch.tensor([[[[0.1, 0.6, 0.9, 0.95, 0.31, 0.0]]]])
+    # gains |guide-gt| - |refined-gt|: -0.1, 0.4, -0.1, 0.95, 0.29, 0  -> beats by > 0.02 at 1, 3, 4
+    expected = np.array([0, 1, 0, 1, 1, 0], float)
+    assert np.array_equal(gate_target(gt, guide, refined, margin=0.02)[0, 0, 0].numpy(), expected)
+    logit = torch.randn(1, 1, 1, 6)
     p = 1 / (1 + np.exp(-logit.numpy().astype(np.float64)))
     bce = -(expected * np.log(p) + (1 - expected) * np.log(1 - p)).mean()
-    assert abs(gate_loss(logit, gt, guide).item() - bce) < 1e-5
-    assert gate_target(gt, gt, error=0.02, dilate=2).sum() == 0  # a perfect guide: nothing to open
+    assert abs(gate_loss(logit, gt, guide, refined).item() - bce) < 1e-5
+    assert gate_target(gt, gt, refined, margin=0.02).sum() == 0  # a perfect guide: nothing to open
 
 
 def test_laplacian_loss_is_on_the_l1_scale():
