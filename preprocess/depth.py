@@ -242,7 +242,7 @@ def load_vda(vda_root: str | None, ckpt: str | None, encoder: str | None = None,
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
-    except (RuntimeError, OSError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001  (untrusted file: a refused pickle, a truncated zip, wrong keys...)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise UserError(f"cannot load Video-Depth-Anything checkpoint {ckpt} as '{encoder}': {first}") from None
     return model.to(device).eval(), encoder

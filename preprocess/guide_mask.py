@@ -85,6 +85,18 @@ def union_masks(masks: np.ndarray | None, height: int, width: int) -> np.ndarray
     return (masks > 0).any(axis=0).astype(np.float32)
 
 
+def _force_yolo_safe_load() -> None:
+    """Make ultralytics unpickle checkpoints with ``weights_only=True`` and its allow-list, whatever the order of
+    imports: it reads ``ULTRALYTICS_SAFE_LOAD`` (set by utils.offline) once, at import, into module globals."""
+    import ultralytics.nn.tasks as tasks
+    import ultralytics.utils as ul_utils
+
+    os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"
+    ul_utils.SAFE_LOAD = tasks.SAFE_LOAD = True
+    if not tasks._SafeLoad.SUPPORTED:  # torch < 2.6: ultralytics would silently fall back to a full unpickle
+        raise ModelError("this torch cannot load YOLO checkpoints safely (need torch >= 2.6)")
+
+
 def load_yolo(path: str | os.PathLike, device: str = "cpu"):
     """A local YOLO detection checkpoint and the id of its 'person' class. Never downloads."""
     path = Path(path)
@@ -95,6 +107,7 @@ def load_yolo(path: str | os.PathLike, device: str = "cpu"):
         raise ModelError(f"YOLO checkpoint must be a .pt file: {path}")
     from ultralytics import YOLO
 
+    _force_yolo_safe_load()
     try:
         model = YOLO(str(path))
     except Exception as exc:  # ultralytics raises many types for a file that is not its checkpoint

@@ -36,6 +36,9 @@ def setup_offline_env() -> None:
     """Set the offline switches; idempotent, and a user's own ``YOLO_CONFIG_DIR``/``MPLCONFIGDIR`` wins."""
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ["YOLO_AUTOINSTALL"] = "false"
+    # a checkpoint is untrusted input: ultralytics unpickles a .pt in full (any code) unless this is set; with it,
+    # only its known model classes load (weights_only + an allow-list). Forced, never left to the user's env.
+    os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"
     os.environ["YOLO_VERBOSE"] = os.environ.get("YOLO_VERBOSE", "false")
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
