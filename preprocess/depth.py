@@ -34,7 +34,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from utils.atomic import Manifest, atomic_path, clean_stale_temps
+from utils.atomic import Manifest, atomic_path, clean_stale_temps, upstream_fingerprint
 from utils.cli import UserError, add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed
 from utils.images import read_image
 from utils.paths import DataLayout, frame_name
@@ -300,7 +300,8 @@ def ensure_clip_depth(layout: DataLayout, split: str, clip: str, args: argparse.
     """The clip's cached depth, computing it first if missing (or if ``args.overwrite``)."""
     path = layout.depth(split, clip)
     manifest = Manifest(layout.manifest(STAGE, split))
-    if path.is_file() and manifest.done(clip) and not getattr(args, "overwrite", False):
+    up = compose_fingerprint(layout, split, clip)
+    if is_cached(layout, split, clip, up) and not getattr(args, "overwrite", False):
         cached = ClipDepth(path)
         if cached.backend == args.depth_backend:
             return cached
@@ -320,9 +321,23 @@ def ensure_clip_depth(layout: DataLayout, split: str, clip: str, args: argparse.
                                           args.input_size, args.device)
         params.update(encoder=encoder, checkpoint=str(args.depth_ckpt))
     save_depth(path, fg, bg, alpha, args.depth_backend, params)
-    manifest.mark_done(clip, backend=args.depth_backend)
+    manifest.mark_done(clip, backend=args.depth_backend, upstream=up)
     log.info("depth %s/%s (%s) -> %s", split, clip, args.depth_backend, path)
     return ClipDepth(path)
+
+
+def compose_fingerprint(layout: DataLayout, split: str, clip: str) -> str:
+    """The composed clip's fingerprint (``UserError`` if compositing did not finish it: it is never taken)."""
+    return upstream_fingerprint(Manifest(layout.manifest("compose", split)), clip,
+                                "rerun preprocess/compose_video_bg.py")
+
+
+def is_cached(layout: DataLayout, split: str, clip: str, up: str | None = None) -> bool:
+    """Whether the clip's depth is cached and was computed from the composed clip as it is now."""
+    info = Manifest(layout.manifest(STAGE, split)).info(clip)
+    if up is None:
+        up = Manifest(layout.manifest("compose", split)).fingerprint(clip)
+    return bool(info) and up is not None and info.get("upstream") == up and layout.depth(split, clip).is_file()
 
 
 def composed_clips(layout: DataLayout, split: str) -> list[str]:
@@ -349,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cached = 0
         for clip in tqdm(clips, desc=f"depth {split}", unit="clip", disable=None):
             path = layout.depth(split, clip)
-            if (manifest.done(clip) and path.is_file() and not args.overwrite
+            if (is_cached(layout, split, clip) and not args.overwrite
                     and ClipDepth(path).backend == args.depth_backend):
                 cached += 1
                 continue

@@ -502,12 +502,20 @@ def process_clip(layout: DataLayout, split: str, clip: str, args: argparse.Names
     clips = Manifest(layout.manifest(STAGE, split))
     chunks = Manifest(layout.manifest(STAGE, split) / "chunks")
     out_dir = layout.blurred(split, clip)
-    if args.overwrite:
+    # only a clip compositing finished is taken; a clip composed (or a depth computed) again since is redone
+    compose_fp = depth_stage.compose_fingerprint(layout, split, clip)
+    depth_manifest = Manifest(layout.manifest(depth_stage.STAGE, split))
+    info = clips.info(clip)
+    current = info is not None and info.get("upstream") == {"compose": compose_fp,
+                                                             "depth": depth_manifest.fingerprint(clip)}
+    if args.overwrite or (info is not None and not current):
+        if not args.overwrite:
+            log.info("blur %s/%s: its composed clip or depth changed since it was blurred; redoing it", split, clip)
         clips.clear(clip)
         for unit in chunks.done_units(f"{clip}/chunk"):
             chunks.clear(unit)
         shutil.rmtree(out_dir, ignore_errors=True)
-    elif clips.done(clip) and (out_dir / "meta.json").is_file():
+    elif current and (out_dir / "meta.json").is_file():
         return "skipped"
     clip_dir = layout.composed(split, clip)
     cmeta = depth_stage.composed_meta(clip_dir)
@@ -516,6 +524,10 @@ def process_clip(layout: DataLayout, split: str, clip: str, args: argparse.Names
     if depth.frames != n:
         raise UserError(f"{clip}: depth cache has {depth.frames} frames, composed clip {n}; rerun with --overwrite")
     params = clip_params(args, split, clip, h, n, depth)
+    up = {"compose": compose_fp, "depth": depth_manifest.fingerprint(clip)}
+    for unit, chunk in chunks.done_units(f"{clip}/chunk").items():
+        if chunk.get("upstream") != up:  # rendered from inputs that changed since: render again
+            chunks.clear(unit)
     for sub in ("image", "alpha", "fgr", "bgr"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
         clean_stale_temps(out_dir / sub)  # files a killed run was writing: their chunk is redone
@@ -529,7 +541,7 @@ def process_clip(layout: DataLayout, split: str, clip: str, args: argparse.Names
         frames = todo[i:i + size]
         for t in frames:
             write_frame(out_dir, t, render_frame(clip_dir, t, depth, params, args.device))
-        chunks.mark_done(_chunk_unit(clip, frames), frames=frames)
+        chunks.mark_done(_chunk_unit(clip, frames), frames=frames, upstream=up)
     if not args.no_preview:
         write_preview(out_dir / "preview.png", clip_dir, out_dir, n // 2, depth, params)
     meta = {"clip": clip, "split": split, "frames": n, "size": [h, w], "fps": cmeta.get("fps"),
@@ -540,7 +552,7 @@ def process_clip(layout: DataLayout, split: str, clip: str, args: argparse.Names
             "model": "thin lens: sigma = min(coc_scale*|disp - focus_disp|, sigma_max); occlusion-aware layers",
             **params, "blur_device": args.device, "preview": None if args.no_preview else "preview.png"}
     write_json_atomic(out_dir / "meta.json", meta)
-    clips.mark_done(clip, frames=n)
+    clips.mark_done(clip, frames=n, upstream=up)
     log.info("blurred %s/%s: %d frames, coc_scale %.2f, sigma_max %.2f, focus %s -> %s", split, clip, n,
              params["coc_scale"], params["sigma_max"], params["focus_mode"], out_dir)
     return "done"

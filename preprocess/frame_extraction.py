@@ -19,6 +19,8 @@ original frame index (a clip cut to frames 12..23 has files 0012.png..0023.png).
 Each clip is one unit: all its layer folders are built under temporary names and renamed into place at the end,
 then the unit is recorded in ``<root>/.manifest/<tree>/<split>/``. A rerun skips finished clips (unless the
 subset settings changed, or ``--overwrite``); a killed run leaves no partial folder and is redone on rerun.
+Only source clips their own stage recorded as finished are taken (a half-blurred clip of a failed or killed
+blur run is a failed unit here, exit 2), and a source clip redone since is extracted again.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from utils.atomic import Manifest, atomic_dir, clean_stale_temps
+from utils.atomic import Manifest, atomic_dir, clean_stale_temps, upstream_fingerprint
 from utils.cli import UserError, add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed
 from utils.images import list_images, read_image, to_uint, write_png
 from utils.paths import FRAME_LAYERS, DataLayout, frame_index, frame_name
@@ -49,6 +51,9 @@ SOURCE_LAYERS = {
     "composed": {"image": None, "alpha": "pha", "fgr": "fgr", "bgr": "bgr"},
 }
 TREES = {"blurred": "frames", "composed": "frames_sharp"}
+# the stage whose manifest says which source clips are complete (only those are taken; see utils.atomic)
+UPSTREAM = {"blurred": "blur", "composed": "compose"}
+UPSTREAM_HINT = {"blurred": "rerun run_blur.sh", "composed": "rerun preprocess/compose_video_bg.py"}
 
 
 def subset_size(total: int, ratio: float) -> int:
@@ -193,14 +198,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         found_any = True
         manifest = Manifest(layout.manifest(tree, split))
+        upstream = Manifest(layout.manifest(UPSTREAM[args.source], split))
         for clip in tqdm(shard_items(clips, args.shard), desc=f"{tree}/{split}", unit="clip", leave=False):
             info = manifest.info(clip)
             outputs_exist = all(layout.frames(split, layer, clip, tree=tree).is_dir() for layer in FRAME_LAYERS)
-            if not args.overwrite and info and info.get("params") == params and outputs_exist:
+            up = upstream.fingerprint(clip)
+            if (not args.overwrite and info and info.get("params") == params and outputs_exist and up is not None
+                    and info.get("upstream") == up):
                 skipped += 1
                 continue
             clip_dir = src_split / clip
             try:
+                up = upstream_fingerprint(upstream, clip, UPSTREAM_HINT[args.source])
                 total = len(_clip_frames(clip_dir, args.source)[SOURCE_LAYERS[args.source]["alpha"]])
                 rng = np.random.default_rng(unit_seed(args.seed, split, clip))
                 positions = select_positions(total, args.ratio, args.sampling, rng)
@@ -211,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 manifest.mark_failed(clip, str(exc))
                 failed[f"{split}/{clip}"] = str(exc)
                 continue
-            manifest.mark_done(clip, params=params, total_frames=total, frames=names)
+            manifest.mark_done(clip, params=params, total_frames=total, frames=names, upstream=up)
             done += 1
             log.info("%s/%s: %d of %d frames -> %s", split, clip, len(names), total,
                      f"{layout.root / tree / split}/{{{','.join(FRAME_LAYERS)}}}/{clip}")

@@ -48,7 +48,7 @@ import numpy as np
 from tqdm import tqdm
 
 from preprocess.perturb import perturb_guide
-from utils.atomic import Manifest, atomic_dir, clean_stale_temps
+from utils.atomic import Manifest, atomic_dir, clean_stale_temps, upstream_fingerprint
 from utils.cli import UserError, add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed
 from utils.images import list_images, read_image, to_uint, write_png
 from utils.paths import DataLayout, frame_index
@@ -496,17 +496,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         found_any = True
         manifest = Manifest(layout.manifest(f"{args.tree}_mask", split))
+        upstream = Manifest(layout.manifest(args.tree, split))  # frame extraction's record of finished clips
         for clip in tqdm(shard_items(clips, args.shard), desc=f"mask/{split}", unit="clip", leave=False):
             frame_paths = list_images(layout.frames(split, "image", clip, tree=args.tree))
             if args.mode == "first_frame":
                 frame_paths = frame_paths[:1]
             names = [p.name for p in frame_paths]
             info = manifest.info(clip)
+            up = upstream.fingerprint(clip)
             if (not args.overwrite and info and info.get("params") == params and info.get("frames") == names
+                    and up is not None and info.get("upstream") == up
                     and layout.frames(split, "mask", clip, tree=args.tree).is_dir()):
                 skipped += 1
                 continue
             try:
+                up = upstream_fingerprint(upstream, clip, "rerun run_frame_extraction.sh")
                 if not frame_paths:
                     raise UserError(f"no frames in {layout.frames(split, 'image', clip, tree=args.tree)}")
                 video = layout.frames_video(split, "image", clip, tree=args.tree)
@@ -519,7 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 manifest.mark_failed(clip, str(exc))
                 failed[f"{split}/{clip}"] = str(exc)
                 continue
-            manifest.mark_done(clip, params=params, frames=names)
+            manifest.mark_done(clip, params=params, frames=names, upstream=up)
             done += 1
             log.info("%s/%s: %d %s mask(s) -> %s", split, clip, count, args.backend,
                      layout.frames(split, "mask", clip, tree=args.tree))
