@@ -34,7 +34,7 @@ import torch
 from tqdm import tqdm
 
 from model.refiner import Refiner, load_refiner
-from utils.cli import UserError, require_existing, run_main
+from utils.cli import ArgumentParser, UserError, require_existing, run_main
 from utils.images import IMAGE_EXTS, list_images, read_image, to_uint, write_png
 from utils.paths import frame_name
 from utils.video import VIDEO_EXTS, iter_video, video_fps, write_video
@@ -44,7 +44,7 @@ GUIDE_CHUNK = 16  # frames per call of the YOLO + SAM2 guide stage
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Refine a coarse person mask into an alpha matte with a DWT refiner.")
+    p = ArgumentParser(description="Refine a coarse person mask into an alpha matte with a DWT refiner.")
     p.add_argument("--i", required=True, help="input: an image, a folder of images, or a video")
     p.add_argument("--c", required=True, help="refiner checkpoint (.pt from training or model.refiner.save_refiner)")
     p.add_argument("--o", required=True, help="output .png (one image input) or folder")

@@ -43,7 +43,7 @@ from tqdm import tqdm  # noqa: E402
 from pipeline import metrics as M  # noqa: E402
 from pipeline.data import Frame, MattingFrames, list_clips, list_frames  # noqa: E402
 from utils.atomic import atomic_path, write_bytes_atomic, write_json_atomic  # noqa: E402
-from utils.cli import UserError, run_main  # noqa: E402
+from utils.cli import ArgumentParser, UserError, run_main  # noqa: E402
 from utils.images import list_images, read_image, write_png  # noqa: E402
 
 log = logging.getLogger("evaluate")
@@ -224,7 +224,7 @@ def read_pred_dir(pred_dir: Path, gt_dir: Path) -> list[tuple[str, list[Path], l
 
 # ------------------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--root", default="data/demo", help="data root (mode a)")
     p.add_argument("--split", default="test", choices=("train", "test"))
     p.add_argument("--tree", default="frames", help="frames (defocused) or frames_sharp (all-in-focus control)")

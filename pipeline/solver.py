@@ -34,7 +34,7 @@ from pipeline import metrics as M
 from pipeline.data import MattingFrames, StepBatchSampler, list_clips, list_frames, split_clips
 from pipeline.losses import DEFAULT_STRIDE_WEIGHTS, TERMS, LossWeights, matting_losses
 from utils.atomic import atomic_path, write_bytes_atomic
-from utils.cli import UserError
+from utils.cli import ArgumentParser, UserError
 
 log = logging.getLogger("solver")
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -123,7 +123,7 @@ def _convert(key: str, text: str, kind: Any) -> Any:
 
 
 def build_parser(defaults_yaml: str | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train the refiner. Every config key is a flag: --batch_size 8 --model heavy_db2")
+    p = ArgumentParser(description="Train the refiner. Every config key is a flag: --batch_size 8 --model heavy_db2")
     p.add_argument("--config", default=None, help="YAML file of overrides (applied after the strategy's defaults)")
     p.add_argument("--resume", action="store_true", help="continue runs/<name>/last.pt")
     p.add_argument("--overwrite", action="store_true", help="start runs/<name> over, deleting its checkpoints")

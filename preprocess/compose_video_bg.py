@@ -30,7 +30,8 @@ import numpy as np
 from tqdm import tqdm
 
 from utils.atomic import Manifest, atomic_dir, clean_stale_temps, write_json_atomic
-from utils.cli import UserError, add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed
+from utils.cli import (ArgumentParser, UserError,
+                       add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed)
 from utils.images import IMAGE_EXTS, read_image, write_png
 from utils.paths import DataLayout, frame_name
 from utils.video import VIDEO_EXTS, clip_fps, clip_sources, iter_clip, read_clip
@@ -40,7 +41,7 @@ STAGE = "compose"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
     p.add_argument("--pan", type=float, default=0.0,

@@ -35,7 +35,8 @@ import numpy as np
 from tqdm import tqdm
 
 from utils.atomic import Manifest, atomic_path, clean_stale_temps, upstream_fingerprint
-from utils.cli import UserError, add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed
+from utils.cli import (ArgumentParser, UserError,
+                       add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed)
 from utils.images import read_image
 from utils.paths import DataLayout, frame_name
 
@@ -66,7 +67,7 @@ def add_depth_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(p)
     return add_depth_args(p)
 

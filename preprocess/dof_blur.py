@@ -36,7 +36,8 @@ from tqdm import tqdm
 from preprocess import depth as depth_stage
 from utils import memory
 from utils.atomic import Manifest, clean_stale_temps, write_json_atomic
-from utils.cli import UserError, add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed
+from utils.cli import (ArgumentParser, UserError,
+                       add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed)
 from utils.images import read_image, write_png
 from utils.paths import DataLayout, frame_name
 
@@ -394,7 +395,7 @@ FOCUS_MODES = ("subject", "background", "rack")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Occlusion-aware thin-lens depth-of-field blur of composed clips.")
+    p = ArgumentParser(description="Occlusion-aware thin-lens depth-of-field blur of composed clips.")
     add_common_args(p)
     depth_stage.add_depth_args(p)
     p.add_argument("--focus", default="subject",

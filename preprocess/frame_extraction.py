@@ -38,7 +38,8 @@ import numpy as np
 from tqdm import tqdm
 
 from utils.atomic import Manifest, atomic_dir, clean_stale_temps, upstream_fingerprint
-from utils.cli import UserError, add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed
+from utils.cli import (ArgumentParser, UserError,
+                       add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed)
 from utils.images import list_images, read_image, to_uint, write_png
 from utils.paths import FRAME_LAYERS, DataLayout, frame_index, frame_name
 from utils.video import write_video
@@ -165,7 +166,7 @@ def extract_clip(clip_dir: Path, layout: DataLayout, split: str, clip: str, sour
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    p = ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
     p.add_argument("--source", default="blurred", choices=tuple(SOURCE_LAYERS),

@@ -49,7 +49,8 @@ from tqdm import tqdm
 
 from preprocess.perturb import perturb_guide
 from utils.atomic import Manifest, atomic_dir, clean_stale_temps, upstream_fingerprint
-from utils.cli import UserError, add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed
+from utils.cli import (ArgumentParser, UserError,
+                       add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed)
 from utils.images import list_images, read_image, to_uint, write_png
 from utils.paths import DataLayout, frame_index
 from utils.video import video_fps, write_video
@@ -420,7 +421,7 @@ def prediction_dir(layout: DataLayout, tree: str, split: str, clip: str) -> Path
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    p = ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
     p.add_argument("--mode", default="all_frames", choices=("first_frame", "all_frames"),

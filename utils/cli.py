@@ -14,11 +14,29 @@ from typing import Callable, Iterable, Sequence, TypeVar
 T = TypeVar("T")
 
 SPLITS = ("train", "test")
+EXIT_USER_ERROR = 1  # an error to fix before rerunning (one `error:` line; nothing was written)
 EXIT_UNITS_FAILED = 2  # some units failed and were recorded as such; the others are done (1 = a user error)
+EXIT_OOM = 3  # out of memory (run_blur.sh restarts the worker with smaller chunks)
+EXIT_USAGE = 64  # a wrong command line (unknown flag, bad value): sysexits' EX_USAGE, never retried
+EXIT_INTERRUPTED = 130  # Ctrl-C / SIGINT: the launchers stop too
 
 
 class UserError(Exception):
     """An error the user can fix (bad path, corrupt video, missing weights): printed as one line."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a usage error of its own exit code (``EXIT_USAGE``), distinct from "some clips failed" (2).
+
+    Like argparse, prints the usage and one ``<prog>: error: ...`` line; only the exit code differs."""
+
+    def error(self, message: str):  # noqa: D102
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+class UsageError(UserError):
+    """A flag value argparse cannot check (e.g. ``--focus nan``): like a usage error, exit ``EXIT_USAGE``."""
 
 
 def add_common_args(parser: argparse.ArgumentParser, root_default: str = "data/demo") -> argparse.ArgumentParser:
@@ -86,16 +104,26 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
-    """Run an entry point: ``UserError`` -> ``error: <message>`` on stderr and exit 1; Ctrl-C -> exit 130."""
+    """Run an entry point: ``UserError`` -> ``error: <message>`` on stderr and exit 1 (``UsageError``: 64);
+    a bad command line -> argparse's usage and exit 64; Ctrl-C -> exit 130."""
     setup_logging()
     try:
         code = main(argv)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
+    except SystemExit as exc:
+        # a plain argparse parser (one not built with utils.cli.ArgumentParser) exits 2 on a bad command line:
+        # 2 means "some clips failed" here, so a usage error is told apart (nothing else in main raises 2)
+        if exc.code == 2:
+            sys.exit(EXIT_USAGE)
+        raise
     sys.exit(code or 0)
 
 
