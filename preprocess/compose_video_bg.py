@@ -82,6 +82,9 @@ def load_background(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
             disp = np.load(dpath, allow_pickle=False).astype(np.float32)
         except (ValueError, OSError) as exc:
             raise UserError(f"unreadable disparity map {dpath} ({exc})") from None
+        if not np.isfinite(disp).all():  # NaN/inf would silently flatten the whole map (robust_normalise)
+            bad = int((~np.isfinite(disp)).sum())
+            raise UserError(f"disparity map {dpath} holds {bad} NaN or infinite value(s); fix or delete it")
         if disp.ndim == 2:
             disp = disp[None]
         if disp.ndim != 3 or disp.shape[1:] != frames.shape[1:3] or disp.shape[0] not in (1, len(frames)):
@@ -224,7 +227,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not layout.root.is_dir():
         raise UserError(f"data root not found: {layout.root}")
     failed: dict[str, str] = {}
-    for split in splits_of(args.split):
+    splits = splits_of(args.split)
+    if args.split == "all":  # a data set with only raw/train (or only raw/test): compose what is there
+        present = [s for s in splits if layout.raw(s, "fgr").is_dir()]
+        for s in splits:
+            if s not in present:
+                log.info("compose: no %s split (%s not found), skipped", s, layout.raw(s, "fgr"))
+        splits = tuple(present) or splits  # none at all: the first split's error below names the folder
+    for split in splits:
         fgr, pha = clip_pairs(layout, split)
         backgrounds = list_backgrounds(layout.backgrounds(split))
         manifest = Manifest(layout.manifest(STAGE, split))

@@ -89,7 +89,13 @@ def composed_meta(clip_dir: Path) -> dict:
     path = clip_dir / "meta.json"
     if not path.is_file():
         raise UserError(f"not a composed clip (no meta.json): {clip_dir}")
-    return json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+        int(meta["frames"]), [int(v) for v in meta["size"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"malformed meta.json in {clip_dir} ({exc.__class__.__name__}: {exc}); "
+                        "rerun the compose stage with --overwrite") from None
+    return meta
 
 
 # ----------------------------------------------------------------------------------------------- the cache
@@ -100,19 +106,29 @@ class ClipDepth:
         self.path = Path(path)
         try:
             self._npz = np.load(self.path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise UserError(f"unreadable depth cache {self.path} ({exc}); delete it to recompute") from None
-        self.frames = int(self._npz["frames"])
-        self.backend = str(self._npz["backend"])
-        self.subject_median = float(self._npz["subject_median"])
-        self.background_median = float(self._npz["background_median"])
+            self.frames = int(self._npz["frames"])
+            self.backend = str(self._npz["backend"])
+            self.subject_median = float(self._npz["subject_median"])
+            self.background_median = float(self._npz["background_median"])
+        except Exception as exc:  # noqa: BLE001  (a truncated/foreign zip: BadZipFile, KeyError, EOFError...)
+            raise self._unreadable(exc) from None
         self._static_bg = "bg" in self._npz.files
 
+    def _unreadable(self, exc: BaseException) -> UserError:
+        return UserError(f"unreadable depth cache {self.path} ({exc.__class__.__name__}: {str(exc)[:80]}); "
+                         "rerun with --overwrite to recompute it")
+
+    def _array(self, key: str) -> np.ndarray:
+        try:
+            return self._npz[key]
+        except Exception as exc:  # noqa: BLE001  (a member truncated or missing: zlib/zip/CRC errors)
+            raise self._unreadable(exc) from None
+
     def fg(self, t: int) -> np.ndarray:
-        return self._npz[f"fg_{t:04d}"]
+        return self._array(f"fg_{t:04d}")
 
     def bg(self, t: int) -> np.ndarray:
-        return self._npz["bg"] if self._static_bg else self._npz[f"bg_{t:04d}"]
+        return self._array("bg") if self._static_bg else self._array(f"bg_{t:04d}")
 
     def params(self) -> dict:
         return json.loads(str(self._npz["params"]))

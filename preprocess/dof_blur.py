@@ -36,7 +36,7 @@ from tqdm import tqdm
 from preprocess import depth as depth_stage
 from utils import memory
 from utils.atomic import Manifest, clean_stale_temps, write_json_atomic
-from utils.cli import (ArgumentParser, UserError,
+from utils.cli import (ArgumentParser, UsageError, UserError,
                        add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed)
 from utils.images import read_image, write_png
 from utils.paths import DataLayout, frame_name
@@ -591,9 +591,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.focus not in FOCUS_MODES:
         try:
-            float(args.focus)
+            focus = float(args.focus)
         except ValueError:
-            raise UserError(f"--focus must be one of {FOCUS_MODES} or a number, got {args.focus!r}") from None
+            focus = math.nan
+        if not math.isfinite(focus):  # checked before anything is read, deleted (--overwrite) or written
+            raise UsageError(f"--focus must be one of {FOCUS_MODES} or a finite number, got {args.focus!r}")
+    for name, value in vars(args).items():  # --coc_range nan, --ref_height inf ...: the same
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise UsageError(f"--{name} must be finite, got {value}")
     try:
         return run(args)
     except (MemoryError, RuntimeError) as exc:

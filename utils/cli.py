@@ -97,10 +97,23 @@ def finish_units(failed: dict[str, str]) -> int:
     return EXIT_UNITS_FAILED
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (not the stream of the first call)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Plain ``LEVEL message`` logs on stderr."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s",
-                        stream=sys.stderr, force=True)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
 
 
 def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
@@ -118,6 +131,17 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
+    except MemoryError:
+        print("error: out of memory (use smaller inputs, chunks or batches)", file=sys.stderr)
+        sys.exit(EXIT_OOM)
+    except OSError as exc:  # a read-only or full disk, a quota, a folder another process removed...
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except RuntimeError as exc:
+        if "out of memory" not in str(exc).lower():  # torch.OutOfMemoryError (CUDA) is a RuntimeError
+            raise
+        print("error: out of memory (use smaller inputs, chunks or batches)", file=sys.stderr)
+        sys.exit(EXIT_OOM)
     except SystemExit as exc:
         # a plain argparse parser (one not built with utils.cli.ArgumentParser) exits 2 on a bad command line:
         # 2 means "some clips failed" here, so a usage error is told apart (nothing else in main raises 2)
@@ -125,6 +149,13 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
             sys.exit(EXIT_USAGE)
         raise
     sys.exit(code or 0)
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an ``OSError``: what failed and on which path (``No space left on device: runs/x/last.pt``)."""
+    what = exc.strerror or str(exc) or exc.__class__.__name__
+    paths = [p for p in (exc.filename, exc.filename2) if p]
+    return f"{what}: {' -> '.join(map(str, paths))}" if paths else what
 
 
 def require_existing(path, what: str = "path"):

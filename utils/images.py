@@ -40,10 +40,36 @@ def _imread(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"image not found: {path}")
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    size = _header_size(path)
+    if size and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise UserError(f"image too large: {path} claims {size[0]}x{size[1]} pixels (at most "
+                        f"{MAX_IMAGE_PIXELS} are read; a corrupt header?)")
+    try:
+        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # OpenCV's own limits (CV_IO_MAX_IMAGE_PIXELS) and decoder assertions
+        raise UserError(f"not a readable image: {path} ({str(exc).strip().splitlines()[-1][:100]})") from None
+    except MemoryError:
+        raise UserError(f"image too large to decode: {path}") from None
     if raw is None:
         raise UserError(f"not a readable image: {path}")
     return raw
+
+
+# A header claiming more pixels than this is refused before decoding (a 16384x16384 frame is 268M pixels; 8K
+# video is 33M): a corrupt or hostile header would otherwise allocate gigabytes, or abort in the decoder.
+MAX_IMAGE_PIXELS = 1 << 28
+
+
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """``(width, height)`` from the file's header only (no decoding), or ``None`` if Pillow cannot tell."""
+    try:
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = None  # the size is checked by the caller, against MAX_IMAGE_PIXELS
+        with Image.open(path) as im:
+            return im.size
+    except Exception:  # noqa: BLE001  (not an image Pillow knows: cv2 decides)
+        return None
 
 
 def read_image(path: str | os.PathLike, gray: bool | None = None) -> np.ndarray:
