@@ -34,9 +34,11 @@ focus maps are the energy of the learned "high" outputs).
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -464,9 +466,31 @@ def save_refiner(path: str | os.PathLike, model: Refiner, **extra: Any) -> Path:
     ckpt = {"format": CHECKPOINT_FORMAT, "variant": model.variant, "config": model.config,
             "model": model.state_dict(), **extra}
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+    # through a file object: torch names the archive's top folder after a path (here the random temp name), so
+    # identical states would give different bytes; a file object's archive is always named 'archive'
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(_canonical(ckpt), fh)
     return path
+
+
+def _canonical(obj: Any) -> Any:
+    """``obj`` rebuilt so that its pickle depends only on its values, not on which equal objects happen to be
+    shared (pickle writes a back-reference for an object seen before, by identity): every string is interned
+    (equal strings always shared), every dict, list and tuple is new (never shared). Tensors are kept."""
+    if isinstance(obj, str):
+        return sys.intern(str(obj))
+    if isinstance(obj, collections.OrderedDict):  # a state dict: keep its type and its _metadata
+        out = collections.OrderedDict((_canonical(k), _canonical(v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):
+            out._metadata = _canonical(obj._metadata)
+        return out
+    if isinstance(obj, dict):
+        return {_canonical(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
+        return tuple(_canonical(v) for v in obj)
+    return obj
 
 
 def load_refiner(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[Refiner, dict]:
@@ -488,7 +512,7 @@ def load_refiner(path: str | os.PathLike, map_location: str | torch.device = "cp
     try:
         model = build_refiner(**ckpt["config"])
         model.load_state_dict(ckpt["model"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+    except Exception as exc:  # noqa: BLE001  (a config the model cannot be built from, e.g. window: 0)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise UserError(f"refiner checkpoint {path} does not match its config: {first}") from None
     return model.to(map_location).eval(), ckpt

@@ -21,6 +21,7 @@ from __future__ import annotations
 import utils.offline  # noqa: F401  (first: offline switches)
 
 import argparse
+import contextlib
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -33,6 +34,7 @@ from utils.atomic import Manifest, atomic_dir, clean_stale_temps, write_json_ato
 from utils.cli import (ArgumentParser, UserError,
                        add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed)
 from utils.images import IMAGE_EXTS, read_image, write_png
+from utils.locks import stage_lock
 from utils.paths import DataLayout, frame_name
 from utils.video import VIDEO_EXTS, clip_fps, clip_sources, iter_clip, read_clip
 
@@ -222,11 +224,17 @@ def _rel(path: Path, root: Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with contextlib.ExitStack() as locks:  # this stage's lock on the root (utils/locks.py), released at the end
+        return _main(argv, locks)
+
+
+def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
     args = build_parser().parse_args(argv)
     layout = DataLayout(args.root)
     if not layout.root.is_dir():
         raise UserError(f"data root not found: {layout.root}")
     failed: dict[str, str] = {}
+    locks.enter_context(stage_lock(layout.root, STAGE, args.shard))
     splits = splits_of(args.split)
     if args.split == "all":  # a data set with only raw/train (or only raw/test): compose what is there
         present = [s for s in splits if layout.raw(s, "fgr").is_dir()]

@@ -38,6 +38,7 @@ from utils.atomic import Manifest, atomic_path, clean_stale_temps, upstream_fing
 from utils.cli import (ArgumentParser, UserError,
                        add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed)
 from utils.images import read_image
+from utils.locks import stage_lock
 from utils.paths import DataLayout, frame_name
 
 log = logging.getLogger("depth")
@@ -368,8 +369,16 @@ def composed_clips(layout: DataLayout, split: str) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with contextlib.ExitStack() as locks:  # this stage's lock on the root (utils/locks.py), released at the end
+        return _main(argv, locks)
+
+
+def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
     args = build_parser().parse_args(argv)
     layout = DataLayout(args.root)
+    if not layout.root.is_dir():
+        raise UserError(f"data root not found: {layout.root}")
+    locks.enter_context(stage_lock(layout.root, STAGE, args.shard))
     if args.depth_backend == "video-depth-anything":
         model_cache = {"vda": load_vda(args.vda_root, args.depth_ckpt, args.vda_encoder, args.device)}
     else:

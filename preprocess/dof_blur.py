@@ -39,6 +39,7 @@ from utils.atomic import Manifest, clean_stale_temps, write_json_atomic
 from utils.cli import (ArgumentParser, UsageError, UserError,
                        add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed)
 from utils.images import read_image, write_png
+from utils.locks import stage_lock
 from utils.paths import DataLayout, frame_name
 
 KERNELS = ("gaussian", "disk")
@@ -601,7 +602,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if any(isinstance(v, float) and not math.isfinite(v) for v in values):
             raise UsageError(f"--{name} must be finite, got {value}")
     try:
-        return run(args)
+        if not Path(args.root).is_dir():
+            raise UserError(f"data root not found: {args.root}")
+        with stage_lock(args.root, STAGE, args.shard):  # one run per shard of this stage on a root
+            return run(args)
     except (MemoryError, RuntimeError) as exc:
         if not isinstance(exc, MemoryError) and "out of memory" not in str(exc).lower():
             raise

@@ -52,6 +52,7 @@ from utils.atomic import Manifest, atomic_dir, clean_stale_temps, upstream_finge
 from utils.cli import (ArgumentParser, UserError,
                        add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed)
 from utils.images import list_images, read_image, to_uint, write_png
+from utils.locks import stage_lock
 from utils.paths import DataLayout, frame_index
 from utils.video import video_fps, write_video
 
@@ -479,6 +480,11 @@ def _params(args) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with contextlib.ExitStack() as locks:  # this stage's lock on the root (utils/locks.py), released at the end
+        return _main(argv, locks)
+
+
+def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
     args = build_parser().parse_args(argv)
     layout = DataLayout(args.root)
     if not layout.root.is_dir():
@@ -487,6 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.backend == "matanyone" and args.mode != "all_frames":
         raise UserError("the matanyone backend mattes whole clips: use --mode all_frames")
     params = _params(args)
+    locks.enter_context(stage_lock(layout.root, f"{args.tree}_mask", args.shard))
     _load_models(args)  # a missing or wrong checkpoint fails here, before anything is written
     done = skipped = 0
     found_any = False
