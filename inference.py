@@ -34,8 +34,10 @@ import torch
 from tqdm import tqdm
 
 from model.refiner import Refiner, load_refiner
+from utils.atomic import clean_stale_temps
 from utils.cli import ArgumentParser, UserError, require_existing, run_main
 from utils.images import IMAGE_EXTS, list_images, read_image, to_uint, write_png
+from utils.locks import hold_lock
 from utils.paths import frame_name
 from utils.video import VIDEO_EXTS, iter_video, video_fps, write_video
 
@@ -241,6 +243,24 @@ def preview(image: np.ndarray, guide: np.ndarray, alpha: np.ndarray, height: int
     return np.concatenate([resize(p.astype(np.float32), (ph, pw)) for p in panels], axis=1)
 
 
+def swap_dirs(a: Path, b: Path) -> None:
+    """Exchange two folders atomically (Linux ``renameat2(RENAME_EXCHANGE)``); elsewhere two renames, the old
+    folder parked under ``a``'s temporary name (a rerun removes it)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        at_fdcwd, rename_exchange = -100, 2
+        if libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+            return
+    except (OSError, AttributeError):
+        pass
+    parked = a.with_name(a.name + "-old")
+    os.replace(b, parked)
+    os.replace(a, b)
+    os.replace(parked, a)
+
+
 class Writer:
     """Writes outputs under a temporary folder; :meth:`commit` moves them into place, :meth:`discard` drops them."""
 
@@ -270,9 +290,33 @@ class Writer:
         self.files.append((tmp, self.out / "preview.mp4"))
 
     def commit(self) -> list[Path]:
+        if self.single_file:  # one image in: each of its (at most 3) files is renamed into place atomically
+            for tmp, final in self.files:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, final)
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return [final for _, final in self.files]
+        # a folder: the temporary folder becomes the output folder in one rename, so a kill at any moment leaves
+        # the old folder or the new one, never part of each. Files of the old folder that this run does not
+        # rewrite are kept (hard links, no copies).
         for tmp, final in self.files:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, final)
+            want = self.tmp / final.relative_to(self.out)
+            if want != tmp:
+                want.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, want)
+        if self.out.is_dir():
+            for old in self.out.rglob("*"):
+                mine = self.tmp / old.relative_to(self.out)
+                if old.is_dir() or mine.exists() or old.is_symlink():
+                    continue
+                mine.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(old, mine)
+                except OSError:
+                    shutil.copy2(old, mine)
+            swap_dirs(self.tmp, self.out)  # self.tmp now holds the old folder
+        else:
+            os.replace(self.tmp, self.out)
         shutil.rmtree(self.tmp, ignore_errors=True)
         return [final for _, final in self.files]
 
@@ -282,6 +326,11 @@ class Writer:
 
 # ------------------------------------------------------------------------------------------------------- main
 def main(argv: Sequence[str] | None = None) -> int:
+    with contextlib.ExitStack() as locks:  # the output's lock (one inference per output), released at the end
+        return _main(argv, locks)
+
+
+def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
     args = build_parser().parse_args(argv)
     inp, out = Path(args.i), Path(args.o)
     kind = input_kind(inp)
@@ -305,6 +354,9 @@ def main(argv: Sequence[str] | None = None) -> int:
              ", fp16" if args.fp16 else "")
 
     bits = 16 if args.bits16 else 8
+    out.parent.mkdir(parents=True, exist_ok=True)
+    locks.enter_context(hold_lock(out.parent / f".{out.name}.lock", f"an inference writing {out}", remove=True))
+    clean_stale_temps(out.parent, out.name)  # what a killed run left (safe: no other run writes here now)
     writer = Writer(out, single_file, bits)
     warned: set = set()
     count = 0

@@ -20,23 +20,34 @@ class Busy(UserError):
 
 
 @contextlib.contextmanager
-def hold_lock(path: str | os.PathLike, what: str) -> Iterator[Path]:
-    """Hold an exclusive lock on ``path`` (created if needed; never deleted) for the ``with`` block, or raise
-    ``Busy``: one line naming ``what`` is running, its process id and the lock file."""
+def hold_lock(path: str | os.PathLike, what: str, remove: bool = False) -> Iterator[Path]:
+    """Hold an exclusive lock on ``path`` (created if needed) for the ``with`` block, or raise ``Busy``: one line
+    naming ``what`` is running, its process id and the lock file. ``remove``: delete the file when done (for a
+    lock next to a user's outputs); a process that locked a file deleted meanwhile sees it and takes the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
             raise Busy(f"{what} is already running (process {pid}; lock {path}): wait for it to end or stop it, "
                        "then rerun") from None
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # locked a file its holder deleted on release: lock the current one
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield path
     finally:
+        if remove:
+            path.unlink(missing_ok=True)
         os.close(fd)  # releases the lock
 
 
