@@ -37,6 +37,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -493,6 +494,20 @@ def _canonical(obj: Any) -> Any:
     return obj
 
 
+def _check_saved_config(config: dict) -> None:
+    """Values a checkpoint's config could hold that build a model which only fails later, inside forward."""
+    window = config.get("window", 8)
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be an integer >= 1, got {window!r}")
+    radius = config.get("uncertain_radius", (4, 4))
+    if not isinstance(radius, (list, tuple)) or len(radius) != 2 or \
+            not all(isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in radius):
+        raise ValueError(f"uncertain_radius must be two integers >= 0, got {radius!r}")
+    tau = config.get("focus_tau", 0.01)
+    if not isinstance(tau, (int, float)) or not math.isfinite(tau) or tau <= 0:
+        raise ValueError(f"focus_tau must be a finite number > 0, got {tau!r}")
+
+
 def load_refiner(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[Refiner, dict]:
     """Rebuild a refiner from a checkpoint written by :func:`save_refiner` (or the training solver).
 
@@ -510,6 +525,7 @@ def load_refiner(path: str | os.PathLike, map_location: str | torch.device = "cp
         raise UserError(f"{path} is not a refiner checkpoint (expected format {CHECKPOINT_FORMAT!r}; "
                         "train one or save it with model.refiner.save_refiner)")
     try:
+        _check_saved_config(ckpt["config"])
         model = build_refiner(**ckpt["config"])
         model.load_state_dict(ckpt["model"])
     except Exception as exc:  # noqa: BLE001  (a config the model cannot be built from, e.g. window: 0)

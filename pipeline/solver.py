@@ -36,6 +36,7 @@ from pipeline.data import MattingFrames, StepBatchSampler, list_clips, list_fram
 from pipeline.losses import DEFAULT_STRIDE_WEIGHTS, TERMS, LossWeights, matting_losses
 from utils.atomic import atomic_path, write_bytes_atomic
 from utils.cli import ArgumentParser, UserError
+from utils.images import check_frame_sizes
 from utils.locks import hold_lock
 
 log = logging.getLogger("solver")
@@ -403,6 +404,7 @@ def _train(argv: Sequence[str] | None, defaults_yaml: str | None, locks: context
     val_frames = list_frames(cfg.root, val_split, val_clips, cfg.tree, need)
     if not train_frames:
         raise UserError(f"no frames in {Path(cfg.root) / cfg.tree / cfg.split}/image/<clip>/frames/")
+    check_frame_sizes(cfg.root, train_frames + val_frames, cfg.tree, need)  # e.g. guides of another size
     if cfg.val_max_frames and len(val_frames) > cfg.val_max_frames:  # evenly spaced, deterministic
         val_frames = [val_frames[i] for i in np.linspace(0, len(val_frames) - 1, cfg.val_max_frames).astype(int)]
     train_set = MattingFrames(cfg.root, train_frames, cfg.tree, cfg.guide, crop=cfg.crop,

@@ -176,3 +176,49 @@ def test_compose_all_splits_with_only_train_exits_0(tmp_path, capsys):
     empty.mkdir()
     code, err = _run(compose.main, ["--root", str(empty), "--split", "all"], capsys)
     assert code == 1 and "input folder not found" in _last_line_only_error(err)
+
+
+# ------------------------------------------------------------------- evaluate, solver, refiner checkpoints
+def test_evaluate_with_nothing_to_score_writes_nothing(tmp_path, capsys):
+    from pipeline import evaluate as E
+    from tests.train_helpers import make_tiny_frames
+
+    root = make_tiny_frames(tmp_path / "d", split="test", clips=("t0",), n_frames=2, size=(32, 32))
+    code, err = _run(E.main, ["--root", str(root), "--baselines", "none", "--out", str(tmp_path / "o")], capsys)
+    assert code == 1 and "nothing to score" in _last_line_only_error(err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_guide_of_another_size_is_one_line_in_evaluate_and_solver(tmp_path, capsys):
+    from pipeline import evaluate as E
+    from pipeline.solver_refiner_maggie import main as train_main
+    from tests.train_helpers import make_tiny_frames
+    from utils.images import write_png
+
+    for split in ("train", "test"):
+        make_tiny_frames(tmp_path / "d", split=split, clips=("c0", "c1"), n_frames=2, size=(32, 32))
+    for split in ("train", "test"):
+        write_png(tmp_path / f"d/frames/{split}/mask/c1/frames/0001.png", np.ones((20, 24), np.float32))
+    code, err = _run(E.main, ["--root", str(tmp_path / "d"), "--guide", "files", "--baselines", "guide",
+                              "--out", str(tmp_path / "o")], capsys)
+    assert code == 1 and "is 24x20 but its image" in _last_line_only_error(err)
+    assert not (tmp_path / "o").exists()
+    code, err = _run(train_main, ["--root", str(tmp_path / "d"), "--runs_dir", str(tmp_path / "runs"), "--guide",
+                                  "files", "--steps", "2", "--crop", "16", "--base_channels", "8",
+                                  "--num_workers", "0"], capsys)
+    assert code == 1 and "is 24x20 but its image" in _last_line_only_error(err)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_refiner_checkpoint_with_window_0_is_one_line(tmp_path):
+    import torch
+
+    from model.refiner import build_refiner, load_refiner, save_refiner
+
+    save_refiner(tmp_path / "m.pt", build_refiner("light", base_channels=8))
+    ck = torch.load(tmp_path / "m.pt", weights_only=True)
+    ck["config"]["window"] = 0
+    torch.save(ck, tmp_path / "bad.pt")
+    with pytest.raises(UserError, match="does not match its config") as info:
+        load_refiner(tmp_path / "bad.pt")
+    assert "\n" not in str(info.value)

@@ -125,3 +125,28 @@ def read_image_native(path: str | os.PathLike, gray: bool = False) -> np.ndarray
     elif not gray:
         raw = np.repeat(raw[..., None], 3, axis=2)
     return np.ascontiguousarray(raw)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(width, height)`` of an image file, from its header when possible (else by decoding it)."""
+    size = _header_size(Path(path))
+    if size is None:
+        raw = _imread(path)
+        size = (raw.shape[1], raw.shape[0])
+    return size
+
+
+def check_frame_sizes(root: str | os.PathLike, frames, tree: str, layers: tuple[str, ...]) -> None:
+    """Every ``layers`` file of each frame (``.split/.clip/.name``) has its image's size, or a one-line
+    ``UserError`` naming both files (a guide mask of another size would fail deep inside a crop)."""
+    from utils.paths import DataLayout
+
+    layout = DataLayout(root)
+    for f in frames:
+        image = layout.frames(f.split, "image", f.clip, tree=tree) / f.name
+        want = image_size(image)
+        for layer in layers:
+            path = layout.frames(f.split, layer, f.clip, tree=tree) / f.name
+            got = image_size(path)
+            if got != want:
+                raise UserError(f"{path} is {got[0]}x{got[1]} but its image {image} is {want[0]}x{want[1]}")
