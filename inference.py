@@ -24,7 +24,6 @@ import contextlib
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -34,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from model.refiner import Refiner, load_refiner
-from utils.atomic import clean_stale_temps
+from utils.atomic import clean_stale_temps, make_temp_dir
 from utils.cli import ArgumentParser, UserError, require_existing, run_main
 from utils.images import IMAGE_EXTS, list_images, read_image, to_uint, write_png
 from utils.locks import hold_lock
@@ -267,7 +266,7 @@ class Writer:
     def __init__(self, out: Path, single_file: bool, bits: int):
         self.out, self.single_file, self.bits = out, single_file, bits
         out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        self.tmp = make_temp_dir(out.parent, f".{out.name}.tmp-")
         self.files: list[tuple[Path, Path]] = []  # (temporary, final)
         self.previews: list[np.ndarray] = []
 

@@ -222,3 +222,63 @@ def test_refiner_checkpoint_with_window_0_is_one_line(tmp_path):
     with pytest.raises(UserError, match="does not match its config") as info:
         load_refiner(tmp_path / "bad.pt")
     assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------- item 11: umask, read-only checkout
+def test_outputs_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    from utils.atomic import atomic_dir, write_json_atomic
+    from utils.images import write_png
+
+    old = os.umask(0o022)
+    try:
+        write_png(tmp_path / "a.png", np.zeros((4, 4), np.float32))
+        write_json_atomic(tmp_path / "m.json", {})
+        with atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "x").write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.png").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "m.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
+
+
+def test_inference_output_folder_follows_the_umask(tmp_path):
+    import os
+    import stat
+
+    import inference
+    from model.refiner import build_refiner, save_refiner
+    from utils.images import write_png
+
+    save_refiner(tmp_path / "m.pt", build_refiner("light", base_channels=8))
+    (tmp_path / "in").mkdir()
+    write_png(tmp_path / "in" / "a.png", np.zeros((16, 16, 3), np.float32))
+    write_png(tmp_path / "g" / "a.png", np.ones((16, 16), np.float32))
+    old = os.umask(0o022)
+    try:
+        assert inference.main(["--i", str(tmp_path / "in"), "--c", str(tmp_path / "m.pt"), "--g", str(tmp_path / "g"),
+                               "--o", str(tmp_path / "out")]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "out" / "alpha" / "a.png").stat().st_mode) == 0o644
+
+
+def test_import_with_an_unwritable_cache_folder_falls_back(tmp_path):
+    """A read-only checkout could not create <repo>/.cache and crashed at import; here the cache folder cannot be
+    created (its parent is a file) and the import must still work, with the offline switches set."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "file").write_text("")
+    env = {k: v for k, v in os.environ.items() if k not in ("YOLO_CONFIG_DIR", "MPLCONFIGDIR", "TORCH_HOME")}
+    env.update(DEFOCUS_CACHE_DIR=str(tmp_path / "file" / "cache"), XDG_CACHE_HOME=str(tmp_path / "xdg"),
+               PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    r = subprocess.run([sys.executable, "-c", "import utils.offline, os; print(os.environ['YOLO_CONFIG_DIR'])"],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(tmp_path / "xdg" / "defocused_segmentation" / "ultralytics")

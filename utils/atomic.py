@@ -21,12 +21,27 @@ from typing import Any, Iterator
 from utils.cli import UserError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def make_temp_dir(parent: Path, prefix: str) -> Path:
+    """``tempfile.mkdtemp`` with the mode a plain ``mkdir`` would give (0777 less the umask, not 0700), since the
+    folder is renamed into place as an output."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
 def _temp_sibling(path: Path, is_dir: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     # keep the suffix so encoders that choose by extension (cv2.imwrite) still work on the temp name
     if is_dir:
-        return Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        return make_temp_dir(path.parent, f".{path.name}.tmp-")
     fd, name = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; an output gets what open() would give it
     os.close(fd)
     return Path(name)
 
