@@ -355,7 +355,9 @@ def is_cached(layout: DataLayout, split: str, clip: str, up: str | None = None) 
     info = Manifest(layout.manifest(STAGE, split)).info(clip)
     if up is None:
         up = Manifest(layout.manifest("compose", split)).fingerprint(clip)
-    return bool(info) and up is not None and info.get("upstream") == up and layout.depth(split, clip).is_file()
+    # a record without "upstream" predates fingerprints: it was complete, and is taken as current
+    return (bool(info) and up is not None and info.get("upstream", up) == up
+            and layout.depth(split, clip).is_file())
 
 
 def composed_clips(layout: DataLayout, split: str) -> list[str]:

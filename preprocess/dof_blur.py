@@ -510,6 +510,12 @@ def process_clip(layout: DataLayout, split: str, clip: str, args: argparse.Names
     info = clips.info(clip)
     current = info is not None and info.get("upstream") == {"compose": compose_fp,
                                                              "depth": depth_manifest.fingerprint(clip)}
+    if info is not None and "upstream" not in info and (out_dir / "meta.json").is_file():
+        # recorded before records held fingerprints: it was complete (only complete clips were recorded); take it
+        # as made from its inputs as they are now, rather than re-blurring a whole data set once
+        extra = {k: v for k, v in info.items() if k not in ("unit", "status", "stamp")}
+        clips.mark_done(clip, **extra, upstream={"compose": compose_fp, "depth": depth_manifest.fingerprint(clip)})
+        current = True
     if args.overwrite or (info is not None and not current):
         if not args.overwrite:
             log.info("blur %s/%s: its composed clip or depth changed since it was blurred; redoing it", split, clip)

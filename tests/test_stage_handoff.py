@@ -118,3 +118,23 @@ def test_redone_upstream_clip_is_redone_downstream(root, caplog):
     assert fe.main(["--root", str(root), "--split", "train", "--no_video"]) == 0
     assert gm.main(["--root", str(root), "--split", "train", "--no_preview"]) == 0
     assert before == {s: Manifest(lay.manifest(s, "train")).fingerprint("a") for s in ("blur", "frames", "frames_mask")}
+
+
+def test_records_from_before_fingerprints_are_taken_once_upgraded(root):
+    """A data root blurred before records held fingerprints is not re-blurred whole: its (complete) blur and
+    depth records are taken as current and upgraded; frames made from them are redone once (cheap)."""
+    import json
+
+    assert dof_blur.main(_blur_args(root)) == 0
+    lay = DataLayout(root)
+    for stage in ("blur", "depth"):
+        for marker in lay.manifest(stage, "train").glob("*.done.json"):
+            info = json.loads(marker.read_text())
+            info.pop("upstream"), info.pop("stamp")
+            marker.write_text(json.dumps(info))
+    image = lay.blurred("train", "a") / "image" / "0000.png"
+    mtime = image.stat().st_mtime_ns
+    assert dof_blur.main(_blur_args(root)) == 0
+    assert image.stat().st_mtime_ns == mtime  # not re-rendered
+    assert "upstream" in Manifest(lay.manifest("blur", "train")).info("a")
+    assert dof_blur.main(_blur_args(root)) == 0 and image.stat().st_mtime_ns == mtime
