@@ -24,7 +24,6 @@ import contextlib
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -34,8 +33,10 @@ import torch
 from tqdm import tqdm
 
 from model.refiner import Refiner, load_refiner
-from utils.cli import UserError, require_existing, run_main
+from utils.atomic import clean_stale_temps, make_temp_dir
+from utils.cli import ArgumentParser, UserError, require_existing, run_main
 from utils.images import IMAGE_EXTS, list_images, read_image, to_uint, write_png
+from utils.locks import hold_lock
 from utils.paths import frame_name
 from utils.video import VIDEO_EXTS, iter_video, video_fps, write_video
 
@@ -44,7 +45,7 @@ GUIDE_CHUNK = 16  # frames per call of the YOLO + SAM2 guide stage
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Refine a coarse person mask into an alpha matte with a DWT refiner.")
+    p = ArgumentParser(description="Refine a coarse person mask into an alpha matte with a DWT refiner.")
     p.add_argument("--i", required=True, help="input: an image, a folder of images, or a video")
     p.add_argument("--c", required=True, help="refiner checkpoint (.pt from training or model.refiner.save_refiner)")
     p.add_argument("--o", required=True, help="output .png (one image input) or folder")
@@ -245,13 +246,31 @@ def preview(image: np.ndarray, guide: np.ndarray, alpha: np.ndarray, height: int
     return np.concatenate([resize(p.astype(np.float32), (ph, pw)) for p in panels], axis=1)
 
 
+def swap_dirs(a: Path, b: Path) -> None:
+    """Exchange two folders atomically (Linux ``renameat2(RENAME_EXCHANGE)``); elsewhere two renames, the old
+    folder parked under ``a``'s temporary name (a rerun removes it)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        at_fdcwd, rename_exchange = -100, 2
+        if libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+            return
+    except (OSError, AttributeError):
+        pass
+    parked = a.with_name(a.name + "-old")
+    os.replace(b, parked)
+    os.replace(a, b)
+    os.replace(parked, a)
+
+
 class Writer:
     """Writes outputs under a temporary folder; :meth:`commit` moves them into place, :meth:`discard` drops them."""
 
     def __init__(self, out: Path, single_file: bool, bits: int):
         self.out, self.single_file, self.bits = out, single_file, bits
         out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        self.tmp = make_temp_dir(out.parent, f".{out.name}.tmp-")
         self.files: list[tuple[Path, Path]] = []  # (temporary, final)
         self.previews: list[np.ndarray] = []
 
@@ -274,9 +293,33 @@ class Writer:
         self.files.append((tmp, self.out / "preview.mp4"))
 
     def commit(self) -> list[Path]:
+        if self.single_file:  # one image in: each of its (at most 3) files is renamed into place atomically
+            for tmp, final in self.files:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, final)
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return [final for _, final in self.files]
+        # a folder: the temporary folder becomes the output folder in one rename, so a kill at any moment leaves
+        # the old folder or the new one, never part of each. Files of the old folder that this run does not
+        # rewrite are kept (hard links, no copies).
         for tmp, final in self.files:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, final)
+            want = self.tmp / final.relative_to(self.out)
+            if want != tmp:
+                want.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, want)
+        if self.out.is_dir():
+            for old in self.out.rglob("*"):
+                mine = self.tmp / old.relative_to(self.out)
+                if old.is_dir() or mine.exists() or old.is_symlink():
+                    continue
+                mine.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(old, mine)
+                except OSError:
+                    shutil.copy2(old, mine)
+            swap_dirs(self.tmp, self.out)  # self.tmp now holds the old folder
+        else:
+            os.replace(self.tmp, self.out)
         shutil.rmtree(self.tmp, ignore_errors=True)
         return [final for _, final in self.files]
 
@@ -286,6 +329,11 @@ class Writer:
 
 # ------------------------------------------------------------------------------------------------------- main
 def main(argv: Sequence[str] | None = None) -> int:
+    with contextlib.ExitStack() as locks:  # the output's lock (one inference per output), released at the end
+        return _main(argv, locks)
+
+
+def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
     args = build_parser().parse_args(argv)
     inp, out = Path(args.i), Path(args.o)
     kind = input_kind(inp)
@@ -309,6 +357,9 @@ def main(argv: Sequence[str] | None = None) -> int:
              ", fp16" if args.fp16 else "")
 
     bits = 16 if args.bits16 else 8
+    out.parent.mkdir(parents=True, exist_ok=True)
+    locks.enter_context(hold_lock(out.parent / f".{out.name}.lock", f"an inference writing {out}", remove=True))
+    clean_stale_temps(out.parent, out.name)  # what a killed run left (safe: no other run writes here now)
     writer = Writer(out, single_file, bits)
     warned: set = set()
     count = 0

@@ -7,27 +7,28 @@
 # (utils/memory.py); each finished chunk is recorded in <root>/.manifest/blur/, so a restart continues where
 # the last run stopped and recomputes nothing finished. After a crash (an out-of-memory kill included) the
 # worker is started again with half the chunk size, at most MAX_RETRIES times.
-# Exit: 0 done; 1 a user error (bad path, missing weights) or a Python exception (retrying cannot help); 2 some clips failed (bad
-# input, recorded and skipped); otherwise the worker kept crashing.
+# Exit: 0 done; 1 a user error (bad path, missing weights) or a Python exception (retrying cannot help); 2 some
+# clips failed (bad input, recorded and skipped); 64 a wrong command line (usage); 130 interrupted (Ctrl-C: the
+# worker and this loop stop, nothing is restarted); 3 the worker kept crashing or running out of memory.
+# No cd: relative paths (--root data/x) are the caller's.
 set -u
-cd "$(dirname "$0")"
-if [ -z "${PYTHON:-}" ]; then
-  if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/utils/launcher.sh"
+LAUNCHER_NAME=run_blur
 MAX_RETRIES=${MAX_RETRIES:-4}
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 divisor=1
 attempt=0
 while true; do
   attempt=$((attempt + 1))
   echo "run_blur: attempt $attempt, chunk size divided by $divisor" >&2
-  "$PYTHON" preprocess/dof_blur.py "$@" --chunk_divisor "$divisor"
+  "$PYTHON" "$HERE/preprocess/dof_blur.py" "$@" --chunk_divisor "$divisor"
   rc=$?
   case $rc in
     0) exit 0 ;;
     1) exit 1 ;;  # a user error (one line above) or a Python exception: the same again on a retry
     2) echo "run_blur: some clips failed (see the warnings above); the others are done" >&2; exit 2 ;;
+    "$EXIT_USAGE") exit "$EXIT_USAGE" ;;  # argparse printed the usage: nothing ran
+    "$EXIT_INTERRUPTED") launcher_interrupted ;;  # Ctrl-C: stop, do not restart
   esac
   if [ "$attempt" -gt "$MAX_RETRIES" ]; then
     echo "run_blur: error: the worker failed $attempt times (last exit code $rc); giving up" >&2

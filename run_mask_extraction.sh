@@ -9,14 +9,13 @@
 # Environment: BACKEND (perturb|yolo_sam2|matanyone, default perturb), ROOT (data/demo), SEED (0), PYTHON,
 # YOLO_CKPT, SAM2_CKPT, SAM2_CONFIG, MATANYONE_ROOT, MATANYONE_CKPT (read by the worker), RETRIES (restarts of
 # a crashed worker, default 3). Other flags pass through. Resumable: a restart redoes only unfinished clips;
-# an error the user must fix (exit 1) is not retried.
+# an error the user must fix (exit 1), a usage error (64) and Ctrl-C (130) are not retried.
 set -uo pipefail
-cd "$(dirname "$0")"
+source "$(dirname "${BASH_SOURCE[0]}")/utils/launcher.sh"  # no cd: a relative ROOT is the caller's
 mode="${1:-}"
 case "$mode" in
     first_frame|all_frames) shift ;;
-    *) echo "usage: $0 first_frame|all_frames [flags for preprocess/guide_mask.py]" >&2; exit 2 ;;
+    *) echo "usage: $0 first_frame|all_frames [flags for preprocess/guide_mask.py]" >&2; exit "$EXIT_USAGE" ;;
 esac
-source utils/launcher.sh
 args=(--mode "$mode" --backend "${BACKEND:-perturb}" --root "${ROOT:-data/demo}" --seed "${SEED:-0}" "$@")
-run_with_retries run_mask_extraction "$PYTHON" preprocess/guide_mask.py "${args[@]}"
+run_with_retries run_mask_extraction "$PYTHON" "$HERE/preprocess/guide_mask.py" "${args[@]}"

@@ -41,9 +41,12 @@ focus maps are the energy of the learned "high" outputs).
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
+import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -495,9 +498,45 @@ def save_refiner(path: str | os.PathLike, model: Refiner, **extra: Any) -> Path:
     ckpt = {"format": CHECKPOINT_FORMAT, "variant": model.variant, "config": model.config,
             "model": model.state_dict(), **extra}
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+    # through a file object: torch names the archive's top folder after a path (here the random temp name), so
+    # identical states would give different bytes; a file object's archive is always named 'archive'
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(_canonical(ckpt), fh)
     return path
+
+
+def _canonical(obj: Any) -> Any:
+    """``obj`` rebuilt so that its pickle depends only on its values, not on which equal objects happen to be
+    shared (pickle writes a back-reference for an object seen before, by identity): every string is interned
+    (equal strings always shared), every dict, list and tuple is new (never shared). Tensors are kept."""
+    if isinstance(obj, str):
+        return sys.intern(str(obj))
+    if isinstance(obj, collections.OrderedDict):  # a state dict: keep its type and its _metadata
+        out = collections.OrderedDict((_canonical(k), _canonical(v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):
+            out._metadata = _canonical(obj._metadata)
+        return out
+    if isinstance(obj, dict):
+        return {_canonical(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
+        return tuple(_canonical(v) for v in obj)
+    return obj
+
+
+def _check_saved_config(config: dict) -> None:
+    """Values a checkpoint's config could hold that build a model which only fails later, inside forward."""
+    window = config.get("window", 8)
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be an integer >= 1, got {window!r}")
+    radius = config.get("uncertain_radius", (4, 4))
+    if not isinstance(radius, (list, tuple)) or len(radius) != 2 or \
+            not all(isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in radius):
+        raise ValueError(f"uncertain_radius must be two integers >= 0, got {radius!r}")
+    tau = config.get("focus_tau", 0.01)
+    if not isinstance(tau, (int, float)) or not math.isfinite(tau) or tau <= 0:
+        raise ValueError(f"focus_tau must be a finite number > 0, got {tau!r}")
 
 
 def load_refiner(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[Refiner, dict]:
@@ -517,9 +556,10 @@ def load_refiner(path: str | os.PathLike, map_location: str | torch.device = "cp
         raise UserError(f"{path} is not a refiner checkpoint (expected format {CHECKPOINT_FORMAT!r}; "
                         "train one or save it with model.refiner.save_refiner)")
     try:
+        _check_saved_config(ckpt["config"])
         model = build_refiner(**ckpt["config"])
         model.load_state_dict(ckpt["model"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+    except Exception as exc:  # noqa: BLE001  (a config the model cannot be built from, e.g. window: 0)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise UserError(f"refiner checkpoint {path} does not match its config: {first}") from None
     return model.to(map_location).eval(), ckpt

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import utils.offline  # noqa: F401  (first: offline switches)
 
-import argparse
 import time
 from typing import Sequence
 
 import torch
 
 from model.refiner import Refiner, build_refiner, count_parameters
-from utils.cli import UserError, run_main
+from utils.cli import ArgumentParser, UserError, run_main
 
 
 def build_light(base_channels: int = 32, **kwargs) -> Refiner:
@@ -41,7 +40,7 @@ def describe(model: Refiner, size: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base_channels", type=int, default=32)
     parser.add_argument("--size", default="512x512", help="HxW of the random test image")
     args = parser.parse_args(argv)

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import utils.offline  # noqa: F401  (first: offline switches)
 
-import argparse
 from typing import Sequence
 
 from model.refiner import Refiner, build_refiner
 from model.refiner_dwt_maggie import describe
-from utils.cli import run_main
+from utils.cli import ArgumentParser, run_main
 
 WAVES = ("db1", "db2", "db4")
 
@@ -26,7 +25,7 @@ def build_heavy(wave: str = "db1", base_channels: int = 32, **kwargs) -> Refiner
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wave", default="db1", choices=WAVES)
     parser.add_argument("--base_channels", type=int, default=32)
     parser.add_argument("--size", default="512x512", help="HxW of the random test image")

@@ -33,7 +33,7 @@ from pipeline import evaluate, metrics as M  # noqa: E402
 from pipeline.data import list_clips  # noqa: E402
 from pipeline.solver import train  # noqa: E402
 from utils.atomic import write_bytes_atomic  # noqa: E402
-from utils.cli import UserError, run_main  # noqa: E402
+from utils.cli import ArgumentParser, UserError, run_main  # noqa: E402
 
 log = logging.getLogger("ablation")
 VARIANTS = ("none", "light", "heavy_db1", "heavy_db2", "heavy_db4")
@@ -44,7 +44,7 @@ TINY = {"variants": ["none", "light"], "seeds": [0], "steps": 40, "batch_size": 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--root", default="data/demo")
     p.add_argument("--out", default="runs/ablation")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)

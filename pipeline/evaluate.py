@@ -43,8 +43,8 @@ from tqdm import tqdm  # noqa: E402
 from pipeline import metrics as M  # noqa: E402
 from pipeline.data import Frame, MattingFrames, list_clips, list_frames  # noqa: E402
 from utils.atomic import atomic_path, write_bytes_atomic, write_json_atomic  # noqa: E402
-from utils.cli import UserError, run_main  # noqa: E402
-from utils.images import list_images, read_image, write_png  # noqa: E402
+from utils.cli import ArgumentParser, UserError, run_main  # noqa: E402
+from utils.images import check_frame_sizes, list_images, read_image, write_png  # noqa: E402
 
 log = logging.getLogger("evaluate")
 COLUMNS = ("sad", "mad", "mse", "grad", "conn")
@@ -223,7 +223,7 @@ def read_pred_dir(pred_dir: Path, gt_dir: Path) -> list[tuple[str, list[Path], l
 
 # ------------------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--root", default="data/demo", help="data root (mode a)")
     p.add_argument("--split", default="test", choices=("train", "test"))
     p.add_argument("--tree", default="frames", help="frames (defocused) or frames_sharp (all-in-focus control)")
@@ -289,6 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             frames += fr[: args.max_frames] if args.max_frames else fr
         if not frames:
             raise UserError(f"no frames in {Path(args.root) / args.tree / args.split}/image/<clip>/frames/")
+        check_frame_sizes(args.root, frames, args.tree, need)  # e.g. guide masks of another size
         ds = MattingFrames(args.root, frames, args.tree, guide, with_fb=False, eval_long_side=args.long_side,
                            seed=args.seed)
         device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
@@ -299,6 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if b not in BASELINES:
                 raise UserError(f"unknown baseline {b!r}: use {', '.join(BASELINES)} or none")
             methods.append((b, b, guide_baseline if b == "guide" else closed_form))
+        if not baselines and not args.ckpt:
+            raise UserError("nothing to score: give --ckpt FILE(s) and/or --baselines (guide, closed_form)")
         if args.labels is not None and len(args.labels) != len(args.ckpt):
             raise UserError(f"--labels needs one name per checkpoint ({len(args.ckpt)}), got {len(args.labels)}")
         for j, path in enumerate(args.ckpt):

@@ -13,6 +13,7 @@ augmentation are a pure function of (seed, step), so the resumed run ends with t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import json
@@ -34,7 +35,9 @@ from pipeline import metrics as M
 from pipeline.data import MattingFrames, StepBatchSampler, list_clips, list_frames, split_clips
 from pipeline.losses import DEFAULT_STRIDE_WEIGHTS, TERMS, LossWeights, gate_loss, matting_losses
 from utils.atomic import atomic_path, write_bytes_atomic
-from utils.cli import UserError
+from utils.cli import ArgumentParser, UserError
+from utils.images import check_frame_sizes
+from utils.locks import hold_lock
 
 log = logging.getLogger("solver")
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -127,7 +130,7 @@ def _convert(key: str, text: str, kind: Any) -> Any:
 
 
 def build_parser(defaults_yaml: str | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train the refiner. Every config key is a flag: --batch_size 8 --model heavy_db2")
+    p = ArgumentParser(description="Train the refiner. Every config key is a flag: --batch_size 8 --model heavy_db2")
     p.add_argument("--config", default=None, help="YAML file of overrides (applied after the strategy's defaults)")
     p.add_argument("--resume", action="store_true", help="continue runs/<name>/last.pt")
     p.add_argument("--overwrite", action="store_true", help="start runs/<name> over, deleting its checkpoints")
@@ -157,6 +160,8 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     values: dict[str, Any] = {}
     if args.strategy_yaml:
         values.update(_load_yaml(CONFIG_DIR / args.strategy_yaml))
+    if getattr(args, "resume", False):  # the run's saved config, under --config and the flags given now
+        values.update(_saved_config(args, values))
     if args.config:
         values.update(_load_yaml(Path(args.config)))
     kinds = {"int": int, "float": float, "bool": bool, "str": str, "list": list}
@@ -177,7 +182,59 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         raise UserError(f"--guide must be perturb, files or mixed, got {cfg.guide!r}")
     if cfg.val_source not in ("holdout", "test"):
         raise UserError(f"--val_source must be holdout or test, got {cfg.val_source!r}")
+    _check_config(cfg)
     return cfg
+
+
+def _saved_config(args: argparse.Namespace, values: dict) -> dict:
+    """``runs/<name>/config.yaml`` of the run ``--resume`` continues (``{}`` if none): a resumed run keeps the
+    settings it was started with; only flags given again (and ``--config``) change them."""
+    config = yaml.safe_load(Path(args.config).read_text()) if args.config and Path(args.config).is_file() else {}
+    pick = lambda key: getattr(args, key) or (config or {}).get(key) or values.get(key) or getattr(TrainConfig, key)  # noqa: E731
+    path = Path(pick("runs_dir")) / pick("name") / "config.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        saved = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"unreadable run config {path} ({str(exc).splitlines()[0]})") from None
+    if not isinstance(saved, dict):
+        raise UserError(f"unreadable run config {path} (not a mapping)")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return {k: v for k, v in saved.items() if k in known}
+
+
+# the keys validated as whole numbers >= 1 (a 0 would divide by zero or never log / evaluate / checkpoint)
+_POSITIVE_INTS = ("steps", "batch_size", "log_every", "eval_every", "ckpt_every", "crop", "base_channels",
+                  "eval_long_side")
+
+
+def _check_config(cfg: TrainConfig) -> None:
+    """Every value a run could fail on later, checked before anything is written (one line each)."""
+    for key in _POSITIVE_INTS:
+        if getattr(cfg, key) < 1:
+            raise UserError(f"--{key} must be >= 1, got {getattr(cfg, key)}")
+    for key in ("num_workers", "warmup_steps", "val_max_frames", "threads"):
+        if getattr(cfg, key) < 0:
+            raise UserError(f"--{key} must be >= 0, got {getattr(cfg, key)}")
+    if not 0 <= cfg.val_fraction < 1:
+        raise UserError(f"--val_fraction must be in [0, 1), got {cfg.val_fraction}")
+    metrics = [f"{m}{suffix}" for suffix in ("", "_unknown") for m in ("sad", "mad", "mse", "grad", "conn")]
+    if cfg.best_metric not in metrics:
+        raise UserError(f"--best_metric must be one of {', '.join(metrics)}, got {cfg.best_metric!r}")
+    if not isinstance(cfg.phases, list):
+        raise UserError(f"--phases must be a list of {{name, until, weights, strides}}, got {cfg.phases!r}")
+    for i, ph in enumerate(cfg.phases):
+        if not isinstance(ph, dict) or not isinstance(ph.get("until"), (int, float)):
+            raise UserError(f"--phases[{i}] must be a mapping with a numeric 'until' (fraction of steps), got {ph!r}")
+        weights, strides = ph.get("weights") or {}, ph.get("strides") or {}
+        if not isinstance(weights, dict) or set(weights) - set(TERMS):
+            raise UserError(f"--phases[{i}].weights: keys must be among {', '.join(TERMS)}, got {weights!r}")
+        if not isinstance(strides, dict) or {str(k) for k in strides} - {"8", "4", "1"}:
+            raise UserError(f"--phases[{i}].strides: keys must be among 8, 4, 1, got {strides!r}")
+        for x in [*weights.values(), *strides.values()]:
+            if not isinstance(x, (int, float)) or not math.isfinite(x):
+                raise UserError(f"--phases[{i}]: multipliers must be finite numbers, got {x!r}")
 
 
 def phase_at(cfg: TrainConfig, step: int) -> tuple[str, LossWeights]:
@@ -217,6 +274,21 @@ def load_checkpoint(path: Path) -> dict:
     if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
         raise UserError(f"not a refiner checkpoint: {path}")
     return ckpt
+
+
+def _check_resumable(ckpt: dict, cfg: TrainConfig, path: Path) -> None:
+    """The model a checkpoint holds must be the one this config builds (else a size-mismatch traceback)."""
+    saved = ckpt.get("train_config") or {}
+    for key in ("model", "base_channels"):
+        if key in saved and saved[key] != getattr(cfg, key):
+            raise UserError(f"{path} was trained with {key}={saved[key]!r} but this run has --{key} "
+                            f"{getattr(cfg, key)!r} (a resumed run keeps its saved config.yaml unless a flag changes it)")
+
+
+def _loader_generator(cfg: TrainConfig) -> torch.Generator:
+    """The data loader's own generator: starting an epoch draws a seed from it, never from the global RNG, so the
+    global RNG state at a step is the same in an uninterrupted and a resumed run (and so is every checkpoint)."""
+    return torch.Generator().manual_seed(cfg.seed)
 
 
 def save_checkpoint(path: Path, model, cfg: TrainConfig, step: int, **state) -> None:
@@ -296,6 +368,17 @@ def _truncate_csv(path: Path, step: int) -> None:
 
 # ---------------------------------------------------------------------------------------------- the loop
 def train(argv: Sequence[str] | None = None, defaults_yaml: str | None = None) -> int:
+    with contextlib.ExitStack() as locks:  # the run's lock (see _lock_run) is released however training ends
+        return _train(argv, defaults_yaml, locks)
+
+
+def _lock_run(locks: contextlib.ExitStack, cfg: TrainConfig) -> None:
+    """One training per run name at a time: a second one (same --runs_dir and --name) stops with one line instead
+    of writing every CSV row twice. Held until the run ends; a killed run's lock goes with its process."""
+    locks.enter_context(hold_lock(Path(cfg.runs_dir) / f".{cfg.name}.lock", f"a training run named {cfg.name!r}"))
+
+
+def _train(argv: Sequence[str] | None, defaults_yaml: str | None, locks: contextlib.ExitStack) -> int:
     args = build_parser(defaults_yaml).parse_args(argv)
     cfg = resolve_config(args)
     api = refiner_api()
@@ -334,6 +417,7 @@ def train(argv: Sequence[str] | None = None, defaults_yaml: str | None = None) -
     val_frames = list_frames(cfg.root, val_split, val_clips, cfg.tree, need)
     if not train_frames:
         raise UserError(f"no frames in {Path(cfg.root) / cfg.tree / cfg.split}/image/<clip>/frames/")
+    check_frame_sizes(cfg.root, train_frames + val_frames, cfg.tree, need)  # e.g. guides of another size
     if cfg.val_max_frames and len(val_frames) > cfg.val_max_frames:  # evenly spaced, deterministic
         val_frames = [val_frames[i] for i in np.linspace(0, len(val_frames) - 1, cfg.val_max_frames).astype(int)]
     train_set = MattingFrames(cfg.root, train_frames, cfg.tree, cfg.guide, crop=cfg.crop,
@@ -346,11 +430,14 @@ def train(argv: Sequence[str] | None = None, defaults_yaml: str | None = None) -
     # -- run folder and resume state
     run_dir = Path(cfg.runs_dir) / cfg.name
     last, best = run_dir / "last.pt", run_dir / "best.pt"
+    if master:
+        _lock_run(locks, cfg)
     ckpt = None
     if args.resume:
         ckpt = load_checkpoint(last)
         if ckpt["variant"] != cfg.model:
             raise UserError(f"{last} is a {ckpt['variant']!r} checkpoint but --model is {cfg.model!r}")
+        _check_resumable(ckpt, cfg, last)
     elif last.exists() and not args.overwrite:
         raise UserError(f"{run_dir} already has a run: pass --resume to continue it or --overwrite to restart")
 
@@ -373,6 +460,7 @@ def train(argv: Sequence[str] | None = None, defaults_yaml: str | None = None) -
         sched.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         step, best_value = int(ckpt["step"]), float(ckpt.get("best_value", math.inf))
+        resumed_sums = dict(ckpt.get("log_sums") or {})  # the log interval the checkpoint fell inside
         torch.set_rng_state(ckpt["rng"]["torch"])
         if use_cuda and ckpt["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
@@ -400,14 +488,17 @@ def train(argv: Sequence[str] | None = None, defaults_yaml: str | None = None) -
 
     sampler = StepBatchSampler(len(train_set), cfg.batch_size, cfg.seed, cfg.steps, step, rank, world)
     loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
-                                         pin_memory=use_cuda, persistent_workers=False)
+                                         pin_memory=use_cuda, persistent_workers=False,
+                                         generator=_loader_generator(cfg))
 
     def checkpoint(path: Path) -> None:
         rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if use_cuda else None}
         save_checkpoint(path, raw_model, cfg, step, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                        scaler=scaler.state_dict(), rng=rng, best_value=best_value)
+                        scaler=scaler.state_dict(), rng=rng, best_value=best_value, log_sums=dict(sums))
 
     sums: dict[str, float] = {}  # loss terms summed since the last log line (logged as interval means)
+    if ckpt is not None:
+        sums = resumed_sums
     bar = tqdm(total=cfg.steps, initial=step, disable=not master, desc=cfg.name, dynamic_ncols=True)
     t0 = time.time()
     for batch in loader:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import utils.offline  # noqa: F401  (first: offline switches)
 
 import argparse
+import contextlib
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -30,8 +31,10 @@ import numpy as np
 from tqdm import tqdm
 
 from utils.atomic import Manifest, atomic_dir, clean_stale_temps, write_json_atomic
-from utils.cli import UserError, add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed
+from utils.cli import (ArgumentParser, UserError,
+                       add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed)
 from utils.images import IMAGE_EXTS, read_image, write_png
+from utils.locks import stage_lock
 from utils.paths import DataLayout, frame_name
 from utils.video import VIDEO_EXTS, clip_fps, clip_sources, iter_clip, read_clip
 
@@ -40,7 +43,7 @@ STAGE = "compose"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
     p.add_argument("--pan", type=float, default=0.0,
@@ -81,6 +84,9 @@ def load_background(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
             disp = np.load(dpath, allow_pickle=False).astype(np.float32)
         except (ValueError, OSError) as exc:
             raise UserError(f"unreadable disparity map {dpath} ({exc})") from None
+        if not np.isfinite(disp).all():  # NaN/inf would silently flatten the whole map (robust_normalise)
+            bad = int((~np.isfinite(disp)).sum())
+            raise UserError(f"disparity map {dpath} holds {bad} NaN or infinite value(s); fix or delete it")
         if disp.ndim == 2:
             disp = disp[None]
         if disp.ndim != 3 or disp.shape[1:] != frames.shape[1:3] or disp.shape[0] not in (1, len(frames)):
@@ -218,12 +224,25 @@ def _rel(path: Path, root: Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with contextlib.ExitStack() as locks:  # this stage's lock on the root (utils/locks.py), released at the end
+        return _main(argv, locks)
+
+
+def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
     args = build_parser().parse_args(argv)
     layout = DataLayout(args.root)
     if not layout.root.is_dir():
         raise UserError(f"data root not found: {layout.root}")
     failed: dict[str, str] = {}
-    for split in splits_of(args.split):
+    locks.enter_context(stage_lock(layout.root, STAGE, args.shard))
+    splits = splits_of(args.split)
+    if args.split == "all":  # a data set with only raw/train (or only raw/test): compose what is there
+        present = [s for s in splits if layout.raw(s, "fgr").is_dir()]
+        for s in splits:
+            if s not in present:
+                log.info("compose: no %s split (%s not found), skipped", s, layout.raw(s, "fgr"))
+        splits = tuple(present) or splits  # none at all: the first split's error below names the folder
+    for split in splits:
         fgr, pha = clip_pairs(layout, split)
         backgrounds = list_backgrounds(layout.backgrounds(split))
         manifest = Manifest(layout.manifest(STAGE, split))

@@ -34,9 +34,11 @@ from typing import Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from utils.atomic import Manifest, atomic_path, clean_stale_temps
-from utils.cli import UserError, add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed
+from utils.atomic import Manifest, atomic_path, clean_stale_temps, upstream_fingerprint
+from utils.cli import (ArgumentParser, UserError,
+                       add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed)
 from utils.images import read_image
+from utils.locks import stage_lock
 from utils.paths import DataLayout, frame_name
 
 log = logging.getLogger("depth")
@@ -66,7 +68,7 @@ def add_depth_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(p)
     return add_depth_args(p)
 
@@ -88,7 +90,13 @@ def composed_meta(clip_dir: Path) -> dict:
     path = clip_dir / "meta.json"
     if not path.is_file():
         raise UserError(f"not a composed clip (no meta.json): {clip_dir}")
-    return json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+        int(meta["frames"]), [int(v) for v in meta["size"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"malformed meta.json in {clip_dir} ({exc.__class__.__name__}: {exc}); "
+                        "rerun the compose stage with --overwrite") from None
+    return meta
 
 
 # ----------------------------------------------------------------------------------------------- the cache
@@ -99,19 +107,29 @@ class ClipDepth:
         self.path = Path(path)
         try:
             self._npz = np.load(self.path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise UserError(f"unreadable depth cache {self.path} ({exc}); delete it to recompute") from None
-        self.frames = int(self._npz["frames"])
-        self.backend = str(self._npz["backend"])
-        self.subject_median = float(self._npz["subject_median"])
-        self.background_median = float(self._npz["background_median"])
+            self.frames = int(self._npz["frames"])
+            self.backend = str(self._npz["backend"])
+            self.subject_median = float(self._npz["subject_median"])
+            self.background_median = float(self._npz["background_median"])
+        except Exception as exc:  # noqa: BLE001  (a truncated/foreign zip: BadZipFile, KeyError, EOFError...)
+            raise self._unreadable(exc) from None
         self._static_bg = "bg" in self._npz.files
 
+    def _unreadable(self, exc: BaseException) -> UserError:
+        return UserError(f"unreadable depth cache {self.path} ({exc.__class__.__name__}: {str(exc)[:80]}); "
+                         "rerun with --overwrite to recompute it")
+
+    def _array(self, key: str) -> np.ndarray:
+        try:
+            return self._npz[key]
+        except Exception as exc:  # noqa: BLE001  (a member truncated or missing: zlib/zip/CRC errors)
+            raise self._unreadable(exc) from None
+
     def fg(self, t: int) -> np.ndarray:
-        return self._npz[f"fg_{t:04d}"]
+        return self._array(f"fg_{t:04d}")
 
     def bg(self, t: int) -> np.ndarray:
-        return self._npz["bg"] if self._static_bg else self._npz[f"bg_{t:04d}"]
+        return self._array("bg") if self._static_bg else self._array(f"bg_{t:04d}")
 
     def params(self) -> dict:
         return json.loads(str(self._npz["params"]))
@@ -242,7 +260,7 @@ def load_vda(vda_root: str | None, ckpt: str | None, encoder: str | None = None,
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
-    except (RuntimeError, OSError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001  (untrusted file: a refused pickle, a truncated zip, wrong keys...)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise UserError(f"cannot load Video-Depth-Anything checkpoint {ckpt} as '{encoder}': {first}") from None
     return model.to(device).eval(), encoder
@@ -300,7 +318,8 @@ def ensure_clip_depth(layout: DataLayout, split: str, clip: str, args: argparse.
     """The clip's cached depth, computing it first if missing (or if ``args.overwrite``)."""
     path = layout.depth(split, clip)
     manifest = Manifest(layout.manifest(STAGE, split))
-    if path.is_file() and manifest.done(clip) and not getattr(args, "overwrite", False):
+    up = compose_fingerprint(layout, split, clip)
+    if is_cached(layout, split, clip, up) and not getattr(args, "overwrite", False):
         cached = ClipDepth(path)
         if cached.backend == args.depth_backend:
             return cached
@@ -320,9 +339,25 @@ def ensure_clip_depth(layout: DataLayout, split: str, clip: str, args: argparse.
                                           args.input_size, args.device)
         params.update(encoder=encoder, checkpoint=str(args.depth_ckpt))
     save_depth(path, fg, bg, alpha, args.depth_backend, params)
-    manifest.mark_done(clip, backend=args.depth_backend)
+    manifest.mark_done(clip, backend=args.depth_backend, upstream=up)
     log.info("depth %s/%s (%s) -> %s", split, clip, args.depth_backend, path)
     return ClipDepth(path)
+
+
+def compose_fingerprint(layout: DataLayout, split: str, clip: str) -> str:
+    """The composed clip's fingerprint (``UserError`` if compositing did not finish it: it is never taken)."""
+    return upstream_fingerprint(Manifest(layout.manifest("compose", split)), clip,
+                                "rerun preprocess/compose_video_bg.py")
+
+
+def is_cached(layout: DataLayout, split: str, clip: str, up: str | None = None) -> bool:
+    """Whether the clip's depth is cached and was computed from the composed clip as it is now."""
+    info = Manifest(layout.manifest(STAGE, split)).info(clip)
+    if up is None:
+        up = Manifest(layout.manifest("compose", split)).fingerprint(clip)
+    # a record without "upstream" predates fingerprints: it was complete, and is taken as current
+    return (bool(info) and up is not None and info.get("upstream", up) == up
+            and layout.depth(split, clip).is_file())
 
 
 def composed_clips(layout: DataLayout, split: str) -> list[str]:
@@ -336,8 +371,16 @@ def composed_clips(layout: DataLayout, split: str) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with contextlib.ExitStack() as locks:  # this stage's lock on the root (utils/locks.py), released at the end
+        return _main(argv, locks)
+
+
+def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
     args = build_parser().parse_args(argv)
     layout = DataLayout(args.root)
+    if not layout.root.is_dir():
+        raise UserError(f"data root not found: {layout.root}")
+    locks.enter_context(stage_lock(layout.root, STAGE, args.shard))
     if args.depth_backend == "video-depth-anything":
         model_cache = {"vda": load_vda(args.vda_root, args.depth_ckpt, args.vda_encoder, args.device)}
     else:
@@ -349,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cached = 0
         for clip in tqdm(clips, desc=f"depth {split}", unit="clip", disable=None):
             path = layout.depth(split, clip)
-            if (manifest.done(clip) and path.is_file() and not args.overwrite
+            if (is_cached(layout, split, clip) and not args.overwrite
                     and ClipDepth(path).backend == args.depth_backend):
                 cached += 1
                 continue

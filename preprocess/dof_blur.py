@@ -36,8 +36,10 @@ from tqdm import tqdm
 from preprocess import depth as depth_stage
 from utils import memory
 from utils.atomic import Manifest, clean_stale_temps, write_json_atomic
-from utils.cli import UserError, add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed
+from utils.cli import (ArgumentParser, UsageError, UserError,
+                       add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed)
 from utils.images import read_image, write_png
+from utils.locks import stage_lock
 from utils.paths import DataLayout, frame_name
 
 KERNELS = ("gaussian", "disk")
@@ -394,7 +396,7 @@ FOCUS_MODES = ("subject", "background", "rack")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Occlusion-aware thin-lens depth-of-field blur of composed clips.")
+    p = ArgumentParser(description="Occlusion-aware thin-lens depth-of-field blur of composed clips.")
     add_common_args(p)
     depth_stage.add_depth_args(p)
     p.add_argument("--focus", default="subject",
@@ -502,12 +504,26 @@ def process_clip(layout: DataLayout, split: str, clip: str, args: argparse.Names
     clips = Manifest(layout.manifest(STAGE, split))
     chunks = Manifest(layout.manifest(STAGE, split) / "chunks")
     out_dir = layout.blurred(split, clip)
-    if args.overwrite:
+    # only a clip compositing finished is taken; a clip composed (or a depth computed) again since is redone
+    compose_fp = depth_stage.compose_fingerprint(layout, split, clip)
+    depth_manifest = Manifest(layout.manifest(depth_stage.STAGE, split))
+    info = clips.info(clip)
+    current = info is not None and info.get("upstream") == {"compose": compose_fp,
+                                                             "depth": depth_manifest.fingerprint(clip)}
+    if info is not None and "upstream" not in info and (out_dir / "meta.json").is_file():
+        # recorded before records held fingerprints: it was complete (only complete clips were recorded); take it
+        # as made from its inputs as they are now, rather than re-blurring a whole data set once
+        extra = {k: v for k, v in info.items() if k not in ("unit", "status", "stamp")}
+        clips.mark_done(clip, **extra, upstream={"compose": compose_fp, "depth": depth_manifest.fingerprint(clip)})
+        current = True
+    if args.overwrite or (info is not None and not current):
+        if not args.overwrite:
+            log.info("blur %s/%s: its composed clip or depth changed since it was blurred; redoing it", split, clip)
         clips.clear(clip)
         for unit in chunks.done_units(f"{clip}/chunk"):
             chunks.clear(unit)
         shutil.rmtree(out_dir, ignore_errors=True)
-    elif clips.done(clip) and (out_dir / "meta.json").is_file():
+    elif current and (out_dir / "meta.json").is_file():
         return "skipped"
     clip_dir = layout.composed(split, clip)
     cmeta = depth_stage.composed_meta(clip_dir)
@@ -516,6 +532,10 @@ def process_clip(layout: DataLayout, split: str, clip: str, args: argparse.Names
     if depth.frames != n:
         raise UserError(f"{clip}: depth cache has {depth.frames} frames, composed clip {n}; rerun with --overwrite")
     params = clip_params(args, split, clip, h, n, depth)
+    up = {"compose": compose_fp, "depth": depth_manifest.fingerprint(clip)}
+    for unit, chunk in chunks.done_units(f"{clip}/chunk").items():
+        if chunk.get("upstream") != up:  # rendered from inputs that changed since: render again
+            chunks.clear(unit)
     for sub in ("image", "alpha", "fgr", "bgr"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
         clean_stale_temps(out_dir / sub)  # files a killed run was writing: their chunk is redone
@@ -529,7 +549,7 @@ def process_clip(layout: DataLayout, split: str, clip: str, args: argparse.Names
         frames = todo[i:i + size]
         for t in frames:
             write_frame(out_dir, t, render_frame(clip_dir, t, depth, params, args.device))
-        chunks.mark_done(_chunk_unit(clip, frames), frames=frames)
+        chunks.mark_done(_chunk_unit(clip, frames), frames=frames, upstream=up)
     if not args.no_preview:
         write_preview(out_dir / "preview.png", clip_dir, out_dir, n // 2, depth, params)
     meta = {"clip": clip, "split": split, "frames": n, "size": [h, w], "fps": cmeta.get("fps"),
@@ -540,7 +560,7 @@ def process_clip(layout: DataLayout, split: str, clip: str, args: argparse.Names
             "model": "thin lens: sigma = min(coc_scale*|disp - focus_disp|, sigma_max); occlusion-aware layers",
             **params, "blur_device": args.device, "preview": None if args.no_preview else "preview.png"}
     write_json_atomic(out_dir / "meta.json", meta)
-    clips.mark_done(clip, frames=n)
+    clips.mark_done(clip, frames=n, upstream=up)
     log.info("blurred %s/%s: %d frames, coc_scale %.2f, sigma_max %.2f, focus %s -> %s", split, clip, n,
              params["coc_scale"], params["sigma_max"], params["focus_mode"], out_dir)
     return "done"
@@ -578,11 +598,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.focus not in FOCUS_MODES:
         try:
-            float(args.focus)
+            focus = float(args.focus)
         except ValueError:
-            raise UserError(f"--focus must be one of {FOCUS_MODES} or a number, got {args.focus!r}") from None
+            focus = math.nan
+        if not math.isfinite(focus):  # checked before anything is read, deleted (--overwrite) or written
+            raise UsageError(f"--focus must be one of {FOCUS_MODES} or a finite number, got {args.focus!r}")
+    for name, value in vars(args).items():  # --coc_range nan, --ref_height inf ...: the same
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise UsageError(f"--{name} must be finite, got {value}")
     try:
-        return run(args)
+        if not Path(args.root).is_dir():
+            raise UserError(f"data root not found: {args.root}")
+        with stage_lock(args.root, STAGE, args.shard):  # one run per shard of this stage on a root
+            return run(args)
     except (MemoryError, RuntimeError) as exc:
         if not isinstance(exc, MemoryError) and "out of memory" not in str(exc).lower():
             raise

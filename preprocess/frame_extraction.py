@@ -19,6 +19,8 @@ original frame index (a clip cut to frames 12..23 has files 0012.png..0023.png).
 Each clip is one unit: all its layer folders are built under temporary names and renamed into place at the end,
 then the unit is recorded in ``<root>/.manifest/<tree>/<split>/``. A rerun skips finished clips (unless the
 subset settings changed, or ``--overwrite``); a killed run leaves no partial folder and is redone on rerun.
+Only source clips their own stage recorded as finished are taken (a half-blurred clip of a failed or killed
+blur run is a failed unit here, exit 2), and a source clip redone since is extracted again.
 """
 from __future__ import annotations
 
@@ -35,9 +37,11 @@ from typing import Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from utils.atomic import Manifest, atomic_dir, clean_stale_temps
-from utils.cli import UserError, add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed
+from utils.atomic import Manifest, atomic_dir, clean_stale_temps, upstream_fingerprint
+from utils.cli import (ArgumentParser, UserError,
+                       add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed)
 from utils.images import list_images, read_image, to_uint, write_png
+from utils.locks import stage_lock
 from utils.paths import FRAME_LAYERS, DataLayout, frame_index, frame_name
 from utils.video import write_video
 
@@ -49,6 +53,9 @@ SOURCE_LAYERS = {
     "composed": {"image": None, "alpha": "pha", "fgr": "fgr", "bgr": "bgr"},
 }
 TREES = {"blurred": "frames", "composed": "frames_sharp"}
+# the stage whose manifest says which source clips are complete (only those are taken; see utils.atomic)
+UPSTREAM = {"blurred": "blur", "composed": "compose"}
+UPSTREAM_HINT = {"blurred": "rerun run_blur.sh", "composed": "rerun preprocess/compose_video_bg.py"}
 
 
 def subset_size(total: int, ratio: float) -> int:
@@ -160,7 +167,7 @@ def extract_clip(clip_dir: Path, layout: DataLayout, split: str, clip: str, sour
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    p = ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
     p.add_argument("--source", default="blurred", choices=tuple(SOURCE_LAYERS),
@@ -173,11 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with contextlib.ExitStack() as locks:  # this stage's lock on the root (utils/locks.py), released at the end
+        return _main(argv, locks)
+
+
+def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
     args = build_parser().parse_args(argv)
     layout = DataLayout(args.root)
     if not layout.root.is_dir():
         raise UserError(f"data root not found: {layout.root}")
     subset_size(1, args.ratio)  # validate early
+    locks.enter_context(stage_lock(layout.root, TREES[args.source], args.shard))
     tree = TREES[args.source]
     stage_dir = layout.blurred if args.source == "blurred" else layout.composed
     params = {"source": args.source, "ratio": args.ratio, "sampling": args.sampling, "seed": args.seed,
@@ -193,14 +206,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         found_any = True
         manifest = Manifest(layout.manifest(tree, split))
+        upstream = Manifest(layout.manifest(UPSTREAM[args.source], split))
         for clip in tqdm(shard_items(clips, args.shard), desc=f"{tree}/{split}", unit="clip", leave=False):
             info = manifest.info(clip)
             outputs_exist = all(layout.frames(split, layer, clip, tree=tree).is_dir() for layer in FRAME_LAYERS)
-            if not args.overwrite and info and info.get("params") == params and outputs_exist:
+            up = upstream.fingerprint(clip)
+            if (not args.overwrite and info and info.get("params") == params and outputs_exist and up is not None
+                    and info.get("upstream") == up):
                 skipped += 1
                 continue
             clip_dir = src_split / clip
             try:
+                up = upstream_fingerprint(upstream, clip, UPSTREAM_HINT[args.source])
                 total = len(_clip_frames(clip_dir, args.source)[SOURCE_LAYERS[args.source]["alpha"]])
                 rng = np.random.default_rng(unit_seed(args.seed, split, clip))
                 positions = select_positions(total, args.ratio, args.sampling, rng)
@@ -211,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 manifest.mark_failed(clip, str(exc))
                 failed[f"{split}/{clip}"] = str(exc)
                 continue
-            manifest.mark_done(clip, params=params, total_frames=total, frames=names)
+            manifest.mark_done(clip, params=params, total_frames=total, frames=names, upstream=up)
             done += 1
             log.info("%s/%s: %d of %d frames -> %s", split, clip, len(names), total,
                      f"{layout.root / tree / split}/{{{','.join(FRAME_LAYERS)}}}/{clip}")

@@ -48,9 +48,11 @@ import numpy as np
 from tqdm import tqdm
 
 from preprocess.perturb import perturb_guide
-from utils.atomic import Manifest, atomic_dir, clean_stale_temps
-from utils.cli import UserError, add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed
+from utils.atomic import Manifest, atomic_dir, clean_stale_temps, upstream_fingerprint
+from utils.cli import (ArgumentParser, UserError,
+                       add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed)
 from utils.images import list_images, read_image, to_uint, write_png
+from utils.locks import stage_lock
 from utils.paths import DataLayout, frame_index
 from utils.video import video_fps, write_video
 
@@ -85,6 +87,18 @@ def union_masks(masks: np.ndarray | None, height: int, width: int) -> np.ndarray
     return (masks > 0).any(axis=0).astype(np.float32)
 
 
+def _force_yolo_safe_load() -> None:
+    """Make ultralytics unpickle checkpoints with ``weights_only=True`` and its allow-list, whatever the order of
+    imports: it reads ``ULTRALYTICS_SAFE_LOAD`` (set by utils.offline) once, at import, into module globals."""
+    import ultralytics.nn.tasks as tasks
+    import ultralytics.utils as ul_utils
+
+    os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"
+    ul_utils.SAFE_LOAD = tasks.SAFE_LOAD = True
+    if not tasks._SafeLoad.SUPPORTED:  # torch < 2.6: ultralytics would silently fall back to a full unpickle
+        raise ModelError("this torch cannot load YOLO checkpoints safely (need torch >= 2.6)")
+
+
 def load_yolo(path: str | os.PathLike, device: str = "cpu"):
     """A local YOLO detection checkpoint and the id of its 'person' class. Never downloads."""
     path = Path(path)
@@ -95,6 +109,7 @@ def load_yolo(path: str | os.PathLike, device: str = "cpu"):
         raise ModelError(f"YOLO checkpoint must be a .pt file: {path}")
     from ultralytics import YOLO
 
+    _force_yolo_safe_load()
     try:
         model = YOLO(str(path))
     except Exception as exc:  # ultralytics raises many types for a file that is not its checkpoint
@@ -407,7 +422,7 @@ def prediction_dir(layout: DataLayout, tree: str, split: str, clip: str) -> Path
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    p = ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
     p.add_argument("--mode", default="all_frames", choices=("first_frame", "all_frames"),
@@ -465,6 +480,11 @@ def _params(args) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with contextlib.ExitStack() as locks:  # this stage's lock on the root (utils/locks.py), released at the end
+        return _main(argv, locks)
+
+
+def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
     args = build_parser().parse_args(argv)
     layout = DataLayout(args.root)
     if not layout.root.is_dir():
@@ -473,6 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.backend == "matanyone" and args.mode != "all_frames":
         raise UserError("the matanyone backend mattes whole clips: use --mode all_frames")
     params = _params(args)
+    locks.enter_context(stage_lock(layout.root, f"{args.tree}_mask", args.shard))
     _load_models(args)  # a missing or wrong checkpoint fails here, before anything is written
     done = skipped = 0
     found_any = False
@@ -483,17 +504,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         found_any = True
         manifest = Manifest(layout.manifest(f"{args.tree}_mask", split))
+        upstream = Manifest(layout.manifest(args.tree, split))  # frame extraction's record of finished clips
         for clip in tqdm(shard_items(clips, args.shard), desc=f"mask/{split}", unit="clip", leave=False):
             frame_paths = list_images(layout.frames(split, "image", clip, tree=args.tree))
             if args.mode == "first_frame":
                 frame_paths = frame_paths[:1]
             names = [p.name for p in frame_paths]
             info = manifest.info(clip)
+            up = upstream.fingerprint(clip)
             if (not args.overwrite and info and info.get("params") == params and info.get("frames") == names
+                    and up is not None and info.get("upstream") == up
                     and layout.frames(split, "mask", clip, tree=args.tree).is_dir()):
                 skipped += 1
                 continue
             try:
+                up = upstream_fingerprint(upstream, clip, "rerun run_frame_extraction.sh")
                 if not frame_paths:
                     raise UserError(f"no frames in {layout.frames(split, 'image', clip, tree=args.tree)}")
                 video = layout.frames_video(split, "image", clip, tree=args.tree)
@@ -506,7 +531,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 manifest.mark_failed(clip, str(exc))
                 failed[f"{split}/{clip}"] = str(exc)
                 continue
-            manifest.mark_done(clip, params=params, frames=names)
+            manifest.mark_done(clip, params=params, frames=names, upstream=up)
             done += 1
             log.info("%s/%s: %d %s mask(s) -> %s", split, clip, count, args.backend,
                      layout.frames(split, "mask", clip, tree=args.tree))

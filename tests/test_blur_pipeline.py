@@ -184,6 +184,8 @@ exit $code
     ([137, 137, 137, 137, 137, 137], 3, 5),  # keeps failing: bounded retries, non-zero exit
     ([1, 0], 1, 1),                  # a user error is not retried
     ([2, 0], 2, 1),                  # some clips failed: final
+    ([64, 0], 64, 1),                # a usage error: final, and not reported as "some clips failed"
+    ([130, 0], 130, 1),              # Ctrl-C: final (issue 13, item 6: it used to restart with half the chunk)
 ])
 def test_run_blur_restarts_with_half_chunk(tmp_path, codes, expect_rc, expect_calls):
     fake = _fake_worker(tmp_path, codes)
@@ -193,10 +195,12 @@ def test_run_blur_restarts_with_half_chunk(tmp_path, codes, expect_rc, expect_ca
     calls = (tmp_path / "calls").read_text().splitlines()
     assert len(calls) == expect_calls
     for i, call in enumerate(calls):
-        assert call.startswith("preprocess/dof_blur.py --root X --shard 1/2 --device cpu")
+        assert call.startswith(f"{REPO}/preprocess/dof_blur.py --root X --shard 1/2 --device cpu")
         assert call.endswith(f"--chunk_divisor {2 ** i}")
     if expect_rc == 3:
         assert "giving up" in res.stderr
+    assert ("some clips failed" in res.stderr) == (expect_rc == 2)
+    assert "restarting" not in res.stderr or expect_calls > 1
 
 
 def test_frames_per_chunk_from_memory():

@@ -36,7 +36,17 @@ def make_clip(folder: Path, frames: int, h: int = 24, w: int = 32, seed: int = 0
         for i in range(frames):
             write_png(folder / name / f"{i:04d}.png", data[i], bits=16 if layer == "alpha" else 8)
     (folder / "meta.json").write_text(json.dumps({"fps": 12}))
+    mark_upstream_done(folder)
     return out
+
+
+def mark_upstream_done(clip_dir: Path) -> None:
+    """Record a hand-made ``<root>/{blurred,composed}/<split>/<clip>`` as finished by its stage (as the blur or
+    compose stage does when a clip is complete): downstream stages take only recorded units."""
+    stage = {"blurred": "blur", "composed": "compose"}.get(clip_dir.parent.parent.name)
+    if stage:
+        root, split = clip_dir.parent.parent.parent, clip_dir.parent.name
+        Manifest(DataLayout(root).manifest(stage, split)).mark_done(clip_dir.name)
 
 
 def make_root(tmp_path: Path, frames=(8, 5), test_frames=(6,)) -> Path:

@@ -381,7 +381,7 @@ def test_launchers_ratio_half_then_first_frame_and_all_frames(tmp_path):
     subprocess.run(["./run_mask_extraction.sh", "all_frames"], cwd=REPO, env=env, check=True, capture_output=True)
     assert mask_files(root, "train", "a") == a and len(mask_files(root, "test", "b")) == 2
     r = subprocess.run(["./run_mask_extraction.sh"], cwd=REPO, env=env, capture_output=True, text=True)
-    assert r.returncode == 2 and "usage" in r.stderr
+    assert r.returncode == 64 and "usage" in r.stderr  # EXIT_USAGE, not 2 ("some clips failed")
 
 
 def test_propagation_chunk_stitching(tmp_path):

@@ -191,3 +191,70 @@ def test_video_with_mask_video_and_flag_errors(tmp_path, ckpt):
     with pytest.raises(UserError, match="--fp16 needs a CUDA device"):
         inference.main([*base, "--o", str(tmp_path / "o2"), "--device", "cpu", "--fp16"])
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "o2").exists()
+
+
+# ------------------------------------------------------------------ issue 13, item 8: kill during the move
+def _folder_of_images(folder: Path, n: int) -> None:
+    for i in range(n):
+        write_png(folder / f"im{i:02d}.png", _image(24, 32, seed=i))
+
+
+def test_folder_output_moves_into_place_in_one_rename(tmp_path, ckpt, monkeypatch):
+    """The report: kill -9 while outputs were moved into place file by file left 57 of 400 alphas. Now the folder
+    is one rename (or one atomic exchange with an existing folder): old or new, never part of each."""
+    _folder_of_images(tmp_path / "in", 6)
+    out = tmp_path / "out"
+    renames = []
+    real = inference.os.replace
+    monkeypatch.setattr(inference.os, "replace", lambda a, b: renames.append(Path(b)) or real(a, b))
+    args = ["--i", str(tmp_path / "in"), "--c", str(ckpt), "--g", str(tmp_path / "g"), "--o", str(out)]
+    (tmp_path / "g").mkdir()
+    for i in range(6):
+        write_png(tmp_path / "g" / f"im{i:02d}.png", _mask(24, 32))
+    assert inference.main(args) == 0
+    assert [r for r in renames if r == out or out in r.parents] == [out]
+    assert len(list((out / "alpha").iterdir())) == 6 and _no_leftovers(tmp_path)
+
+    # into an existing folder: a kill just before the exchange leaves the old folder whole
+    (out / "alpha" / "mine.png").write_bytes(b"user file")
+    before = {p.name: p.read_bytes() for p in (out / "alpha").iterdir()}
+    _folder_of_images(tmp_path / "in", 8)
+    for i in range(8):
+        write_png(tmp_path / "g" / f"im{i:02d}.png", _mask(24, 32))
+
+    def killed(a, b):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(inference, "swap_dirs", killed)
+    with pytest.raises(KeyboardInterrupt):
+        inference.main(args)
+    assert {p.name: p.read_bytes() for p in (out / "alpha").iterdir()} == before
+    monkeypatch.undo()
+    assert inference.main(args) == 0  # the rerun: all 8, the user's own file kept
+    assert sorted(p.name for p in (out / "alpha").iterdir()) == sorted([f"im{i:02d}.png" for i in range(8)] + ["mine.png"])
+    assert (out / "alpha" / "mine.png").read_bytes() == b"user file" and _no_leftovers(tmp_path)
+
+
+def test_rerun_removes_what_a_killed_run_left(tmp_path, ckpt):
+    """Every kill used to leave a .<out>.tmp-* folder that no rerun removed."""
+    write_png(tmp_path / "img.png", _image(24, 32))
+    write_png(tmp_path / "m.png", _mask(24, 32))
+    stale = tmp_path / ".out.tmp-abc123" / "alpha"
+    stale.mkdir(parents=True)
+    (stale / "img.png").write_bytes(b"half")
+    (tmp_path / ".out.tmp-def456-old").mkdir()
+    assert inference.main(["--i", str(tmp_path / "img.png"), "--c", str(ckpt), "--g", str(tmp_path / "m.png"),
+                           "--o", str(tmp_path / "out")]) == 0
+    assert _no_leftovers(tmp_path) and (tmp_path / "out" / "alpha" / "img.png").is_file()
+
+
+def test_second_inference_into_the_same_output_stops(tmp_path, ckpt):
+    from utils.locks import hold_lock
+
+    write_png(tmp_path / "img.png", _image(24, 32))
+    write_png(tmp_path / "m.png", _mask(24, 32))
+    with hold_lock(tmp_path / ".out.lock", "test", remove=True):
+        with pytest.raises(UserError, match="already running"):
+            inference.main(["--i", str(tmp_path / "img.png"), "--c", str(ckpt), "--g", str(tmp_path / "m.png"),
+                            "--o", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()

@@ -31,6 +31,8 @@ exit "$code"
     ([137, 137, 137, 137], 137, 4),  # keeps crashing: RETRIES=3 restarts, then gives up with the code
     ([1], 1, 1),  # a user error is not retried
     ([2], 2, 1),  # some clips failed and were recorded: not retried
+    ([64], 64, 1),  # a usage error: not retried
+    ([130], 130, 1),  # Ctrl-C: not retried
 ])
 def test_restart_loop(tmp_path, launcher, args, worker, codes, expect_rc, expect_calls):
     python = _fake_python(tmp_path, codes)
@@ -39,5 +41,5 @@ def test_restart_loop(tmp_path, launcher, args, worker, codes, expect_rc, expect
     assert out.returncode == expect_rc, out.stderr
     calls = (tmp_path / "calls").read_text().splitlines()
     assert len(calls) == expect_calls
-    assert all(c.startswith(worker) and c.endswith("--shard 1/2") for c in calls)  # flags pass through
+    assert all(c.startswith(f"{REPO}/{worker}") and c.endswith("--shard 1/2") for c in calls)  # flags pass through
     assert out.stderr.count("restarting") == min(expect_calls - 1, 3)

@@ -9,20 +9,39 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+from utils.cli import UserError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def make_temp_dir(parent: Path, prefix: str) -> Path:
+    """``tempfile.mkdtemp`` with the mode a plain ``mkdir`` would give (0777 less the umask, not 0700), since the
+    folder is renamed into place as an output."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
 
 
 def _temp_sibling(path: Path, is_dir: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     # keep the suffix so encoders that choose by extension (cv2.imwrite) still work on the temp name
     if is_dir:
-        return Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        return make_temp_dir(path.parent, f".{path.name}.tmp-")
     fd, name = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; an output gets what open() would give it
     os.close(fd)
     return Path(name)
 
@@ -115,8 +134,21 @@ class Manifest:
         return json.loads(marker.read_text()) if marker.exists() else None
 
     def mark_done(self, unit: str, **info: Any) -> None:
+        """Record ``unit`` as finished. Each completion gets a fresh random ``stamp``, so a unit that was redone
+        (even with identical settings) has a new :meth:`fingerprint` and the stages after it notice."""
         self._marker(unit, "failed").unlink(missing_ok=True)
-        write_json_atomic(self._marker(unit, "done"), {"unit": unit, "status": "done", **info})
+        write_json_atomic(self._marker(unit, "done"),
+                          {"unit": unit, "status": "done", "stamp": secrets.token_hex(8), **info})
+
+    def fingerprint(self, unit: str) -> str | None:
+        """A short hash of the unit's 'done' record, or ``None`` when the unit is not finished (never started,
+        half-done, failed, or killed). A downstream stage stores it with its own unit (``upstream=...``) and
+        redoes its unit when the upstream fingerprint changed: see :func:`upstream_fingerprint`."""
+        try:
+            data = self._marker(unit, "done").read_bytes()
+        except FileNotFoundError:
+            return None
+        return hashlib.sha256(data).hexdigest()[:16]
 
     def mark_failed(self, unit: str, reason: str) -> None:
         """Record a bad unit (never as done) so a summary can list it; a rerun tries it again."""
@@ -141,3 +173,20 @@ class Manifest:
     def clear(self, unit: str) -> None:
         self._marker(unit, "done").unlink(missing_ok=True)
         self._marker(unit, "failed").unlink(missing_ok=True)
+
+
+class UpstreamNotDone(UserError):
+    """The previous stage has not recorded this unit as finished (see :func:`upstream_fingerprint`)."""
+
+
+def upstream_fingerprint(upstream: Manifest, unit: str, how_to_finish: str) -> str:
+    """The fingerprint of ``unit`` in the previous stage's manifest, or ``UpstreamNotDone`` naming what to run.
+
+    The one rule between stages: a stage consumes only units the stage before it recorded as complete (a
+    half-written clip of a failed or killed run is refused, never taken as input), and stores this fingerprint
+    with its own record, so a unit redone upstream is redone downstream on the next run.
+    """
+    fp = upstream.fingerprint(unit)
+    if fp is None:
+        raise UpstreamNotDone(f"not finished by the {upstream.folder.parent.name} stage ({how_to_finish})")
+    return fp

@@ -14,11 +14,29 @@ from typing import Callable, Iterable, Sequence, TypeVar
 T = TypeVar("T")
 
 SPLITS = ("train", "test")
+EXIT_USER_ERROR = 1  # an error to fix before rerunning (one `error:` line; nothing was written)
 EXIT_UNITS_FAILED = 2  # some units failed and were recorded as such; the others are done (1 = a user error)
+EXIT_OOM = 3  # out of memory (run_blur.sh restarts the worker with smaller chunks)
+EXIT_USAGE = 64  # a wrong command line (unknown flag, bad value): sysexits' EX_USAGE, never retried
+EXIT_INTERRUPTED = 130  # Ctrl-C / SIGINT: the launchers stop too
 
 
 class UserError(Exception):
     """An error the user can fix (bad path, corrupt video, missing weights): printed as one line."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a usage error of its own exit code (``EXIT_USAGE``), distinct from "some clips failed" (2).
+
+    Like argparse, prints the usage and one ``<prog>: error: ...`` line; only the exit code differs."""
+
+    def error(self, message: str):  # noqa: D102
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+class UsageError(UserError):
+    """A flag value argparse cannot check (e.g. ``--focus nan``): like a usage error, exit ``EXIT_USAGE``."""
 
 
 def add_common_args(parser: argparse.ArgumentParser, root_default: str = "data/demo") -> argparse.ArgumentParser:
@@ -79,24 +97,65 @@ def finish_units(failed: dict[str, str]) -> int:
     return EXIT_UNITS_FAILED
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (not the stream of the first call)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Plain ``LEVEL message`` logs on stderr."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s",
-                        stream=sys.stderr, force=True)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
 
 
 def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
-    """Run an entry point: ``UserError`` -> ``error: <message>`` on stderr and exit 1; Ctrl-C -> exit 130."""
+    """Run an entry point: ``UserError`` -> ``error: <message>`` on stderr and exit 1 (``UsageError``: 64);
+    a bad command line -> argparse's usage and exit 64; Ctrl-C -> exit 130."""
     setup_logging()
     try:
         code = main(argv)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
+    except MemoryError:
+        print("error: out of memory (use smaller inputs, chunks or batches)", file=sys.stderr)
+        sys.exit(EXIT_OOM)
+    except OSError as exc:  # a read-only or full disk, a quota, a folder another process removed...
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except RuntimeError as exc:
+        if "out of memory" not in str(exc).lower():  # torch.OutOfMemoryError (CUDA) is a RuntimeError
+            raise
+        print("error: out of memory (use smaller inputs, chunks or batches)", file=sys.stderr)
+        sys.exit(EXIT_OOM)
+    except SystemExit as exc:
+        # a plain argparse parser (one not built with utils.cli.ArgumentParser) exits 2 on a bad command line:
+        # 2 means "some clips failed" here, so a usage error is told apart (nothing else in main raises 2)
+        if exc.code == 2:
+            sys.exit(EXIT_USAGE)
+        raise
     sys.exit(code or 0)
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an ``OSError``: what failed and on which path (``No space left on device: runs/x/last.pt``)."""
+    what = exc.strerror or str(exc) or exc.__class__.__name__
+    paths = [p for p in (exc.filename, exc.filename2) if p]
+    return f"{what}: {' -> '.join(map(str, paths))}" if paths else what
 
 
 def require_existing(path, what: str = "path"):

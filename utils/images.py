@@ -40,10 +40,36 @@ def _imread(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"image not found: {path}")
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    size = _header_size(path)
+    if size and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise UserError(f"image too large: {path} claims {size[0]}x{size[1]} pixels (at most "
+                        f"{MAX_IMAGE_PIXELS} are read; a corrupt header?)")
+    try:
+        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # OpenCV's own limits (CV_IO_MAX_IMAGE_PIXELS) and decoder assertions
+        raise UserError(f"not a readable image: {path} ({str(exc).strip().splitlines()[-1][:100]})") from None
+    except MemoryError:
+        raise UserError(f"image too large to decode: {path}") from None
     if raw is None:
         raise UserError(f"not a readable image: {path}")
     return raw
+
+
+# A header claiming more pixels than this is refused before decoding (a 16384x16384 frame is 268M pixels; 8K
+# video is 33M): a corrupt or hostile header would otherwise allocate gigabytes, or abort in the decoder.
+MAX_IMAGE_PIXELS = 1 << 28
+
+
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """``(width, height)`` from the file's header only (no decoding), or ``None`` if Pillow cannot tell."""
+    try:
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = None  # the size is checked by the caller, against MAX_IMAGE_PIXELS
+        with Image.open(path) as im:
+            return im.size
+    except Exception:  # noqa: BLE001  (not an image Pillow knows: cv2 decides)
+        return None
 
 
 def read_image(path: str | os.PathLike, gray: bool | None = None) -> np.ndarray:
@@ -99,3 +125,28 @@ def read_image_native(path: str | os.PathLike, gray: bool = False) -> np.ndarray
     elif not gray:
         raw = np.repeat(raw[..., None], 3, axis=2)
     return np.ascontiguousarray(raw)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(width, height)`` of an image file, from its header when possible (else by decoding it)."""
+    size = _header_size(Path(path))
+    if size is None:
+        raw = _imread(path)
+        size = (raw.shape[1], raw.shape[0])
+    return size
+
+
+def check_frame_sizes(root: str | os.PathLike, frames, tree: str, layers: tuple[str, ...]) -> None:
+    """Every ``layers`` file of each frame (``.split/.clip/.name``) has its image's size, or a one-line
+    ``UserError`` naming both files (a guide mask of another size would fail deep inside a crop)."""
+    from utils.paths import DataLayout
+
+    layout = DataLayout(root)
+    for f in frames:
+        image = layout.frames(f.split, "image", f.clip, tree=tree) / f.name
+        want = image_size(image)
+        for layer in layers:
+            path = layout.frames(f.split, layer, f.clip, tree=tree) / f.name
+            got = image_size(path)
+            if got != want:
+                raise UserError(f"{path} is {got[0]}x{got[1]} but its image {image} is {want[0]}x{want[1]}")
