@@ -27,9 +27,10 @@ Data flow (strides relative to the input; widths C0..C4 = ``Refiner.widths``)::
     do no harm (the guide gate): a head on the stride-4 decoder state predicts where the refinement beats the
     guide (like the error map of BackgroundMattingV2, supervised with |guide - gt| - |refined - gt| >
     ``GATE_MARGIN``); the output is
-    ``guide + gate * (refined - guide)`` where ``gate`` is that probability passed through a dead zone: exactly 0
-    below ``gate_threshold``, rising linearly to 1. Where the network does not positively believe the guide is
-    wrong, the guide comes out unchanged, bit for bit; an untrained refiner (gate bias -4) returns its guide.
+    ``guide + gate * (refined - guide)`` where ``gate`` is that probability cut to exactly 0 below
+    ``gate_threshold`` (a straight-through cut: gradients pass as if uncut). Where the network does not believe
+    the refinement beats the guide, the guide comes out unchanged, bit for bit; an untrained refiner (gate bias
+    -4) returns its guide.
 
 The input is edge-padded to a multiple of ``8 * window`` (stride-8 windows tile exactly) and every output is
 cropped back, so any H, W works.
@@ -81,7 +82,7 @@ class RefinerOutput:
                   the finer prediction; MGMatting-style losses weight the finer strides by these.
     refined:      (N,1,H,W) the progressive refinement before the gate (what ``alpha`` would be without it).
     gate_logit:   (N,1,H,W) logit of "the refinement beats the guide here" (train it with a ``*_with_logits`` loss).
-    gate:         (N,1,H,W) in [0,1] the dead-zoned gate actually applied: alpha = guide + gate*(refined-guide).
+    gate:         (N,1,H,W) in {0} u [gate_threshold, 1], the gate applied: alpha = guide + gate*(refined-guide).
     focus_map:    (N,1,H,W) the defocus cue: local energy of the image's high-frequency subbands at stride 2,
                   log-scaled (0 = flat or blurred, larger = sharp texture), upsampled to the input size.
     focus_os:     {2, 4, 8: (N,1,ceil(H/s),ceil(W/s))} the focus maps at the strides the network sees them.
@@ -459,8 +460,10 @@ class Refiner(nn.Module):
         refined = torch.where(u4 > 0, torch.sigmoid(logit1), merged4_full)
         # the guide gate: the guide passes unchanged wherever the network does not positively flag it as wrong
         gate_logit = F.interpolate(gate_logit, scale_factor=4.0, mode="bilinear")
-        t = self.gate_threshold
-        gate = ((torch.sigmoid(gate_logit) - t) / (1 - t)).clamp(0, 1)
+        # below the threshold the gate is cut to exactly 0; the cut is a straight-through estimator, so training
+        # still learns from the output's loss where the gate is closed (a closed gate would otherwise never open)
+        p = torch.sigmoid(gate_logit)
+        gate = p + (torch.where(p >= self.gate_threshold, p, torch.zeros_like(p)) - p).detach()
         alpha = guide + gate * (refined - guide)
 
         crop = lambda t: t[..., :h, :w]  # noqa: E731

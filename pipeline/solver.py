@@ -205,8 +205,7 @@ def _saved_config(args: argparse.Namespace, values: dict) -> dict:
 
 
 # the keys validated as whole numbers >= 1 (a 0 would divide by zero or never log / evaluate / checkpoint)
-_POSITIVE_INTS = ("steps", "batch_size", "log_every", "eval_every", "ckpt_every", "crop", "base_channels",
-                  "eval_long_side")
+_POSITIVE_INTS = ("steps", "batch_size", "log_every", "eval_every", "ckpt_every", "crop", "base_channels")
 
 
 def _check_config(cfg: TrainConfig) -> None:
@@ -214,11 +213,15 @@ def _check_config(cfg: TrainConfig) -> None:
     for key in _POSITIVE_INTS:
         if getattr(cfg, key) < 1:
             raise UserError(f"--{key} must be >= 1, got {getattr(cfg, key)}")
-    for key in ("num_workers", "warmup_steps", "val_max_frames", "threads"):
+    for key in ("num_workers", "warmup_steps", "val_max_frames", "threads", "eval_long_side"):
         if getattr(cfg, key) < 0:
             raise UserError(f"--{key} must be >= 0, got {getattr(cfg, key)}")
     if not 0 <= cfg.val_fraction < 1:
         raise UserError(f"--val_fraction must be in [0, 1), got {cfg.val_fraction}")
+    if not 0 <= cfg.accurate_guide_prob <= 1:
+        raise UserError(f"--accurate_guide_prob must be in [0, 1], got {cfg.accurate_guide_prob}")
+    if not 0 <= cfg.gate_threshold < 1:
+        raise UserError(f"--gate_threshold must be in [0, 1), got {cfg.gate_threshold}")
     metrics = [f"{m}{suffix}" for suffix in ("", "_unknown") for m in ("sad", "mad", "mse", "grad", "conn")]
     if cfg.best_metric not in metrics:
         raise UserError(f"--best_metric must be one of {', '.join(metrics)}, got {cfg.best_metric!r}")

@@ -277,7 +277,7 @@ def test_closed_gate_returns_the_guide_bit_for_bit(variant):
             assert (out.refined - g).abs().max() > 0.5
 
 
-def test_open_gate_returns_the_refinement_and_threshold_is_a_dead_zone():
+def test_open_gate_returns_the_refinement_and_the_threshold_cuts():
     torch.manual_seed(0)
     model = build_refiner("light", base_channels=TINY, gate_threshold=0.5).eval()
     image, guide = _inputs()
@@ -285,15 +285,28 @@ def test_open_gate_returns_the_refinement_and_threshold_is_a_dead_zone():
         model.head_gate[-1].bias.fill_(30.0)  # sigmoid = 1: gate fully open
         out = model(image, guide)
         assert torch.allclose(out.alpha, out.refined, atol=1e-6) and out.gate.min() == 1
-        model.head_gate[-1].bias.fill_(0.0)  # sigmoid(0) = 0.5 = threshold: exactly closed
+        model.head_gate[-1].bias.fill_(-0.01)  # sigmoid just below the threshold: cut to exactly 0
         out = model(image, guide)
         assert out.gate.max() == 0 and torch.equal(out.alpha, guide)
-        model.head_gate[-1].bias.fill_(float(np.log(3.0)))  # sigmoid = 0.75: half way through (0.75-0.5)/0.5
+        model.head_gate[-1].bias.fill_(float(np.log(3.0)))  # sigmoid = 0.75 >= threshold: applied as it is
         out = model(image, guide)
-        assert torch.allclose(out.gate, torch.full_like(out.gate, 0.5), atol=1e-5)
-        assert torch.allclose(out.alpha, guide + 0.5 * (out.refined - guide), atol=1e-6)
+        assert torch.allclose(out.gate, torch.full_like(out.gate, 0.75), atol=1e-5)
+        assert torch.allclose(out.alpha, guide + 0.75 * (out.refined - guide), atol=1e-6)
     with pytest.raises(ValueError, match="gate_threshold"):
         build_refiner("light", base_channels=TINY, gate_threshold=1.0)
+
+
+def test_closed_gate_still_learns_from_the_output_loss():
+    """The cut is straight-through: with the gate closed everywhere, a loss on alpha still reaches the gate head,
+    pushing it open where the refinement is better than the guide."""
+    torch.manual_seed(0)
+    model = build_refiner("light", base_channels=TINY).train()
+    image, guide = _inputs(32, 32)
+    out = model(image, guide)
+    assert out.gate.max() == 0
+    target = out.refined.detach()  # the refinement is "right": opening the gate lowers the loss
+    (out.alpha - target).abs().mean().backward()
+    assert model.head_gate[-1].bias.grad.item() < 0  # gradient descent raises the gate's logit
 
 
 def test_gate_threshold_round_trips_through_a_checkpoint(tmp_path):
