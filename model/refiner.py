@@ -24,13 +24,13 @@ Data flow (strides relative to the input; widths C0..C4 = ``Refiner.widths``)::
     progressive refinement (MaGGIe / MGMatting): alpha = alpha/8, replaced by alpha/4 inside the uncertain band
     around its boundary, replaced by alpha/1 inside the uncertain band of that merge.
 
-    do no harm (the guide gate): a head on the stride-4 decoder state predicts where the refinement beats the
-    guide (like the error map of BackgroundMattingV2, supervised with |guide - gt| - |refined - gt| >
+    do no harm (the guide gate): a head on the stride-4 decoder state, corrected at full resolution from the
+    stride-1 features, predicts where the refinement beats the guide (like the error map of BackgroundMattingV2, supervised with |guide - gt| - |refined - gt| >
     ``GATE_MARGIN``); the output is
     ``guide + gate * (refined - guide)`` where ``gate`` is that probability cut to exactly 0 below
     ``gate_threshold`` (a straight-through cut: gradients pass as if uncut). Where the network does not believe
     the refinement beats the guide, the guide comes out unchanged, bit for bit; an untrained refiner (gate bias
-    -4) returns its guide.
+    -1, probability 0.27) returns its guide exactly.
 
 The input is edge-padded to a multiple of ``8 * window`` (stride-8 windows tile exactly) and every output is
 cropped back, so any H, W works.
@@ -67,7 +67,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OUTPUT_STRIDES = (8, 4, 1)
 GUIDE_LOGIT_GAIN = 6.0  # initial logit of a guide pixel: sigmoid(+-6) = 0.9975 / 0.0025
-GATE_INIT_BIAS = -4.0  # sigmoid(-4) = 0.018: the gate starts closed (below any sensible threshold)
+GATE_INIT_BIAS = -1.0  # sigmoid(-1) = 0.27: the gate starts closed (below the default threshold 0.5), yet near
+# enough to it that Adam (steps of about lr per parameter) can open it within a CPU run (from -4 it took >1500 steps)
 GATE_MARGIN = 0.02  # the gate's target: 1 where the refinement is closer to the truth than the guide by this much
 
 
@@ -344,6 +345,9 @@ class Refiner(nn.Module):
         self.f2 = Block(3 * c1, c1, extra=0)
         self.ll1, self.hi1, self.up1 = nn.Conv2d(c1, c0, 1), nn.Conv2d(c1, 3 * c0, 3, padding=1), _Up(kind, c0)
         self.f1 = nn.Sequential(ConvBNReLU(c0 + 4, c0), nn.Conv2d(c0, 1, 1))
+        # the gate's full-resolution correction: the stride-4 gate is blurry at pixel scale, and an accurate
+        # guide's soft band is 1-2 px wide; opening the gate on the confident pixels beside it would only do harm
+        self.gate1 = nn.Sequential(ConvBNReLU(c0 + 5, c0), nn.Conv2d(c0, 1, 3, padding=1))
         # Residual on the guide: every head predicts a correction of the guide's logit, so an untrained refiner
         # returns about its guide (its random corrections are small next to the prior's +-4) and training only
         # has to learn where the guide is wrong.
@@ -356,6 +360,8 @@ class Refiner(nn.Module):
             nn.init.zeros_(hi.bias)
         nn.init.zeros_(self.head_gate[-1].weight)
         nn.init.constant_(self.head_gate[-1].bias, GATE_INIT_BIAS)
+        nn.init.zeros_(self.gate1[-1].weight)
+        nn.init.zeros_(self.gate1[-1].bias)
         if pretrained:
             self.load_backbone(pretrained)
 
@@ -369,7 +375,7 @@ class Refiner(nn.Module):
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights a pretrained backbone provides: everything before the decoder."""
         skip = ("ctx", "f8", "head8", "ll4", "hi4", "up4", "f4", "head4", "head_gate", "ll2", "hi2", "up2", "f2", "ll1",
-                "hi1", "up1", "f1")
+                "hi1", "up1", "f1", "gate1")
         return {k: v for k, v in self.state_dict().items() if not k.startswith(skip)}
 
     def load_backbone(self, path: str | os.PathLike) -> int:
@@ -450,6 +456,8 @@ class Refiner(nn.Module):
         f = self.f2(torch.cat([up, s1, d1], 1))
         up = self.up1(self.ll1(f), self.hi1(d1).unflatten(1, (-1, 3)))
         logit1 = self.f1(torch.cat([up, x], 1)) + prior(1)
+        gate_logit = F.interpolate(gate_logit, scale_factor=4.0, mode="bilinear")
+        gate_logit = gate_logit + self.gate1(torch.cat([up, x, gate_logit], 1))
 
         # progressive refinement: a finer prediction replaces the coarser one only in the uncertain band
         a8 = torch.sigmoid(logit8)
@@ -459,7 +467,6 @@ class Refiner(nn.Module):
         merged4_full = F.interpolate(merged4, scale_factor=4.0, mode="bilinear")
         refined = torch.where(u4 > 0, torch.sigmoid(logit1), merged4_full)
         # the guide gate: the guide passes unchanged wherever the network does not positively flag it as wrong
-        gate_logit = F.interpolate(gate_logit, scale_factor=4.0, mode="bilinear")
         # below the threshold the gate is cut to exactly 0; the cut is a straight-through estimator, so training
         # still learns from the output's loss where the gate is closed (a closed gate would otherwise never open)
         p = torch.sigmoid(gate_logit)
