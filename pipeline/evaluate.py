@@ -391,9 +391,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = markdown_table(groups)
     rho = {n: s["focus_sigma_spearman"] for n, s in summary.items() if "focus_sigma_spearman" in s}
     if rho:
-        table += ("\nFocus map vs the true blur sigma (Spearman rho over the pixels of each frame, mean over frames and clips; negative = the "
-                  "focus map is high where the frame is sharp; on frames_sharp: against the sigma the defocused "
-                  "tree has): " + ", ".join(f"{n} {v:.3f}" for n, v in rho.items()) + "\n")
+        table += ("\nFocus map vs the true blur sigma (Spearman rho over the pixels of each frame, mean over frames "
+                  "and clips; negative = the focus map is high where the frame is sharp; on frames_sharp: against "
+                  "the sigma the defocused tree has): " + ", ".join(f"{n} {v:.3f}" for n, v in rho.items()) + "\n")
     write_bytes_atomic(out / "table.md", table.encode())
     name, scores, loader = worst_best[0], worst_best[1], worst_best[2]
     ranked = sorted(scores, key=lambda t: t[1])
