@@ -1,15 +1,24 @@
 """The DWT ablation: the same refiner, data, budget and seeds with and without the wavelet branch, on defocused
-frames and on the all-in-focus control.
+frames and on the all-in-focus control, on the standard set and on the camouflage testbed.
 
     python pipeline/ablation.py --root data/demo --steps 20000 --batch_size 8 --crop 512
     python pipeline/ablation.py --root data/demo --tiny          # the demo: one seed, two variants, minutes on CPU
+    python pipeline/ablation.py --cpu                           # make ablation-cpu's 36-run grid, two at a time
+    python pipeline/ablation.py --cpu --dry-run                 # list that grid: run folders, done/partial/todo
 
-For every tree (``frames``: depth-of-field blurred; ``frames_sharp``: the same clips without blur) x variant
-(``none light heavy_db1 heavy_db2 heavy_db4``) x seed it trains ``pipeline/solver_refiner_maggie.py`` with
-identical flags (same steps, batch, crop, schedule: the same budget) into ``<out>/runs/<tree>_<variant>_s<seed>``,
-scores every run's best checkpoint on the test split of its own tree (pipeline/evaluate.py, with the guide and
-closed-form baselines), and writes ``<out>/RESULTS.md`` (table) and ``<out>/ablation.png`` (plot). Finished runs
-are reused (a rerun skips them); a killed run is resumed. Extra solver flags go after ``--``.
+For every set (``--sets``: ``standard`` under ``--root``, ``camouflage`` under ``--camo_root``, made by
+``make_demo_data.py --camouflage``) x tree (``frames``: depth-of-field blurred; ``frames_sharp``: the same clips
+without blur) x variant (``none light heavy_db1 heavy_db2 heavy_db4``) x seed it trains
+``pipeline/solver_refiner_maggie.py`` with identical flags (same steps, batch, crop, schedule: the same budget)
+into ``<out>/runs/[camouflage_]<tree>_<variant>_s<seed>`` (``--jobs N``: N runs at a time, each a subprocess with
+one thread, its output in ``<out>/logs/``), scores every run's best checkpoint on the test split of its own set and
+tree (pipeline/evaluate.py, with the guide and closed-form baselines; per-frame MAD in ``per_frame.csv``, the focus
+map's correlation with the true blur where the root has blur records), and writes ``<out>/RESULTS.md`` (tables,
+paired tests, focus correlations), ``<out>/stats.json`` and ``<out>/ablation.png``. Paired tests (pipeline/stats.py):
+per test frame, the variant's MAD minus ``none``'s on the same frame, each first averaged over the seeds; Wilcoxon
+signed-rank p, bootstrap 95% CI of the mean, effect sizes; and the interaction, that difference on the defocused
+frame minus on the same clip and frame all in focus. Finished runs are reused (a rerun skips them), a killed run is
+resumed, an evaluation whose checkpoints did not change is reused. Extra solver flags go after ``--``.
 """
 from __future__ import annotations
 
