@@ -117,7 +117,8 @@ train-cpu-seeds:
 # ($(CAMO_ROOT): make_demo_data --camouflage, backgrounds made of each clip's own person, so colour cannot separate
 # them), all with one budget (pipeline/ablation.py --cpu: make train-cpu's recipe at 800 steps), two runs at a time
 # with one thread each; finished runs are reused and killed ones resumed, so rerun it after an interruption.
-# Writes $(ABL_OUT)/RESULTS.md (+ stats.json, ablation.png). About 65 minutes on 2 cores, within 90 (README, section 9).
+# Writes $(ABL_OUT)/RESULTS.md (+ stats.json, ablation.png). About 65 minutes on 2 cores, within 90 (README,
+# section 9).
 # `python pipeline/ablation.py --cpu --dry-run` lists the grid and what is done; ABL_ARGS="--variants none light heavy_db1 heavy_db2
 # heavy_db4" adds the other wavelets.
 CAMO_ROOT ?= data/camo

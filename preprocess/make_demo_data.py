@@ -32,7 +32,8 @@ never used: they are held-out real test photos of people), so colour and texture
 Backgrounds are a wall (bricks or a real surface photo, with framed photo posters), a ground plane in perspective
 (tiles or a real surface photo laid on the plane) and boxes (striped or photo-wrapped) at several depths.
 
-``--camouflage`` (its own root, e.g. ``data/camo``) makes the camouflage testbed: the same kind of clips, but no
+``--camouflage`` (its own root, e.g. ``data/camo``) makes the camouflage testbed: the same clips (same seed, same
+people, byte for byte), but no
 shared ``bg_NNN`` backgrounds; each clip gets its own ``backgrounds/<split>/<clip>.png`` (+ ``.disp.npy``) built
 from that clip's person (mosaics of swatches of its hair, skin, face and clothing, the clothing laid on the ground
 plane, posters that are crops of the person) with the usual depth structure, and compose puts the clip over it.

@@ -96,3 +96,23 @@ def test_dry_run_lists_the_cpu_grid(tmp_path, capsys):
     assert any(x.startswith("frames_none_s0 ") and x.endswith("partial") for x in lines)
     assert any(x.startswith("camouflage_frames_sharp_heavy_db2_s2 ") and x.endswith("todo") for x in lines)
     assert not (out / "RESULTS.md").exists()
+
+
+def test_paired_tests_pair_frames_across_trees():
+    """The interaction pairs the same clip and frame across trees, after averaging each frame over the seeds."""
+    import numpy as np
+
+    def runs(values):  # {run: {(clip, frame): {...}}}
+        return {f"s{i}": {k: {"mad_unknown": v[i], "mad": v[i], "focus_sigma_spearman": np.nan}
+                          for k, v in values.items()} for i in range(2)}
+    keys = [("c", f"{f:04d}.png") for f in range(3)]
+    frames = {("standard", "frames"): {"none": runs({k: (1.0, 3.0) for k in keys}),
+                                       "light": runs({k: (0.0, 1.0 + i) for i, k in enumerate(keys)})},
+              ("standard", "frames_sharp"): {"none": runs({k: (2.0, 2.0) for k in keys}),
+                                             "light": runs({k: (2.0, 2.0 + i) for i, k in enumerate(keys)})}}
+    tests = ablation.paired_tests(frames, ["standard"], ["frames", "frames_sharp"], ["none", "light"], 100)
+    d = {(r["tree"], r["metric"]): r["mean"] for r in tests["paired"]}
+    assert d[("frames", "mad_unknown")] == pytest.approx(np.mean([0.5 - 2, 1 - 2, 1.5 - 2]))
+    assert d[("frames_sharp", "mad")] == pytest.approx(np.mean([0, 0.5, 1]))
+    inter = tests["interaction"][0]
+    assert inter["n"] == 3 and inter["mean"] == pytest.approx(np.mean([-1.5 - 0, -1 - 0.5, -0.5 - 1]))

@@ -234,6 +234,10 @@ def test_camouflage_clip_is_composed_over_its_own_background(camo_roots):
         assert meta["background"] == f"backgrounds/test/{clip}.png"
         info = json.loads((root / "raw/test/meta" / f"{clip}.json").read_text())
         assert info["camouflage"] is True
+        # the same people as the standard set with the same seed: only the background differs
+        for layer in ("fgr", "pha"):
+            assert (root / "raw/test" / layer / clip / "0001.png").read_bytes() == (
+                camo_roots["standard"] / "raw/test" / layer / clip / "0001.png").read_bytes()
 
 
 def test_camouflage_is_deterministic_per_seed(tmp_path, camo_roots):
