@@ -7,7 +7,7 @@ RUN_DIR   ?= runs/demo
 SEED      ?= 0
 
 .PHONY: demo test venv clean-demo demo-data demo-compose demo-blur demo-frames demo-masks demo-train demo-eval demo-ablation demo-infer \
-	train-cpu-data train-cpu train-cpu-eval train-cpu-seeds
+	train-cpu-data train-cpu train-cpu-eval train-cpu-seeds ablation-cpu
 
 venv: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
@@ -110,3 +110,27 @@ train-cpu-eval:
 train-cpu-seeds:
 	for s in 0 1 2; do $(MAKE) train-cpu SEED=$$s || exit 1; done
 	$(MAKE) train-cpu-eval TC_CKPTS="$(TC_RUNS)/s0/best.pt $(TC_RUNS)/s1/best.pt $(TC_RUNS)/s2/best.pt"
+
+# ---------------------------------------------------------------------------------------------------------------
+# make ablation-cpu: does the wavelet branch use defocus? 36 runs: variants none light heavy_db2 x seeds 0 1 2 x
+# trees frames (defocused) and frames_sharp (all in focus) x sets standard ($(DEMO_ROOT)) and camouflage
+# ($(CAMO_ROOT): make_demo_data --camouflage, backgrounds made of each clip's own person, so colour cannot separate
+# them), all with one budget (pipeline/ablation.py --cpu: make train-cpu's recipe at 800 steps), two runs at a time
+# with one thread each; finished runs are reused and killed ones resumed, so rerun it after an interruption.
+# Writes $(ABL_OUT)/RESULTS.md (+ stats.json, ablation.png). About 65 minutes on 2 cores, within 90 (README,
+# section 9).
+# `python pipeline/ablation.py --cpu --dry-run` lists the grid and what is done; ABL_ARGS="--variants none light heavy_db1 heavy_db2
+# heavy_db4" adds the other wavelets.
+CAMO_ROOT ?= data/camo
+ABL_OUT   ?= runs/ablation-cpu
+ABL_ARGS  ?=
+ablation-cpu: demo-masks
+	$(PY) preprocess/make_demo_data.py --root $(CAMO_ROOT) --camouflage --seed $(SEED)
+	$(PY) preprocess/compose_video_bg.py --root $(CAMO_ROOT) --seed $(SEED)
+	$(PY) preprocess/depth.py --root $(CAMO_ROOT) --seed $(SEED)
+	PYTHON=$(PY) ./run_blur.sh --root $(CAMO_ROOT) --seed $(SEED)
+	$(PY) preprocess/frame_extraction.py --root $(CAMO_ROOT) --seed $(SEED)
+	$(PY) preprocess/frame_extraction.py --root $(CAMO_ROOT) --seed $(SEED) --source composed
+	$(PY) preprocess/guide_mask.py --root $(CAMO_ROOT) --seed $(SEED) --mode all_frames $(MASK_ARGS)
+	$(PY) preprocess/guide_mask.py --root $(CAMO_ROOT) --seed $(SEED) --mode all_frames --tree frames_sharp $(MASK_ARGS)
+	$(PY) pipeline/ablation.py --cpu --root $(DEMO_ROOT) --camo_root $(CAMO_ROOT) --out $(ABL_OUT) $(ABL_ARGS)

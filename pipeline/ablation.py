@@ -1,15 +1,24 @@
 """The DWT ablation: the same refiner, data, budget and seeds with and without the wavelet branch, on defocused
-frames and on the all-in-focus control.
+frames and on the all-in-focus control, on the standard set and on the camouflage testbed.
 
     python pipeline/ablation.py --root data/demo --steps 20000 --batch_size 8 --crop 512
     python pipeline/ablation.py --root data/demo --tiny          # the demo: one seed, two variants, minutes on CPU
+    python pipeline/ablation.py --cpu                           # make ablation-cpu's 36-run grid, two at a time
+    python pipeline/ablation.py --cpu --dry-run                 # list that grid: run folders, done/partial/todo
 
-For every tree (``frames``: depth-of-field blurred; ``frames_sharp``: the same clips without blur) x variant
-(``none light heavy_db1 heavy_db2 heavy_db4``) x seed it trains ``pipeline/solver_refiner_maggie.py`` with
-identical flags (same steps, batch, crop, schedule: the same budget) into ``<out>/runs/<tree>_<variant>_s<seed>``,
-scores every run's best checkpoint on the test split of its own tree (pipeline/evaluate.py, with the guide and
-closed-form baselines), and writes ``<out>/RESULTS.md`` (table) and ``<out>/ablation.png`` (plot). Finished runs
-are reused (a rerun skips them); a killed run is resumed. Extra solver flags go after ``--``.
+For every set (``--sets``: ``standard`` under ``--root``, ``camouflage`` under ``--camo_root``, made by
+``make_demo_data.py --camouflage``) x tree (``frames``: depth-of-field blurred; ``frames_sharp``: the same clips
+without blur) x variant (``none light heavy_db1 heavy_db2 heavy_db4``) x seed it trains
+``pipeline/solver_refiner_maggie.py`` with identical flags (same steps, batch, crop, schedule: the same budget)
+into ``<out>/runs/[camouflage_]<tree>_<variant>_s<seed>`` (``--jobs N``: N runs at a time, each a subprocess with
+one thread, its output in ``<out>/logs/``), scores every run's best checkpoint on the test split of its own set and
+tree (pipeline/evaluate.py, with the guide and closed-form baselines; per-frame MAD in ``per_frame.csv``, the focus
+map's correlation with the true blur where the root has blur records), and writes ``<out>/RESULTS.md`` (tables,
+paired tests, focus correlations), ``<out>/stats.json`` and ``<out>/ablation.png``. Paired tests (pipeline/stats.py):
+per test frame, the variant's MAD minus ``none``'s on the same frame, each first averaged over the seeds; Wilcoxon
+signed-rank p, bootstrap 95% CI of the mean, effect sizes; and the interaction, that difference on the defocused
+frame minus on the same clip and frame all in focus. Finished runs are reused (a rerun skips them), a killed run is
+resumed, an evaluation whose checkpoints did not change is reused. Extra solver flags go after ``--``.
 """
 from __future__ import annotations
 
@@ -22,30 +31,46 @@ if __package__ in (None, ""):  # `python pipeline/ablation.py`: make the reposit
 import utils.offline  # noqa: E402,F401  (first: offline switches)
 
 import argparse  # noqa: E402
+import csv  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import math  # noqa: E402
 from typing import Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from pipeline import evaluate, metrics as M  # noqa: E402
+from pipeline import evaluate, metrics as M, stats as S  # noqa: E402
 from pipeline.data import list_clips  # noqa: E402
 from pipeline.solver import train  # noqa: E402
-from utils.atomic import write_bytes_atomic  # noqa: E402
+from utils.atomic import write_bytes_atomic, write_json_atomic  # noqa: E402
 from utils.cli import ArgumentParser, UserError, run_main  # noqa: E402
 
 log = logging.getLogger("ablation")
 VARIANTS = ("none", "light", "heavy_db1", "heavy_db2", "heavy_db4")
 TREES = ("frames", "frames_sharp")
+SETS = ("standard", "camouflage")
 REPORT = ("mad", "mse", "grad", "conn", "dtssd", "mad_unknown", "grad_unknown")
+PAIRED = ("mad_unknown", "mad")  # per-frame metrics of the paired tests (both x1e3)
 TINY = {"variants": ["none", "light"], "seeds": [0], "steps": 40, "batch_size": 4, "crop": 64,
         "base_channels": 8, "long_side": 128, "max_frames": 4}
+# make ablation-cpu: 3 variants x 3 seeds x 2 trees x 2 sets = 36 runs, two at a time with one thread each; the
+# recipe of make train-cpu (light refiner's flags, mixed guides, half of them accurate) with fewer steps
+CPU = {"variants": ["none", "light", "heavy_db2"], "sets": ["standard", "camouflage"], "seeds": [0, 1, 2],
+       "steps": 800, "batch_size": 4, "crop": 128, "base_channels": 16, "jobs": 2, "out": "runs/ablation-cpu",
+       "camo_root": "data/camo", "max_frames": 12}
+CPU_SOLVER = ["--guide", "mixed", "--accurate_guide_prob", "0.5", "--warmup_steps", "100", "--lr", "1e-3",
+              "--num_workers", "0", "--ckpt_every", "100", "--log_every", "50", "--val_max_frames", "8"]
+SOLVER = Path(__file__).resolve().parent / "solver_refiner_maggie.py"
+EVALUATE = Path(__file__).resolve().parent / "evaluate.py"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--root", default="data/demo")
+    p.add_argument("--root", default="data/demo", help="data root of the standard set")
+    p.add_argument("--camo_root", default="data/camo",
+                   help="data root of the camouflage set (make_demo_data.py --camouflage and every stage)")
+    p.add_argument("--sets", nargs="+", default=["standard"], choices=SETS)
     p.add_argument("--out", default="runs/ablation")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--trees", nargs="+", default=list(TREES), help="frames (defocused) and frames_sharp (control)")
@@ -57,32 +82,256 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--long_side", type=int, default=0, help="evaluation: downscale frames to this long side")
     p.add_argument("--max_frames", type=int, default=0, help="evaluation: frames per test clip (0: all)")
     p.add_argument("--baselines", default="guide,closed_form")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs (and evaluations) at a time; above 1 each is a subprocess with one thread")
+    p.add_argument("--n_boot", type=int, default=2000, help="bootstrap resamples of the confidence intervals")
+    p.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
+                   help="list the grid (one line per run: folder and done / partial / todo) and exit")
     p.add_argument("--tiny", action="store_true",
                    help=f"demo defaults: {', '.join(f'{k}={v}' for k, v in TINY.items())} (explicit flags win)")
+    p.add_argument("--cpu", action="store_true",
+                   help="make ablation-cpu's grid: " + ", ".join(f"{k}={v}" for k, v in CPU.items())
+                        + "; solver flags " + " ".join(CPU_SOLVER) + " (explicit flags win)")
     return p
 
 
-def run_name(tree: str, variant: str, seed: int) -> str:
-    return f"{tree}_{variant}_s{seed}"
+def run_name(tree: str, variant: str, seed: int, dataset: str = "standard") -> str:
+    """``<tree>_<variant>_s<seed>`` on the standard set (as before sets existed), ``camouflage_...`` otherwise."""
+    return ("" if dataset == "standard" else f"{dataset}_") + f"{tree}_{variant}_s{seed}"
 
 
-def train_one(args, tree: str, variant: str, seed: int, extra: list[str]) -> Path:
-    """Train one run unless it already finished; resume it if it was killed. Returns its best checkpoint."""
+def set_root(args, dataset: str) -> str:
+    return args.root if dataset == "standard" else args.camo_root
+
+
+def grid(args) -> list[dict]:
+    """Every run of the ablation: set, root, tree, variant, seed, name, folder."""
     runs = Path(args.out) / "runs"
-    name = run_name(tree, variant, seed)
-    state = runs / name / "last.json"
-    done = state.is_file() and json.loads(state.read_text()).get("step") == args.steps
-    if done:
-        log.info("%s: finished earlier, reusing %s", name, runs / name)
+    return [{"set": ds, "root": set_root(args, ds), "tree": tree, "variant": v, "seed": seed,
+             "name": run_name(tree, v, seed, ds), "dir": runs / run_name(tree, v, seed, ds)}
+            for ds in args.sets for tree in args.trees for v in args.variants for seed in args.seeds]
+
+
+def status(run_dir: Path, steps: int) -> str:
+    """done (trained to ``steps``), partial (a checkpoint to resume from) or todo."""
+    state = run_dir / "last.json"
+    if state.is_file() and json.loads(state.read_text()).get("step") == steps:
+        return "done"
+    return "partial" if (run_dir / "last.pt").is_file() else "todo"
+
+
+def best_ckpt(run_dir: Path) -> Path:
+    best = run_dir / "best.pt"
+    return best if best.is_file() else run_dir / "last.pt"
+
+
+def solver_argv(args, run: dict, extra: list[str]) -> list[str]:
+    argv = ["--root", run["root"], "--tree", run["tree"], "--model", run["variant"], "--seed", str(run["seed"]),
+            "--steps", str(args.steps), "--batch_size", str(args.batch_size), "--crop", str(args.crop),
+            "--base_channels", str(args.base_channels), "--runs_dir", str(Path(args.out) / "runs"),
+            "--name", run["name"], *extra]
+    if (run["dir"] / "last.pt").is_file():
+        argv.append("--resume")
+    return argv
+
+
+def train_one(args, tree: str, variant: str, seed: int, extra: list[str], dataset: str = "standard") -> Path:
+    """Train one run in this process unless it already finished; resume it if it was killed. Returns its best
+    checkpoint."""
+    run = next(r for r in grid(argparse.Namespace(**{**vars(args), "sets": [dataset], "trees": [tree],
+                                                      "variants": [variant], "seeds": [seed]})))
+    if status(run["dir"], args.steps) == "done":
+        log.info("%s: finished earlier, reusing %s", run["name"], run["dir"])
     else:
-        argv = ["--root", args.root, "--tree", tree, "--model", variant, "--seed", str(seed), "--steps",
-                str(args.steps), "--batch_size", str(args.batch_size), "--crop", str(args.crop), "--base_channels",
-                str(args.base_channels), "--runs_dir", str(runs), "--name", name, *extra]
-        if (runs / name / "last.pt").is_file():
-            argv.append("--resume")
-        train(argv, defaults_yaml="maggie.yaml")
-    best = runs / name / "best.pt"
-    return best if best.is_file() else runs / name / "last.pt"
+        train(solver_argv(args, run, extra), defaults_yaml="maggie.yaml")
+    return best_ckpt(run["dir"])
+
+
+def run_parallel(tasks: list[tuple[str, list[str], Path]], jobs: int) -> None:
+    """Run ``(label, command, log file)`` tasks, ``jobs`` at a time, each a subprocess with one thread; raise one
+    UserError naming every failure (after the others finished)."""
+    import os
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent),
+                                                       os.environ.get("PYTHONPATH", "")]))}
+
+    def one(task):
+        label, cmd, log_path = task
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log.info("%s: started, log %s", label, log_path)
+        with open(log_path, "ab") as fh:
+            rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
+        log.info("%s: %s", label, "finished" if rc == 0 else f"FAILED (exit {rc}), see {log_path}")
+        return label, rc, log_path
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        failed = [(lab, p) for lab, rc, p in pool.map(one, tasks) if rc != 0]
+    if failed:
+        raise UserError(f"{len(failed)} task(s) failed: " + ", ".join(f"{lab} (log {p})" for lab, p in failed))
+
+
+def train_grid(args, runs: list[dict], extra: list[str]) -> None:
+    """Train every run of the grid that is not done: in this process (``--jobs 1``) or ``--jobs`` subprocesses."""
+    todo = []
+    for run in runs:
+        if status(run["dir"], args.steps) == "done":
+            log.info("%s: finished earlier, reusing %s", run["name"], run["dir"])
+        else:
+            todo.append(run)
+    if args.jobs <= 1:
+        for run in todo:
+            train(solver_argv(args, run, extra), defaults_yaml="maggie.yaml")
+        return
+    one_thread = [] if "--threads" in extra else ["--threads", "1"]
+    run_parallel([(run["name"], [sys.executable, str(SOLVER), *solver_argv(args, run, extra + one_thread)],
+                   Path(args.out) / "logs" / f"{run['name']}.log") for run in todo], args.jobs)
+
+
+def eval_dir(args, dataset: str, tree: str) -> Path:
+    return Path(args.out) / (f"eval_{tree}" if dataset == "standard" else f"eval_{dataset}_{tree}")
+
+
+def evaluate_grid(args, runs: list[dict]) -> None:
+    """Score every (set, tree) on its test split; reuse an evaluation whose inputs (checkpoints, flags) are
+    unchanged (``<eval>/inputs.json``)."""
+    tasks = []
+    for ds in args.sets:
+        for tree in args.trees:
+            mine = [r for r in runs if r["set"] == ds and r["tree"] == tree]
+            ckpts = [str(best_ckpt(r["dir"])) for r in mine]
+            out = eval_dir(args, ds, tree)
+            argv = ["--root", set_root(args, ds), "--split", "test", "--tree", tree, "--ckpt", *ckpts,
+                    "--labels", *[r["variant"] for r in mine], "--baselines", args.baselines, "--long_side",
+                    str(args.long_side), "--max_frames", str(args.max_frames), "--out", str(out)]
+            stamp = {"argv": argv, "ckpts": [[c, Path(c).stat().st_size, Path(c).stat().st_mtime_ns] for c in ckpts]}
+            if (out / "per_frame.csv").is_file() and (out / "inputs.json").is_file() \
+                    and json.loads((out / "inputs.json").read_text()) == stamp:
+                log.info("%s/%s: evaluated earlier with these checkpoints, reusing %s", ds, tree, out)
+                continue
+            tasks.append((f"eval {ds}/{tree}", argv, out, stamp))
+    if args.jobs <= 1:
+        for _, argv, out, stamp in tasks:
+            evaluate.main(argv)
+            write_json_atomic(out / "inputs.json", stamp)
+        return
+    run_parallel([(label, [sys.executable, str(EVALUATE), *argv], Path(args.out) / "logs" / f"{out.name}.log")
+                  for label, argv, out, _ in tasks], args.jobs)
+    for _, _, out, stamp in tasks:
+        write_json_atomic(out / "inputs.json", stamp)
+
+
+def dry_run(args, runs: list[dict]) -> None:
+    counts: dict[str, int] = {}
+    for r in runs:
+        st = status(r["dir"], args.steps)
+        counts[st] = counts.get(st, 0) + 1
+        print(f"{r['name']:<44} set={r['set']:<10} tree={r['tree']:<12} variant={r['variant']:<9} "
+              f"seed={r['seed']}  {r['dir']}  {st}")
+    print(f"{len(runs)} runs ({', '.join(f'{n} {k}' for k, n in sorted(counts.items()))}); "
+          f"{args.steps} steps, batch {args.batch_size}, crop {args.crop}, {args.jobs} at a time; roots: "
+          + ", ".join(f"{ds} {set_root(args, ds)}" for ds in args.sets))
+
+
+# ------------------------------------------------------------------------------------------- report
+def load_frames(path: Path) -> dict:
+    """per_frame.csv -> {method: {run: {(clip, frame): {metric: value}}}}."""
+    out: dict = {}
+    for r in csv.DictReader(open(path)):
+        vals = {k: float(r[k]) if r.get(k, "") != "" else math.nan for k in (*PAIRED, "focus_sigma_spearman")}
+        out.setdefault(r["method"], {}).setdefault(r["run"], {})[(r["clip"], r["frame"])] = vals
+    return out
+
+
+def seed_mean(runs: dict, metric: str) -> dict:
+    """Per frame, the mean over runs (seeds) of ``metric`` (frames every run has)."""
+    keys = set.intersection(*(set(v) for v in runs.values()))
+    return {k: float(np.mean([runs[r][k][metric] for r in runs])) for k in keys}
+
+
+def paired_tests(frames: dict, sets: list[str], trees: list[str], variants: list[str], n_boot: int) -> dict:
+    """The statistics of the report (pipeline/stats.py): per set, tree, variant and metric the per-frame paired
+    differences variant minus none (each frame's value averaged over the seeds first), and per set, variant and
+    metric the interaction (variant minus none on the defocused frame) minus (the same on that clip and frame all
+    in focus)."""
+    out = {"paired": [], "interaction": []}
+    for ds in sets:
+        for v in variants:
+            if v == "none":
+                continue
+            for m in PAIRED:
+                diffs = {}
+                for tree in trees:
+                    fr = frames.get((ds, tree), {})
+                    if "none" not in fr or v not in fr:
+                        continue
+                    diffs[tree] = S.paired_differences(seed_mean(fr[v], m), seed_mean(fr["none"], m))
+                    out["paired"].append({"set": ds, "tree": tree, "variant": v, "metric": m,
+                                          **S.paired_summary(list(diffs[tree].values()), n_boot)})
+                if "frames" in diffs and "frames_sharp" in diffs:
+                    inter = S.interaction(diffs["frames"], diffs["frames_sharp"])
+                    out["interaction"].append({"set": ds, "variant": v, "metric": m,
+                                               **S.paired_summary(list(inter.values()), n_boot)})
+    return out
+
+
+def stats_tables(tests: dict, n_boot: int = S.N_BOOT) -> str:
+    head = "| mean (x1e3) | 95% CI (bootstrap) | Wilcoxon p | d_z | rank-biserial | frames |"
+    sep = "---:|---:|---:|---:|---:|---:|"
+
+    def cells(r):
+        return (f"{r['mean']:+.3f} | [{r['ci_lo']:+.3f}, {r['ci_hi']:+.3f}] | {S.fmt_p(r['p'])} | {r['dz']:+.2f} | "
+                f"{r['rank_biserial']:+.2f} | {r['n']} |")
+    lines = ["\n## Paired tests: variant minus none, per test frame\n",
+             "Each test frame's MAD (whole frame, and the unknown region) is averaged over the seeds first, then "
+             "paired with the same frame under `none`; negative = the variant's matte is better. p: two-sided "
+             f"Wilcoxon signed-rank test (scipy); CI: percentile bootstrap of the mean difference ({n_boot} resamples "
+             "of the frames, seed 0); d_z: mean / std of the differences; rank-biserial: matched-pairs, -1 = the "
+             "variant better on every frame. Frames of one clip are not independent: read p as descriptive.\n",
+             "| set | tree | variant | metric " + head, "|---|---|---|---|" + sep]
+    lines += [f"| {r['set']} | {r['tree']} | {r['variant']} | {r['metric']} | " + cells(r) for r in tests["paired"]]
+    if tests["interaction"]:
+        lines += ["\n## Interaction: (variant minus none) on defocused minus on all-in-focus, per clip and frame\n",
+                  "Negative = the variant gains more over `none` when the frame is defocused than when the same "
+                  "frame is all in focus: the wavelet branch uses the depth-of-field cue.\n",
+                  "| set | variant | metric " + head, "|---|---|---|" + sep]
+        lines += [f"| {r['set']} | {r['variant']} | {r['metric']} | " + cells(r) for r in tests["interaction"]]
+    return "\n".join(lines) + "\n"
+
+
+def focus_table(frames: dict, sets: list[str], trees: list[str], variants: list[str]) -> str:
+    """Spearman rho between the focus map and the true blur, per set, tree and variant: per run the mean over its
+    frames, then mean +/- std over the seeds, and the range over clips (seed-averaged)."""
+    rows = []
+    for ds in sets:
+        for tree in trees:
+            for v in variants:
+                runs = frames.get((ds, tree), {}).get(v, {})
+                per_run = [np.nanmean([x["focus_sigma_spearman"] for x in fr.values()]) if any(
+                    np.isfinite(x["focus_sigma_spearman"]) for x in fr.values()) else math.nan for fr in runs.values()]
+                if not per_run or not np.isfinite(per_run).any():
+                    continue
+                clips: dict[str, list[float]] = {}
+                for fr in runs.values():
+                    for (clip, _), x in fr.items():
+                        clips.setdefault(clip, []).append(x["focus_sigma_spearman"])
+                by_clip = [float(np.nanmean(c)) for c in clips.values() if np.isfinite(c).any()]
+                pr = np.array(per_run)
+                rows.append(f"| {ds} | {tree} | {v} | {np.nanmean(pr):+.3f} ± "
+                            f"{np.nanstd(pr, ddof=1) if np.isfinite(pr).sum() > 1 else 0:.3f} | "
+                            f"{min(by_clip):+.3f} .. {max(by_clip):+.3f} | {len(per_run)} |")
+    if not rows:
+        return ("\n## Focus map vs the true blur\n\nNot available: these data roots hold no blur records "
+                "(blurred/<split>/<clip>/meta.json and depth/<split>/<clip>.npz).\n")
+    return ("\n## Focus map vs the true blur\n\nSpearman rho, per frame over its pixels, between the refiner's focus "
+            "map and the blur sigma the depth-of-field stage gave each pixel (preprocess/dof_blur.py "
+            "`true_sigma`), reported as is: a focus map that sees defocus is high where sigma is low, so rho < 0. "
+            "On frames_sharp the frame has no blur; rho is taken against the sigma the same frame has in the "
+            "defocused tree (what a map that only finds the person would also match). Per clip: evaluation "
+            "folders, per_clip.csv.\n\n| set | tree | variant | rho, mean ± std over seeds | range over clips | "
+            "runs |\n|---|---|---|---:|---:|---:|\n" + "\n".join(rows) + "\n")
 
 
 def results_table(results: dict, trees: list[str], variants: list[str], seeds: list[int]) -> str:
@@ -113,22 +362,24 @@ def results_table(results: dict, trees: list[str], variants: list[str], seeds: l
     return "\n".join(lines) + "\n"
 
 
-def plot(path: Path, results: dict, trees: list[str], variants: list[str]) -> None:
+def plot(path: Path, results: dict, sets: list[str], trees: list[str], variants: list[str]) -> None:
+    """One panel per set: MAD in the unknown region per variant and tree (bars: mean over seeds, whiskers: std)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(1.6 * len(variants) + 2, 3.5))
+    fig, axes = plt.subplots(1, len(sets), figsize=((1.6 * len(variants) + 2) * len(sets), 3.5), squeeze=False)
     width = 0.8 / len(trees)
-    for j, tree in enumerate(trees):
-        vals = [[r["mad_unknown"] for r in results[tree][v]] for v in variants]
-        ax.bar(np.arange(len(variants)) + j * width, [np.mean(v) for v in vals], width,
-               yerr=[np.std(v, ddof=1) if len(v) > 1 else 0 for v in vals], capsize=3, label=tree)
-    ax.set_xticks(np.arange(len(variants)) + width * (len(trees) - 1) / 2, variants)
-    ax.set_ylabel(f"MAD unknown region ({M.SCALES['mad']})")
-    ax.set_title("DWT ablation (lower is better; bars: mean, whiskers: std over seeds)")
-    ax.legend()
+    for ax, ds in zip(axes[0], sets):
+        for j, tree in enumerate(trees):
+            vals = [[r["mad_unknown"] for r in results[ds][tree].get(v, [])] for v in variants]
+            ax.bar(np.arange(len(variants)) + j * width, [np.mean(v) if v else np.nan for v in vals], width,
+                   yerr=[np.std(v, ddof=1) if len(v) > 1 else 0 for v in vals], capsize=3, label=tree)
+        ax.set_xticks(np.arange(len(variants)) + width * (len(trees) - 1) / 2, variants)
+        ax.set_ylabel(f"MAD unknown region ({M.SCALES['mad']})")
+        ax.set_title(f"{ds}: lower is better (mean, std over seeds)", fontsize=9)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
@@ -143,48 +394,63 @@ def main(argv: Sequence[str] | None = None) -> int:
     own = argv[: argv.index("--")] if "--" in argv else argv
     if "--tiny" in own:  # demo defaults; flags given explicitly still win
         parser.set_defaults(**TINY)
+    if "--cpu" in own:
+        parser.set_defaults(**CPU)
     args = parser.parse_args(own)
     if args.tiny:
         extra = ["--eval_every", str(args.steps), "--ckpt_every", str(args.steps), "--log_every", "10",
                  "--warmup_steps", "5", "--lr", "2e-3", "--num_workers", "0", "--val_max_frames", "4",
                  "--eval_long_side", "128", *extra]
-    for tree in args.trees:  # check every input before the first (long) run
-        for split in ("train", "test"):
-            if not list_clips(args.root, split, tree):
-                hint = " (make it: python preprocess/frame_extraction.py --source composed)" if tree == "frames_sharp" else ""
-                raise UserError(f"no clips in {Path(args.root) / tree / split / 'image'}{hint}")
+    if args.cpu:
+        extra = [*CPU_SOLVER, "--eval_every", str(args.steps), *extra]
+    runs = grid(args)
+    if args.dry_run:
+        dry_run(args, runs)
+        return 0
+    for ds in args.sets:  # check every input before the first (long) run
+        for tree in args.trees:
+            for split in ("train", "test"):
+                if not list_clips(set_root(args, ds), split, tree):
+                    hint = (" (make it: python preprocess/frame_extraction.py --source composed)"
+                            if tree == "frames_sharp" else "")
+                    raise UserError(f"no clips in {Path(set_root(args, ds)) / tree / split / 'image'}{hint}")
     out = Path(args.out)
-    results: dict[str, dict[str, list[dict]]] = {}
-    for tree in args.trees:
-        ckpts, labels = [], []
-        for variant in args.variants:
-            for seed in args.seeds:
-                ckpts.append(str(train_one(args, tree, variant, seed, extra)))
-                labels.append(variant)
-        eval_dir = out / f"eval_{tree}"
-        evaluate.main(["--root", args.root, "--split", "test", "--tree", tree, "--ckpt", *ckpts, "--labels", *labels,
-                       "--baselines", args.baselines, "--long_side", str(args.long_side), "--max_frames",
-                       str(args.max_frames), "--out", str(eval_dir)])
-        # per-run summaries, recomputed from the per-clip CSV so seeds stay separate
-        import csv
-        rows = list(csv.DictReader(open(eval_dir / "per_clip.csv")))
-        results[tree] = {}
-        for run in dict.fromkeys(r["run"] for r in rows):
-            mine = [{k: (float(v) if k not in ("method", "run", "clip") else v) for k, v in r.items()}
-                    for r in rows if r["run"] == run]
-            results[tree].setdefault(mine[0]["method"], []).append(evaluate.summarise(mine))
+    train_grid(args, runs, extra)
+    evaluate_grid(args, runs)
+    # per-run summaries, recomputed from the per-clip CSV so seeds stay separate; per-frame values for the tests
+    results: dict[str, dict[str, dict[str, list[dict]]]] = {}
+    frames: dict[tuple[str, str], dict] = {}
+    for ds in args.sets:
+        results[ds] = {}
+        for tree in args.trees:
+            rows = list(csv.DictReader(open(eval_dir(args, ds, tree) / "per_clip.csv")))
+            results[ds][tree] = {}
+            for run in dict.fromkeys(r["run"] for r in rows):
+                mine = [{k: (v if k in ("method", "run", "clip") else float(v) if v != "" else math.nan)
+                         for k, v in r.items()} for r in rows if r["run"] == run]
+                results[ds][tree].setdefault(mine[0]["method"], []).append(evaluate.summarise(mine))
+            frames[(ds, tree)] = load_frames(eval_dir(args, ds, tree) / "per_frame.csv")
+    tests = paired_tests(frames, args.sets, args.trees, args.variants, args.n_boot)
+    write_json_atomic(out / "stats.json", tests)
     settings = (f"steps {args.steps}, batch {args.batch_size}, crop {args.crop}, base_channels {args.base_channels}, "
                 f"seeds {args.seeds}, strategy pipeline/configs/maggie.yaml{', extra flags ' + ' '.join(extra) if extra else ''}")
-    text = ("# DWT ablation\n\nSame budget for every run: " + settings + ".\nEach run is scored on the test split of "
-            "its own tree; baselines (guide mask, closed-form matting) need no training. Lower is better for every "
-            "metric; scale factors in the headers. Evaluation details: "
-            + ", ".join(str(out / f"eval_{t}" / "table.md") for t in args.trees) + ".\n"
-            + results_table(results, args.trees, args.variants, args.seeds)
-            + f"\n![ablation]({'ablation.png'})\n")
+    text = ("# DWT ablation\n\nSame budget for every run: " + settings + ".\n"
+            f"{len(runs)} runs: variants {' '.join(args.variants)} x seeds {args.seeds} x trees {' '.join(args.trees)} "
+            f"x sets {' '.join(args.sets)} (" + ", ".join(f"{ds}: {set_root(args, ds)}" for ds in args.sets) + "). "
+            "Each run is scored on the test split of its own set and tree; baselines (guide mask, closed-form "
+            "matting) need no training. Lower is better for every metric; scale factors in the headers. Evaluation "
+            "details: " + ", ".join(str(eval_dir(args, ds, t) / "table.md") for ds in args.sets for t in args.trees)
+            + ".\n")
+    for ds in args.sets:
+        table = results_table(results[ds], args.trees, args.variants, args.seeds)
+        text += (f"\n## Set: {ds}\n" + table.replace("\n### ", "\n### " + f"{ds} / ") if len(args.sets) > 1
+                 else table)
+    text += stats_tables(tests, args.n_boot) + focus_table(frames, args.sets, args.trees, args.variants)
+    text += "\n![ablation](ablation.png)\n"
     write_bytes_atomic(out / "RESULTS.md", text.encode())
-    plot(out / "ablation.png", results, args.trees, args.variants)
+    plot(out / "ablation.png", results, args.sets, args.trees, args.variants)
     print(text)
-    log.info("wrote %s, %s", out / "RESULTS.md", out / "ablation.png")
+    log.info("wrote %s, %s, %s", out / "RESULTS.md", out / "stats.json", out / "ablation.png")
     return 0
 
 

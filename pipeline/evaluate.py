@@ -114,25 +114,53 @@ def score_clip(preds: np.ndarray, gts: np.ndarray) -> tuple[list[dict], dict]:
     return frames, video
 
 
-def evaluate_method(name: str, predict: Predict, ds: MattingFrames, save_dir: Path | None = None):
-    """Run ``predict`` on every frame of ``ds``: (per-clip rows, per-frame (clip, index, mad) list)."""
+def focus_sigma_spearman(focus: np.ndarray, sigma: np.ndarray) -> float:
+    """Spearman's rho between the refiner's focus map and the true blur sigma over the pixels of one frame (as
+    is: a focus map that sees defocus is high where sigma is low, so expect rho < 0). NaN when either is
+    constant (e.g. sigma of an all-in-focus frame), where a rank correlation is undefined."""
+    from scipy.stats import spearmanr
+
+    f, s = np.asarray(focus, np.float64).ravel(), np.asarray(sigma, np.float64).ravel()
+    if f.std() == 0 or s.std() == 0:
+        return float("nan")
+    return float(spearmanr(f, s).statistic)
+
+
+def evaluate_method(name: str, predict: Predict, ds: MattingFrames, save_dir: Path | None = None,
+                    sigma_fn: Callable[[Frame], np.ndarray | None] | None = None, frame_rows: list | None = None):
+    """Run ``predict`` on every frame of ``ds``: (per-clip rows, per-frame (clip, index, mad) list).
+
+    ``sigma_fn(frame)``: the frame's true blur map (or None); with it and a predictor that returns a focus map,
+    each clip row gets ``focus_sigma_spearman``, the mean over its frames of :func:`focus_sigma_spearman`.
+    ``frame_rows``: if given, one dict per frame is appended (clip, frame, mad, mad_unknown[, focus_sigma_spearman])."""
     by_clip: dict[str, list[int]] = defaultdict(list)
     for i, f in enumerate(ds.frames):
         by_clip[f.clip].append(i)
     rows, frame_scores = [], []
     for clip, idx in tqdm(by_clip.items(), desc=name, leave=False):
-        preds, gts = [], []
+        preds, gts, rhos = [], [], []
         for i in idx:
             item = ds[i]
-            alpha, _ = predict(item)
+            alpha, maps = predict(item)
             preds.append(alpha)
             gts.append(item["alpha"][0].numpy())
             if save_dir is not None:
                 write_png(save_dir / clip / ds.frames[i].name, alpha, bits=16)
+            sigma = sigma_fn(ds.frames[i]) if sigma_fn is not None and maps and "focus" in maps else None
+            if sigma is not None:
+                sigma = cv2.resize(sigma, alpha.shape[::-1], interpolation=cv2.INTER_AREA)
+                rhos.append(focus_sigma_spearman(maps["focus"], sigma))
         frames, video = score_clip(np.stack(preds), np.stack(gts))
         frame_scores += [(i, fr["mad"]) for i, fr in zip(idx, frames)]
         mean = {k: float(np.mean([fr[k] for fr in frames])) for k in frames[0]}
         rows.append({"clip": clip, "frames": len(idx), **mean, **video})
+        if rhos:
+            rows[-1]["focus_sigma_spearman"] = float(np.nanmean(rhos)) if np.isfinite(rhos).any() else float("nan")
+        if frame_rows is not None:
+            for j, (i, fr) in enumerate(zip(idx, frames)):
+                frame_rows.append({"clip": clip, "frame": ds.frames[i].name, "mad": fr["mad"],
+                                   "mad_unknown": fr["mad_unknown"],
+                                   **({"focus_sigma_spearman": rhos[j]} if rhos else {})})
     return rows, frame_scores
 
 
@@ -143,7 +171,10 @@ def summarise(rows: list[dict]) -> dict[str, float]:
     for k in rows[0]:
         if k in ("clip", "frames", "method", "run"):
             continue
-        v = np.array([r[k] for r in rows], float)
+        v = np.array([r.get(k, np.nan) for r in rows], float)
+        if k == "focus_sigma_spearman":  # mean over the clips that have it (NaN: undefined)
+            out[k] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+            continue
         out[k] = float(v.mean() if k.split("_")[0] in M.VIDEO_METRICS else (v * n).sum() / n.sum())
     return out
 
@@ -192,6 +223,19 @@ def draw_figure(path: Path, picks: list[tuple[str, int]], loader: Callable[[int]
     fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
     write_bytes_atomic(path, buf.getvalue())
+
+
+def true_sigma_fn(root: str, frames: list[Frame]) -> Callable[[Frame], np.ndarray | None] | None:
+    """The true blur map of a frame (preprocess/dof_blur.py ``true_sigma``), or None when the root holds no blur
+    records for these clips. For either tree the map is the defocused tree's: on ``frames`` the blur the frame
+    has, on ``frames_sharp`` the blur the same frame has in the defocused tree (its own sigma is 0 everywhere,
+    where a correlation is undefined), so the two correlations are comparable."""
+    from preprocess.dof_blur import true_sigma
+    from utils.paths import frame_index
+
+    if not any((Path(root) / "blurred" / f.split / f.clip / "meta.json").is_file() for f in frames[:50]):
+        return None
+    return lambda f: true_sigma(root, f.split, f.clip, frame_index(f.name))
 
 
 # ------------------------------------------------------------------------------------------ prediction folders
@@ -251,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     groups: dict[str, list[dict]] = defaultdict(list)
     clip_rows: list[dict] = []
+    frame_rows: list[dict] = []  # mode a: per frame MAD (whole, unknown) and focus correlation, for paired tests
     worst_best = None  # (method, per-frame (index, MAD), index -> panels, is a baseline)
 
     if args.pred_dir or args.gt_dir:  # ---------------------------------------------- mode b
@@ -309,9 +354,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             methods.append((args.labels[j] if args.labels else str(ckpt["variant"]), str(path), predict))
         log.info("scoring %d method(s) on %d frames of %s/%s (%s guides)", len(methods), len(frames), args.tree,
                  args.split, guide)
+        sigma_fn = true_sigma_fn(args.root, frames) if args.ckpt else None
         for name, run, predict in methods:
             save = out / "pred" / (name if run == name else f"{name}_{len(groups[name])}") if args.save_pred else None
-            rows, frame_scores = evaluate_method(name, predict, ds, save)
+            fr_rows: list[dict] = []
+            rows, frame_scores = evaluate_method(name, predict, ds, save, sigma_fn if run != name else None, fr_rows)
+            frame_rows += [{"method": name, "run": run, **r} for r in fr_rows]
             groups[name].append(summarise(rows))
             clip_rows += [{"method": name, "run": run, **r} for r in rows]
             def loader(i, predict=predict):
@@ -333,11 +381,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary[name].update({f"{k}_std": float(np.std([r[k] for r in runs], ddof=1)) for k in runs[0]})
         summary[name]["runs"] = len(runs)
     write_json_atomic(out / "metrics.json", {"scales": M.SCALES, "methods": summary})
-    with atomic_path(out / "per_clip.csv") as tmp, open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(clip_rows[0]))
-        w.writeheader()
-        w.writerows(clip_rows)
+    for path, rows in ((out / "per_clip.csv", clip_rows), (out / "per_frame.csv", frame_rows)):
+        if not rows:
+            continue
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
+            w.writeheader()
+            w.writerows(rows)
     table = markdown_table(groups)
+    rho = {n: s["focus_sigma_spearman"] for n, s in summary.items() if "focus_sigma_spearman" in s}
+    if rho:
+        table += ("\nFocus map vs the true blur sigma (Spearman rho over the pixels of each frame, mean over frames "
+                  "and clips; negative = the focus map is high where the frame is sharp; on frames_sharp: against "
+                  "the sigma the defocused tree has): " + ", ".join(f"{n} {v:.3f}" for n, v in rho.items()) + "\n")
     write_bytes_atomic(out / "table.md", table.encode())
     name, scores, loader = worst_best[0], worst_best[1], worst_best[2]
     ranked = sorted(scores, key=lambda t: t[1])

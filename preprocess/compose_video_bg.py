@@ -1,8 +1,10 @@
 """Stage 1: put every foreground clip in front of a background, keeping the layers separate and lossless.
 
 For each clip in ``<root>/raw/<split>/{fgr,pha}`` a background is chosen from ``<root>/backgrounds/<split>``
-(seeded per clip, so the choice does not depend on ``--shard`` or restarts), scaled to cover the frame without
-stretching, cropped at a seeded offset (optionally panning slowly across the clip with ``--pan``) and written:
+(seeded per clip, so the choice does not depend on ``--shard`` or restarts; a background named after the clip,
+``<clip>.png`` or another still/video extension, is that clip's own and is always taken for it, and never for
+another clip: the camouflage testbed of make_demo_data.py pairs clips and backgrounds that way), scaled to cover
+the frame without stretching, cropped at a seeded offset (optionally panning slowly across the clip with ``--pan``) and written:
 
 ```
 <root>/composed/<split>/<clip>/fgr/0000.png   8-bit RGB (the foreground layer as given)
@@ -92,6 +94,13 @@ def load_background(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         if disp.ndim != 3 or disp.shape[1:] != frames.shape[1:3] or disp.shape[0] not in (1, len(frames)):
             raise UserError(f"disparity map {dpath} has shape {disp.shape}, background is {frames.shape[:3]}")
     return frames, disp
+
+
+def backgrounds_for(backgrounds: list[Path], clip: str, clips: set[str]) -> list[Path]:
+    """The backgrounds ``clip`` may be composed over: its own (named after it) if it has one, else those that
+    belong to no clip (with no clip-named backgrounds: all of them, so the seeded choice is unchanged)."""
+    own = [b for b in backgrounds if b.stem == clip]
+    return own[:1] or [b for b in backgrounds if b.stem not in clips] or backgrounds
 
 
 def plan_fit(bg_hw: tuple[int, int], out_hw: tuple[int, int], n_frames: int, rng: np.random.Generator,
@@ -257,7 +266,8 @@ def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
             try:
                 if clip not in pha:
                     raise UserError(f"{clip}: fgr without pha (expected {layout.raw(split, 'pha') / clip}[.mp4])")
-                meta = compose_clip(layout, split, clip, fgr[clip], pha[clip], backgrounds, args.seed,
+                meta = compose_clip(layout, split, clip, fgr[clip], pha[clip],
+                                    backgrounds_for(backgrounds, clip, set(fgr)), args.seed,
                                     args.pan, args.zoom, overwrite=True)
             except UserError as exc:
                 log.warning("compose %s/%s failed: %s", split, clip, exc)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import utils.offline  # noqa: F401  (first: offline switches)
 
 import argparse
+import functools
 import logging
 import math
 import shutil
@@ -381,6 +382,36 @@ def render_reference(fgr: np.ndarray, alpha: np.ndarray, bgr: np.ndarray, disp_f
     fg = gather(fg_layer, sig_fg)
     image = fg[..., :3] + (1.0 - fg[..., 3:]) * bg
     return image.astype(np.float32), fg[..., 3].astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------ the true blur of a frame
+def true_sigma(root: str | Path, split: str, clip: str, t: int) -> np.ndarray | None:
+    """The blur (Gaussian sigma, px) this stage gave frame ``t`` of ``clip``, per pixel, recomputed exactly from
+    its records: ``sigma = alpha * sigma_subject + (1 - alpha) * sigma_background`` with
+    ``sigma_layer = min(coc_scale * |disp_layer - focus_disp[t]|, sigma_max)`` (the clip's ``meta.json``), the
+    layers' disparity from ``depth/<split>/<clip>.npz``, and ``alpha`` the blurred alpha (the frames tree's
+    ground truth): each pixel of the defocused image is exactly ``alpha`` parts blurred subject and ``1 - alpha``
+    parts blurred background. ``t`` is the original frame index (the name of ``frames/.../NNNN.png``).
+    None when the clip was not blurred here (no meta.json or depth cache)."""
+    layout = DataLayout(root)
+    rec = _blur_record(str(layout.blurred(split, clip)), str(layout.depth(split, clip)))
+    if rec is None:
+        return None
+    params, depth = rec
+    focus, coc, smax = params["focus_disp"][t], params["coc_scale"], params["sigma_max"]
+    alpha = read_image(layout.blurred(split, clip) / "alpha" / frame_name(t), gray=True)
+    return (alpha * sigma_map(depth.fg(t), focus, coc, smax)
+            + (1 - alpha) * sigma_map(depth.bg(t), focus, coc, smax)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _blur_record(blurred_dir: str, depth_path: str):
+    import json
+
+    meta, cache = Path(blurred_dir) / "meta.json", Path(depth_path)
+    if not (meta.is_file() and cache.is_file()):
+        return None
+    return json.loads(meta.read_text()), depth_stage.ClipDepth(cache)
 
 
 # ---------------------------------------------------------------------------------------- per-clip worker

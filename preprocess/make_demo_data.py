@@ -32,6 +32,14 @@ never used: they are held-out real test photos of people), so colour and texture
 Backgrounds are a wall (bricks or a real surface photo, with framed photo posters), a ground plane in perspective
 (tiles or a real surface photo laid on the plane) and boxes (striped or photo-wrapped) at several depths.
 
+``--camouflage`` (its own root, e.g. ``data/camo``) makes the camouflage testbed: the same clips (same seed, same
+people, byte for byte), but no
+shared ``bg_NNN`` backgrounds; each clip gets its own ``backgrounds/<split>/<clip>.png`` (+ ``.disp.npy``) built
+from that clip's person (mosaics of swatches of its hair, skin, face and clothing, the clothing laid on the ground
+plane, posters that are crops of the person) with the usual depth structure, and compose puts the clip over it.
+Colour statistics then cannot separate person and background: on the all-in-focus tree only shape and the guide
+can, on the defocused tree the depth-of-field blur can too.
+
 Everything is a pure function of ``--seed`` and the unit's name: the same seed gives byte-identical PNGs.
 """
 from __future__ import annotations
@@ -834,6 +842,103 @@ def render_background(seed: int, width: int, height: int) -> tuple[np.ndarray, n
     return image, disparity
 
 
+def person_swatches(fgr: np.ndarray, pha: np.ndarray, patch: int) -> list[np.ndarray]:
+    """Square ``patch``-pixel swatches cut from where the clip's subject is fully opaque (hair cap, face, skin,
+    clothing with its pattern, print and held object) in its first, middle and last frame: the person's own
+    colours and textures, for the camouflage backgrounds. Falls back to smaller swatches for small subjects."""
+    out: list[np.ndarray] = []
+    for size in (patch, patch // 2, patch // 4, 3):
+        size, best = max(size, 3), out
+        out = []
+        kernel = np.ones((size, size), np.uint8)
+        for t in sorted({0, len(fgr) // 2, len(fgr) - 1}):
+            solid = cv2.erode((pha[t] >= 0.999).astype(np.uint8), kernel, anchor=(0, 0), borderValue=0)
+            ys, xs = np.nonzero(solid[: solid.shape[0] - size + 1, : solid.shape[1] - size + 1])
+            step = max(1, size // 2)
+            keep = (ys % step == 0) & (xs % step == 0)
+            out += [fgr[t, y:y + size, x:x + size] for y, x in zip(ys[keep], xs[keep])]
+        if len(out) >= 8:
+            return out
+        out = out if len(out) > len(best) else best
+    if not out:  # no opaque pixel at all: the subject's colours, one pixel each
+        pix = fgr[pha >= pha.max() * 0.99]
+        out = [np.ones((3, 3, 3), np.float32) * c for c in pix[:: max(1, len(pix) // 64)]]
+    return out
+
+
+def person_mosaic(rng: np.random.Generator, swatches: list[np.ndarray], height: int, width: int) -> np.ndarray:
+    """A ``height x width`` texture tiled from randomly chosen (and randomly flipped) person swatches."""
+    size = swatches[0].shape[0]
+    img = np.empty((height + size, width + size, 3), np.float32)
+    for y in range(0, height, size):
+        for x in range(0, width, size):
+            sw = swatches[int(rng.integers(len(swatches)))]
+            if rng.random() < 0.5:
+                sw = sw[:, ::-1]
+            img[y:y + sw.shape[0], x:x + sw.shape[1]] = sw
+    return np.ascontiguousarray(img[:height, :width])
+
+
+def render_camouflage_background(seed: int, width: int, height: int, fgr: np.ndarray,
+                                 pha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A scene with the depth structure of :func:`render_background` (far wall, ground plane in perspective, boxes
+    at several depths, framed posters) whose every surface is made of the clip's own person: mosaics of swatches
+    cut from its opaque pixels (hair, skin, face, clothing pattern and print, held object), the clothing laid on
+    the ground plane in perspective, and posters that are crops of the person itself. Colour statistics then
+    cannot tell the person from the background; only shape, the guide and depth-of-field blur can.
+    Returns (image, disparity) like :func:`render_background`."""
+    rng = np.random.default_rng(seed)
+    patch = int(rng.integers(12, 28))
+    swatches = person_swatches(fgr, pha, patch)
+    horizon = height * rng.uniform(0.35, 0.6)
+    tilt = rng.uniform(-0.08, 0.08)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    cx = width / 2
+    horizon_y = horizon + tilt * (xx - cx)
+    focal = float(width)
+    cam_h = 1.6
+    z_wall = rng.uniform(8, 20)
+    below = np.maximum(yy - horizon_y, 1e-3)
+    z_ground = np.minimum(focal * cam_h / below, z_wall)
+    depth = np.where(yy > horizon_y, z_ground, z_wall).astype(np.float32)
+    # ground: a person mosaic laid on the plane (it shrinks towards the horizon)
+    gx = (xx - cx) * depth / focal
+    tile = rng.uniform(0.4, 1.0)
+    block = person_mosaic(rng, swatches, 256, 256)
+    ground = cv2.remap(block, np.mod(gx / tile * 64, 256).astype(np.float32),
+                       np.mod(depth / tile * 64, 256).astype(np.float32), cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_WRAP)
+    wall = person_mosaic(rng, swatches, height, width)
+    is_wall = depth >= z_wall - 1e-3
+    image = np.where(is_wall[..., None], wall, ground).astype(np.float32)
+    # posters: framed crops of the person itself (face, hair, clothing), on the wall
+    rows = np.flatnonzero(is_wall.any(axis=1))
+    ys, xs = np.nonzero(pha[0] > 0.5)
+    for _ in range(int(rng.integers(1, 4)) if len(rows) and len(ys) else 0):
+        ph, pw = int(height * rng.uniform(0.15, 0.35)), int(width * rng.uniform(0.1, 0.25))
+        cy, cx_ = int(rng.choice(ys)), int(rng.choice(xs))
+        src = fgr[0, max(cy - ph // 2, 0):cy + ph // 2 + 1, max(cx_ - pw // 2, 0):cx_ + pw // 2 + 1]
+        poster = cv2.resize(src, (pw, ph), interpolation=cv2.INTER_LINEAR)
+        y0, x0 = int(rng.uniform(0, max(rows.max() - ph, 1))), int(rng.uniform(0, max(width - pw, 1)))
+        fh, fw = min(ph, height - y0), min(pw, width - x0)
+        region = image[y0:y0 + fh, x0:x0 + fw]
+        region[:] = np.where(is_wall[y0:y0 + fh, x0:x0 + fw, None], poster[:fh, :fw], region)
+    # boxes on the ground at several depths, far to near, wrapped in person mosaics
+    for z in np.sort(rng.uniform(2.5, z_wall * 0.9, int(rng.integers(3, 7))))[::-1]:
+        base_y = horizon + focal * cam_h / z
+        x = rng.uniform(0, width)
+        w_px, h_px = rng.uniform(0.3, 1.5) * focal / z, rng.uniform(0.5, 2.5) * focal / z
+        x0c, x1c = max(int(x - w_px / 2), 0), min(int(x + w_px / 2), width)
+        y0c, y1c = max(int(base_y - h_px), 0), min(int(base_y), height)
+        if x1c <= x0c or y1c <= y0c:
+            continue
+        image[y0c:y1c, x0c:x1c] = person_mosaic(rng, swatches, y1c - y0c, x1c - x0c)
+        depth[y0c:y1c, x0c:x1c] = z
+    disparity = (1.0 / depth).astype(np.float32)
+    disparity /= disparity.max()
+    return np.clip(image, 0, 1).astype(np.float32), disparity
+
+
 def _on_plane(rng: np.random.Generator, name: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Luminance (HxWx1) of photo ``name`` laid on a plane with texture coordinates ``u, v`` (one unit = one
     copy of a seamless patch), sampled with ``cv2.remap``."""
@@ -902,6 +1007,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=24, help="frames per clip (default: %(default)s)")
     p.add_argument("--fps", type=float, default=25.0)
     p.add_argument("--scale", type=int, default=1, help="multiply the number of clips and backgrounds")
+    p.add_argument("--camouflage", action="store_true",
+                   help="the camouflage testbed (use its own --root, e.g. data/camo): every clip gets its own "
+                        "background, backgrounds/<split>/<clip>.png, built from that clip's person (hair, skin, "
+                        "clothing pattern and print) at other depths, which compose uses for it; colour statistics "
+                        "then cannot separate person and background, only shape, the guide and defocus can")
     return p
 
 
@@ -915,10 +1025,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     # the generator's version is part of the settings: clips made by an older generator are made again
     settings = {"seed": args.seed, "size": [width, height], "frames": args.frames, "fps": args.fps,
                 "generator": GENERATOR_VERSION}
+    if args.camouflage:  # absent (not False) on the standard set, so existing standard roots stay current
+        settings["camouflage"] = True
     made = skipped = 0
     for split in splits_of(args.split):
         manifest = Manifest(layout.manifest("make_demo_data", split))
-        bg_names = [f"bg_{i:03d}" for i in range(BACKGROUNDS_PER_SPLIT[split] * args.scale)]
+        mixed = [u for u, info in manifest.done_units("").items()
+                 if bool(info.get("settings", {}).get("camouflage")) != args.camouflage]
+        if mixed:
+            kind = "camouflage" if args.camouflage else "standard"
+            raise UserError(f"{layout.root} already holds {'standard' if args.camouflage else 'camouflage'} demo "
+                            f"data ({mixed[0]}); make the {kind} set under another --root")
+        bg_names = [] if args.camouflage else [f"bg_{i:03d}" for i in range(BACKGROUNDS_PER_SPLIT[split] * args.scale)]
         for name in shard_items(bg_names, args.shard):
             unit = f"background/{name}"
             if manifest.done(unit) and manifest.info(unit).get("settings") == settings and not args.overwrite:
@@ -941,6 +1059,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed = unit_seed(args.seed, "clip", split, clip)
             n_people = 2 if clips.index(clip) % 3 == 2 else 1  # every third clip holds two people
             fgr, pha, people, _ = render_clip(seed, spec, n_people)
+            if args.camouflage:  # this clip's own background, from its own person; compose picks it by name
+                bw, bh = int(round(width * BG_MARGIN)), int(round(height * BG_MARGIN))
+                image, disp = render_camouflage_background(unit_seed(args.seed, "camouflage", split, clip), bw, bh,
+                                                           fgr, pha)
+                write_png(layout.backgrounds(split) / f"{clip}.png", image)
+                np.save(layout.backgrounds(split) / f"{clip}.disp.npy", disp)
             write_clip(layout, split, clip, fgr, pha, args.fps, overwrite=True)
             write_json_atomic(layout.raw(split, "meta") / f"{clip}.json",
                               {"clip": clip, "split": split, "seed": seed, "people": people, **settings})

@@ -36,3 +36,83 @@ def test_missing_control_tree_is_one_line(tmp_path, capsys):
         run_main(ablation.main, ["--root", str(root), "--out", str(tmp_path / "abl"), "--tiny"])
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no clips in") and "\n" not in err and not (tmp_path / "abl").exists()
+
+
+def test_miniature_grid_parallel_report_matches_scipy(tmp_path, caplog):
+    """2 seeds x 2 variants x 1 tree x 1 set, two runs at a time in subprocesses: the report's statistics equal
+    scipy's (Wilcoxon) and numpy's (bootstrap, same seed) on the per-frame numbers the evaluation wrote."""
+    import csv
+    import json
+
+    import numpy as np
+    from scipy.stats import wilcoxon
+
+    root = tmp_path / "data"
+    make_tiny_frames(root, "train", clips=("a", "b"), n_frames=2, size=(32, 40))
+    make_tiny_frames(root, "test", clips=("t", "u"), n_frames=4, size=(32, 40), seed=1)
+    out = tmp_path / "abl"
+    argv = ["--root", str(root), "--out", str(out), "--tiny", "--steps", "3", "--crop", "32", "--seeds", "0", "1",
+            "--trees", "frames", "--baselines", "guide", "--jobs", "2", "--n_boot", "500", "--",
+            "--gate_threshold", "0"]  # an open gate: the untrained variants' mattes differ from the guide
+    assert ablation.main(argv) == 0
+    text = (out / "RESULTS.md").read_text()
+    assert "## Paired tests" in text and "Focus map vs the true blur" in text
+    for name in ("frames_none_s0", "frames_none_s1", "frames_light_s0", "frames_light_s1"):
+        assert (out / "logs" / f"{name}.log").is_file() and (out / "runs" / name / "last.pt").is_file()
+    # independent recomputation from per_frame.csv: seed-mean per frame, light minus none, paired by frame
+    per = {}
+    for r in csv.DictReader(open(out / "eval_frames" / "per_frame.csv")):
+        per.setdefault(r["method"], {}).setdefault((r["clip"], r["frame"]), []).append(float(r["mad_unknown"]))
+    keys = sorted(per["none"], key=str)
+    assert len(keys) == 8 and all(len(per["light"][k]) == 2 for k in keys)  # 2 clips x 4 frames, 2 seeds
+    d = np.array([np.mean(per["light"][k]) - np.mean(per["none"][k]) for k in keys])
+    got = next(r for r in json.loads((out / "stats.json").read_text())["paired"]
+               if r["variant"] == "light" and r["metric"] == "mad_unknown")
+    assert got["n"] == 8 and got["mean"] == pytest.approx(d.mean()) and np.all(d != 0)
+    assert got["p"] == pytest.approx(wilcoxon(d).pvalue)
+    idx = np.random.default_rng(0).integers(0, 8, (500, 8))
+    assert (got["ci_lo"], got["ci_hi"]) == pytest.approx(tuple(np.percentile(d[idx].mean(1), [2.5, 97.5])))
+    assert f"| standard | frames | light | mad_unknown | {d.mean():+.3f} |" in text
+    assert f"[{got['ci_lo']:+.3f}, {got['ci_hi']:+.3f}]" in text
+    # a rerun reuses every run and the evaluation, and reports the same numbers
+    before = (out / "stats.json").read_text()
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert ablation.main(argv) == 0
+    assert caplog.text.count("finished earlier") == 4 and "evaluated earlier" in caplog.text
+    assert (out / "stats.json").read_text() == before
+
+
+def test_dry_run_lists_the_cpu_grid(tmp_path, capsys):
+    out = tmp_path / "abl"
+    (out / "runs" / "frames_none_s0").mkdir(parents=True)
+    (out / "runs" / "frames_none_s0" / "last.pt").write_bytes(b"x")
+    (out / "runs" / "frames_light_s0").mkdir(parents=True)
+    (out / "runs" / "frames_light_s0" / "last.json").write_text('{"step": 800}')
+    assert ablation.main(["--cpu", "--dry-run", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 37 and lines[-1].startswith("36 runs (1 done, 1 partial, 34 todo)")
+    assert sum("set=camouflage" in x for x in lines) == 18 and sum("variant=heavy_db2" in x for x in lines) == 12
+    assert any(x.startswith("frames_none_s0 ") and x.endswith("partial") for x in lines)
+    assert any(x.startswith("camouflage_frames_sharp_heavy_db2_s2 ") and x.endswith("todo") for x in lines)
+    assert not (out / "RESULTS.md").exists()
+
+
+def test_paired_tests_pair_frames_across_trees():
+    """The interaction pairs the same clip and frame across trees, after averaging each frame over the seeds."""
+    import numpy as np
+
+    def runs(values):  # {run: {(clip, frame): {...}}}
+        return {f"s{i}": {k: {"mad_unknown": v[i], "mad": v[i], "focus_sigma_spearman": np.nan}
+                          for k, v in values.items()} for i in range(2)}
+    keys = [("c", f"{f:04d}.png") for f in range(3)]
+    frames = {("standard", "frames"): {"none": runs({k: (1.0, 3.0) for k in keys}),
+                                       "light": runs({k: (0.0, 1.0 + i) for i, k in enumerate(keys)})},
+              ("standard", "frames_sharp"): {"none": runs({k: (2.0, 2.0) for k in keys}),
+                                             "light": runs({k: (2.0, 2.0 + i) for i, k in enumerate(keys)})}}
+    tests = ablation.paired_tests(frames, ["standard"], ["frames", "frames_sharp"], ["none", "light"], 100)
+    d = {(r["tree"], r["metric"]): r["mean"] for r in tests["paired"]}
+    assert d[("frames", "mad_unknown")] == pytest.approx(np.mean([0.5 - 2, 1 - 2, 1.5 - 2]))
+    assert d[("frames_sharp", "mad")] == pytest.approx(np.mean([0, 0.5, 1]))
+    inter = tests["interaction"][0]
+    assert inter["n"] == 3 and inter["mean"] == pytest.approx(np.mean([-1.5 - 0, -1 - 0.5, -0.5 - 1]))

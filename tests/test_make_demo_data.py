@@ -173,3 +173,95 @@ def test_cli_error_is_one_line(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 1
     assert out.stderr.strip().splitlines() == ["error: --size 8x8: at least 32x32"]
+
+
+# ------------------------------------------------------------------------------------------- camouflage testbed
+CAMO = ["--size", "192x128", "--frames", "2", "--split", "test"]
+CAMO_THRESHOLD = 0.6  # Hellinger distance; measured at 192x128 (seed 0): camouflage 0.35-0.39, standard 0.86-0.98;
+# at 384x256: camouflage 0.29-0.41, standard 0.84-0.95
+
+
+def colour_distance(image: np.ndarray, alpha: np.ndarray) -> float:
+    """Hellinger distance between the normalised 8x8x8 RGB histograms of the person (alpha > 0.9) and the
+    background (alpha < 0.1) pixels of one frame: 0 = the same colours, 1 = no colour in common."""
+    def hist(px):
+        q = np.clip((px * 8).astype(int), 0, 7)
+        h = np.bincount(q[:, 0] * 64 + q[:, 1] * 8 + q[:, 2], minlength=512).astype(float)
+        return h / h.sum()
+    a, b = hist(image[alpha > 0.9]), hist(image[alpha < 0.1])
+    return float(np.sqrt(max(0.0, 1.0 - np.sqrt(a * b).sum())))
+
+
+def _composed_distances(root) -> dict:
+    """Colour distance of the first frame of every composed test clip (the sharp composite, frames_sharp's input)."""
+    out = {}
+    for clip_dir in sorted((root / "composed/test").iterdir()):
+        f, b = read_image(clip_dir / "fgr/0000.png"), read_image(clip_dir / "bgr/0000.png")
+        a = read_image(clip_dir / "pha/0000.png", gray=True)
+        out[clip_dir.name] = colour_distance(a[..., None] * f + (1 - a[..., None]) * b, a)
+    return out
+
+
+@pytest.fixture(scope="module")
+def camo_roots(tmp_path_factory):
+    from preprocess import compose_video_bg
+
+    base = tmp_path_factory.mktemp("camo")
+    roots = {}
+    for name, extra in (("standard", []), ("camo", ["--camouflage"])):
+        root = base / name
+        mdd.main(["--root", str(root), *CAMO, *extra])
+        compose_video_bg.main(["--root", str(root), "--split", "test"])
+        roots[name] = root
+    return roots
+
+
+def test_camouflage_colours_do_not_separate_person_and_background(camo_roots):
+    camo, standard = _composed_distances(camo_roots["camo"]), _composed_distances(camo_roots["standard"])
+    assert len(camo) == len(standard) == 3
+    assert max(camo.values()) < CAMO_THRESHOLD < min(standard.values()), (camo, standard)
+
+
+def test_camouflage_clip_is_composed_over_its_own_background(camo_roots):
+    import json
+
+    root = camo_roots["camo"]
+    assert sorted(p.name for p in (root / "backgrounds/test").glob("*.png")) == [
+        f"clip_{i:04d}.png" for i in range(3)]  # no shared bg_NNN
+    for clip in ("clip_0000", "clip_0001", "clip_0002"):
+        assert (root / "backgrounds/test" / f"{clip}.disp.npy").is_file()
+        meta = json.loads((root / "composed/test" / clip / "meta.json").read_text())
+        assert meta["background"] == f"backgrounds/test/{clip}.png"
+        info = json.loads((root / "raw/test/meta" / f"{clip}.json").read_text())
+        assert info["camouflage"] is True
+        # the same people as the standard set with the same seed: only the background differs
+        for layer in ("fgr", "pha"):
+            assert (root / "raw/test" / layer / clip / "0001.png").read_bytes() == (
+                camo_roots["standard"] / "raw/test" / layer / clip / "0001.png").read_bytes()
+
+
+def test_camouflage_is_deterministic_per_seed(tmp_path, camo_roots):
+    mdd.main(["--root", str(tmp_path / "a"), *CAMO, "--camouflage"])
+    a, ref = _png_bytes(tmp_path / "a"), _png_bytes(camo_roots["camo"])
+    assert {k: v for k, v in ref.items() if not k.startswith("composed/")} == a
+    mdd.main(["--root", str(tmp_path / "b"), *CAMO, "--camouflage", "--seed", "1"])
+    b = _png_bytes(tmp_path / "b")
+    assert any(a[k] != b[k] for k in a if k.startswith("backgrounds/"))
+
+
+def test_camouflage_and_standard_never_share_a_root(tmp_path):
+    mdd.main(["--root", str(tmp_path / "d"), *TINY])
+    with pytest.raises(UserError, match="another --root"):
+        mdd.main(["--root", str(tmp_path / "d"), *TINY, "--camouflage"])
+
+
+def test_standard_backgrounds_choice_is_unchanged():
+    from pathlib import Path
+
+    from preprocess.compose_video_bg import backgrounds_for
+
+    shared = [Path(f"bg_{i:03d}.png") for i in range(3)]
+    assert backgrounds_for(shared, "clip_0000", {"clip_0000", "clip_0001"}) == shared
+    own = shared + [Path("clip_0001.png")]
+    assert backgrounds_for(own, "clip_0001", {"clip_0000", "clip_0001"}) == [Path("clip_0001.png")]
+    assert backgrounds_for(own, "clip_0000", {"clip_0000", "clip_0001"}) == shared  # never another clip's own
