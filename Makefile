@@ -85,7 +85,7 @@ TC_RUNS  ?= runs/train-cpu
 TC_STEPS ?= 2400
 TRAIN_CPU_ARGS = --root $(TC_ROOT) --runs_dir $(TC_RUNS) --model light --guide mixed --accurate_guide_prob 0.5 \
 	--steps $(TC_STEPS) --batch_size 4 --crop 128 --base_channels 16 --num_workers 0 --threads 2 --warmup_steps 100 \
-	--lr 1e-3 --eval_every 400 --ckpt_every 200 --log_every 50 --val_max_frames 16
+	--lr 1e-3 --eval_every 400 --ckpt_every 200 --log_every 50 --val_max_frames 16 --best_metric mad
 train-cpu-data: venv
 	$(PY) preprocess/make_demo_data.py --root $(TC_ROOT) --split train --scale 5 --frames 12 --seed $(SEED)
 	$(PY) preprocess/compose_video_bg.py --root $(TC_ROOT) --split train --seed $(SEED)

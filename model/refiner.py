@@ -347,7 +347,9 @@ class Refiner(nn.Module):
         self.f1 = nn.Sequential(ConvBNReLU(c0 + 4, c0), nn.Conv2d(c0, 1, 1))
         # the gate's full-resolution correction: the stride-4 gate is blurry at pixel scale, and an accurate
         # guide's soft band is 1-2 px wide; opening the gate on the confident pixels beside it would only do harm
-        self.gate1 = nn.Sequential(ConvBNReLU(c0 + 5, c0), nn.Conv2d(c0, 1, 3, padding=1))
+        # it also sees the refinement itself and how far it moves from the guide (detached: the gate's loss judges
+        # the refinement, it does not train it)
+        self.gate1 = nn.Sequential(ConvBNReLU(c0 + 7, 2 * c0), ConvBNReLU(2 * c0, c0), nn.Conv2d(c0, 1, 3, padding=1))
         # Residual on the guide: every head predicts a correction of the guide's logit, so an untrained refiner
         # returns about its guide (its random corrections are small next to the prior's +-4) and training only
         # has to learn where the guide is wrong.
@@ -457,7 +459,6 @@ class Refiner(nn.Module):
         up = self.up1(self.ll1(f), self.hi1(d1).unflatten(1, (-1, 3)))
         logit1 = self.f1(torch.cat([up, x], 1)) + prior(1)
         gate_logit = F.interpolate(gate_logit, scale_factor=4.0, mode="bilinear")
-        gate_logit = gate_logit + self.gate1(torch.cat([up, x, gate_logit], 1))
 
         # progressive refinement: a finer prediction replaces the coarser one only in the uncertain band
         a8 = torch.sigmoid(logit8)
@@ -466,6 +467,8 @@ class Refiner(nn.Module):
         u4 = F.interpolate(_uncertain(merged4, r4), scale_factor=4.0, mode="nearest")
         merged4_full = F.interpolate(merged4, scale_factor=4.0, mode="bilinear")
         refined = torch.where(u4 > 0, torch.sigmoid(logit1), merged4_full)
+        r = refined.detach()
+        gate_logit = gate_logit + self.gate1(torch.cat([up, x, gate_logit, 2 * r - 1, (r - guide).abs()], 1))
         # the guide gate: the guide passes unchanged wherever the network does not positively flag it as wrong
         # below the threshold the gate is cut to exactly 0; the cut is a straight-through estimator, so training
         # still learns from the output's loss where the gate is closed (a closed gate would otherwise never open)

@@ -11,7 +11,9 @@ Terms (per output stride s in {8, 4, 1}, weighted by ``stride_weights[s]``):
   floor elsewhere (high frequency: detail).
 The key ``"final"`` of ``alpha_os`` is the refiner's gated output (``RefinerOutput.alpha``), supervised like a
 stride with its own weight. ``gate_loss`` trains the guide gate: binary cross-entropy *with logits* on
-``RefinerOutput.gate_logit`` against where the refinement beats the guide.
+``RefinerOutput.gate_logit`` against where the refinement beats the guide; ``logit_bce_loss`` is the BCE *with
+logits* of each stride's logit (``RefinerOutput.logits_os``), whose gradient does not vanish on the saturated
+guide prior.
 Only alpha (probabilities) enters these L1-type losses; nothing here is a ``*_with_logits`` loss, so no logit
 is ever squashed twice (the model's ``logits_os`` would be the input to one, never ``alpha_os``).
 A weight of 0 skips the term's computation.
@@ -108,7 +110,8 @@ class LossWeights:
     wll: float = 0.5
     whigh: float = 1.0
     whigh_floor: float = 0.1
-    gate: float = 1.0
+    gate: float = 3.0
+    bce: float = 1.0
     stride_weights: dict = field(default_factory=lambda: dict(DEFAULT_STRIDE_WEIGHTS))
 
 
@@ -168,3 +171,17 @@ def gate_loss(gate_logit: torch.Tensor, gt: torch.Tensor, guide: torch.Tensor, r
 
     target = gate_target(gt, guide, refined.float(), GATE_MARGIN)
     return F.binary_cross_entropy_with_logits(gate_logit.float(), target)
+
+
+def logit_bce_loss(logits_os: dict, gt: torch.Tensor, stride_weights: dict) -> torch.Tensor:
+    """Binary cross-entropy *with logits* of each stride's prediction against the (soft) ground truth, weighted
+    like the strides. Why: every head adds its correction to the guide's logit (+-6, ``model.refiner``), where the
+    sigmoid is saturated; an L1-type loss on the probability then has a gradient of about sigmoid'(6) = 0.0025
+    per pixel and a wrong guide region is corrected only after hundreds of steps. The BCE's gradient with respect
+    to the logit is (sigmoid - gt), which does not vanish where the guide is confidently wrong."""
+    total = gt.new_zeros(())
+    for s, logit in logits_os.items():
+        sw = float(stride_weights.get(s, stride_weights.get(str(s), 0.0)))
+        if sw:
+            total = total + sw * F.binary_cross_entropy_with_logits(logit.float(), gt)
+    return total

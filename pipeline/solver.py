@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from pipeline import metrics as M
 from pipeline.data import MattingFrames, StepBatchSampler, list_clips, list_frames, split_clips
-from pipeline.losses import DEFAULT_STRIDE_WEIGHTS, TERMS, LossWeights, gate_loss, matting_losses
+from pipeline.losses import DEFAULT_STRIDE_WEIGHTS, TERMS, LossWeights, gate_loss, logit_bce_loss, matting_losses
 from utils.atomic import atomic_path, write_bytes_atomic
 from utils.cli import ArgumentParser, UserError
 from utils.images import check_frame_sizes
@@ -97,6 +97,7 @@ class TrainConfig:
     w_whigh: float = LossWeights.whigh
     whigh_floor: float = LossWeights.whigh_floor
     w_gate: float = LossWeights.gate  # BCE of the guide gate against where the refinement beats the guide
+    w_bce: float = LossWeights.bce    # BCE with logits of each stride (gradient that survives the saturated prior)
     stride8: float = DEFAULT_STRIDE_WEIGHTS[8]
     stride4: float = DEFAULT_STRIDE_WEIGHTS[4]
     stride1: float = DEFAULT_STRIDE_WEIGHTS[1]
@@ -254,7 +255,8 @@ def phase_at(cfg: TrainConfig, step: int) -> tuple[str, LossWeights]:
             for s, x in (ph.get("strides") or {}).items():
                 strides["final" if s == "final" else int(s)] = float(x)
             break
-    return name, LossWeights(**base, whigh_floor=cfg.whigh_floor, gate=cfg.w_gate, stride_weights=strides)
+    return name, LossWeights(**base, whigh_floor=cfg.whigh_floor, gate=cfg.w_gate, bce=cfg.w_bce,
+                             stride_weights=strides)
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -303,19 +305,20 @@ def save_checkpoint(path: Path, model, cfg: TrainConfig, step: int, **state) -> 
 class _SupervisedOutputs(torch.nn.Module):
     """The model seen by DDP: returns only the outputs the current phase supervises, so DDP's search for
     unused parameters starts from tensors that really reach the loss (focus map, unsupervised strides do not):
-    ``({stride or "final": alpha}, gate_logit, refined)``."""
+    ``({stride or "final": alpha}, {stride: logit}, gate_logit, refined)``."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
         self.strides: tuple = (8, 4, 1, "final")
 
-    def forward(self, image: torch.Tensor, guide: torch.Tensor) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor, guide: torch.Tensor) -> tuple[dict, dict, torch.Tensor, torch.Tensor]:
         out = self.model(image, guide)
         alphas = {s: a for s, a in out.alpha_os.items() if s in self.strides}
         if "final" in self.strides:
             alphas["final"] = out.alpha
-        return alphas, out.gate_logit, out.refined
+        logits = {s: v for s, v in out.logits_os.items() if s in self.strides}
+        return alphas, logits, out.gate_logit, out.refined
 
 
 def _to(batch: dict, device) -> dict:
@@ -509,10 +512,13 @@ def _train(argv: Sequence[str] | None, defaults_yaml: str | None, locks: context
         supervised.strides = tuple(s for s, w in weights.stride_weights.items() if w > 0)
         batch = _to(batch, device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            alpha_os, gate_logit, refined = model(batch["image"], batch["guide"])
+            alpha_os, logits_os, gate_logit, refined = model(batch["image"], batch["guide"])
         # losses in fp32: L1-type terms on alpha (probabilities), the gate's BCE on its logit (sigmoid-ed once)
         loss, parts = matting_losses({s: a.float() for s, a in alpha_os.items()}, batch["alpha"], weights,
                                      batch["image"], batch.get("fgr"), batch.get("bgr"))
+        if weights.bce > 0:
+            b = logit_bce_loss(logits_os, batch["alpha"], weights.stride_weights)
+            loss, parts["bce"] = loss + weights.bce * b, float(b.detach())
         if weights.gate > 0:
             g = gate_loss(gate_logit, batch["alpha"], batch["guide"], refined)
             loss, parts["gate"] = loss + weights.gate * g, float(g.detach())
@@ -537,7 +543,7 @@ def _train(argv: Sequence[str] | None, defaults_yaml: str | None, locks: context
         if master and (step % cfg.log_every == 0 or step == cfg.steps):
             n = sums.pop("n")
             row = {"step": step, "phase": phase, "lr": sched.get_last_lr()[0], "loss": sums["loss"] / n,
-                   **{t: sums.get(t, 0.0) / n for t in (*TERMS, "gate")}, "grad_norm": float(gnorm) if gnorm is not None else 0.0,
+                   **{t: sums.get(t, 0.0) / n for t in (*TERMS, "bce", "gate")}, "grad_norm": float(gnorm) if gnorm is not None else 0.0,
                    "samples_per_s": cfg.batch_size * world * n / max(1e-9, time.time() - t0)}
             sums, t0 = {}, time.time()
             _append_csv(run_dir / "train.csv", row)
