@@ -25,12 +25,13 @@ Data flow (strides relative to the input; widths C0..C4 = ``Refiner.widths``)::
     around its boundary, replaced by alpha/1 inside the uncertain band of that merge.
 
     do no harm (the guide gate): a head on the stride-4 decoder state, corrected at full resolution from the
-    stride-1 features, predicts where the refinement beats the guide (like the error map of BackgroundMattingV2, supervised with |guide - gt| - |refined - gt| >
-    ``GATE_MARGIN``); the output is
+    stride-1 features, predicts where the refinement beats the guide (like the error map of BackgroundMattingV2,
+    supervised with |guide - gt| - |refined - gt| > ``GATE_MARGIN``); the output is
     ``guide + gate * (refined - guide)`` where ``gate`` is that probability cut to exactly 0 below
-    ``gate_threshold`` (a straight-through cut: gradients pass as if uncut). Where the network does not believe
-    the refinement beats the guide, the guide comes out unchanged, bit for bit; an untrained refiner (gate bias
-    -1, probability 0.27) returns its guide exactly.
+    ``gate_threshold`` (a straight-through cut: gradients pass as if uncut); a change that moves a pixel across
+    the guide's 0.5 level (a structural fix: the guide is wrong there) needs the stricter ``flip_threshold``.
+    Where the network does not believe the refinement beats the guide, the guide comes out unchanged, bit for
+    bit; an untrained refiner (gate bias -1, probability 0.27) returns its guide exactly.
 
 The input is edge-padded to a multiple of ``8 * window`` (stride-8 windows tile exactly) and every output is
 cropped back, so any H, W works.
@@ -83,7 +84,9 @@ class RefinerOutput:
                   the finer prediction; MGMatting-style losses weight the finer strides by these.
     refined:      (N,1,H,W) the progressive refinement before the gate (what ``alpha`` would be without it).
     gate_logit:   (N,1,H,W) logit of "the refinement beats the guide here" (train it with a ``*_with_logits`` loss).
-    gate:         (N,1,H,W) in {0} u [gate_threshold, 1], the gate applied: alpha = guide + gate*(refined-guide).
+    gate:         (N,1,H,W) in {0} u [gate_threshold, 1], the gate applied to changes that keep a pixel on its
+                  guide's side of 0.5; changes across it (flips) need the probability >= flip_threshold:
+                  alpha = guide + gate * (on_side - guide) + flip * (refined - on_side).
     focus_map:    (N,1,H,W) the defocus cue: local energy of the image's high-frequency subbands at stride 2,
                   log-scaled (0 = flat or blurred, larger = sharp texture), upsampled to the input size.
     focus_os:     {2, 4, 8: (N,1,ceil(H/s),ceil(W/s))} the focus maps at the strides the network sees them.
@@ -295,7 +298,7 @@ class Refiner(nn.Module):
 
     def __init__(self, variant: str = "light", base_channels: int = 32, window: int = 8,
                  uncertain_radius: tuple[int, int] = (4, 4), focus_tau: float = 0.01,
-                 gate_threshold: float = 0.5, pretrained: str | None = None):
+                 gate_threshold: float = 0.7, flip_threshold: float = 0.95, pretrained: str | None = None):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown refiner variant {variant!r}: one of {', '.join(VARIANTS)}")
@@ -304,9 +307,10 @@ class Refiner(nn.Module):
         self.variant, self.base_channels, self.window = variant, base_channels, window
         self.uncertain_radius = tuple(int(r) for r in uncertain_radius)
         self.focus_tau = float(focus_tau)
-        if not 0.0 <= gate_threshold < 1.0:
-            raise ValueError(f"gate_threshold must be in [0, 1), got {gate_threshold}")
-        self.gate_threshold = float(gate_threshold)
+        if not 0.0 <= gate_threshold <= flip_threshold < 1.0:
+            raise ValueError(f"gate_threshold and flip_threshold must satisfy 0 <= gate_threshold <= flip_threshold < 1,"
+                             f" got {gate_threshold}, {flip_threshold}")
+        self.gate_threshold, self.flip_threshold = float(gate_threshold), float(flip_threshold)
         kind = {"light": "haar", "none": "none"}.get(variant, variant.removeprefix("heavy_"))
         # most width where pixels are few; the full-resolution path has a few channels only
         c0, c1, c2, c3, c4 = max(4, base_channels // 4), base_channels // 2, base_channels, 4 * base_channels, \
@@ -372,7 +376,7 @@ class Refiner(nn.Module):
         """Plain JSON-able dict: ``build_refiner(**model.config)`` rebuilds this architecture."""
         return {"variant": self.variant, "base_channels": self.base_channels, "window": self.window,
                 "uncertain_radius": list(self.uncertain_radius), "focus_tau": self.focus_tau,
-                "gate_threshold": self.gate_threshold}
+                "gate_threshold": self.gate_threshold, "flip_threshold": self.flip_threshold}
 
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights a pretrained backbone provides: everything before the decoder."""
@@ -472,9 +476,16 @@ class Refiner(nn.Module):
         # the guide gate: the guide passes unchanged wherever the network does not positively flag it as wrong
         # below the threshold the gate is cut to exactly 0; the cut is a straight-through estimator, so training
         # still learns from the output's loss where the gate is closed (a closed gate would otherwise never open)
+        # Two kinds of change, two thresholds: a change that keeps each pixel on its guide's side of 0.5 (soft
+        # edges, hair) needs the gate's probability >= gate_threshold; a change that crosses it (the guide is
+        # wrong: a missing arm, a false blob) needs >= flip_threshold. An accurate guide (the truth binarised at
+        # 0.5) never needs a flip, so a flip there is always harm; a coarse guide needs flips, made where the
+        # gate is sure.
         p = torch.sigmoid(gate_logit)
         gate = p + (torch.where(p >= self.gate_threshold, p, torch.zeros_like(p)) - p).detach()
-        alpha = guide + gate * (refined - guide)
+        flip = p + (torch.where(p >= self.flip_threshold, p, torch.zeros_like(p)) - p).detach()
+        on_side = torch.where(guide >= 0.5, refined.clamp(min=0.5), refined.clamp(max=0.5))
+        alpha = guide + gate * (on_side - guide) + flip * (refined - on_side)
 
         crop = lambda t: t[..., :h, :w]  # noqa: E731
         full = lambda t, s: crop(F.interpolate(t, scale_factor=float(s), mode="bilinear") if s > 1 else t)  # noqa: E731
@@ -495,7 +506,7 @@ class Refiner(nn.Module):
 # ------------------------------------------------------------------------------------------ builder, checkpoint
 def build_refiner(variant: str = "light", base_channels: int = 32, **kwargs) -> Refiner:
     """Build a refiner: ``variant`` in :data:`VARIANTS`; ``kwargs`` as :class:`Refiner` (window, uncertain_radius,
-    focus_tau, gate_threshold, pretrained=<local path of backbone weights>)."""
+    focus_tau, gate_threshold, flip_threshold, pretrained=<local path of backbone weights>)."""
     return Refiner(variant, base_channels, **kwargs)
 
 

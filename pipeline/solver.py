@@ -78,7 +78,8 @@ class TrainConfig:
     # model
     model: str = "light"            # none | light | heavy_db1 | heavy_db2 | heavy_db4
     base_channels: int = 32
-    gate_threshold: float = 0.5     # the guide gate's dead zone (model.refiner): below it the guide passes as is
+    gate_threshold: float = 0.7     # the guide gate (model.refiner): below it the guide passes as is
+    flip_threshold: float = 0.95    # ... and below this no pixel crosses its guide's 0.5 level
     # optimisation
     steps: int = 20000
     batch_size: int = 8
@@ -221,8 +222,9 @@ def _check_config(cfg: TrainConfig) -> None:
         raise UserError(f"--val_fraction must be in [0, 1), got {cfg.val_fraction}")
     if not 0 <= cfg.accurate_guide_prob <= 1:
         raise UserError(f"--accurate_guide_prob must be in [0, 1], got {cfg.accurate_guide_prob}")
-    if not 0 <= cfg.gate_threshold < 1:
-        raise UserError(f"--gate_threshold must be in [0, 1), got {cfg.gate_threshold}")
+    if not 0 <= cfg.gate_threshold <= cfg.flip_threshold < 1:
+        raise UserError(f"--gate_threshold and --flip_threshold need 0 <= gate <= flip < 1, got {cfg.gate_threshold}, "
+                        f"{cfg.flip_threshold}")
     metrics = [f"{m}{suffix}" for suffix in ("", "_unknown") for m in ("sad", "mad", "mse", "grad", "conn")]
     if cfg.best_metric not in metrics:
         raise UserError(f"--best_metric must be one of {', '.join(metrics)}, got {cfg.best_metric!r}")
@@ -448,7 +450,8 @@ def _train(argv: Sequence[str] | None, defaults_yaml: str | None, locks: context
         raise UserError(f"{run_dir} already has a run: pass --resume to continue it or --overwrite to restart")
 
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
-    model = api.build_refiner(cfg.model, base_channels=cfg.base_channels, gate_threshold=cfg.gate_threshold)
+    model = api.build_refiner(cfg.model, base_channels=cfg.base_channels, gate_threshold=cfg.gate_threshold,
+                              flip_threshold=cfg.flip_threshold)
     model = model.to(device)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])

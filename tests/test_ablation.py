@@ -53,7 +53,7 @@ def test_miniature_grid_parallel_report_matches_scipy(tmp_path, caplog):
     out = tmp_path / "abl"
     argv = ["--root", str(root), "--out", str(out), "--tiny", "--steps", "3", "--crop", "32", "--seeds", "0", "1",
             "--trees", "frames", "--baselines", "guide", "--jobs", "2", "--n_boot", "500", "--",
-            "--gate_threshold", "0"]  # an open gate: the untrained variants' mattes differ from the guide
+            "--gate_threshold", "0", "--flip_threshold", "0"]  # an open gate: the untrained variants' mattes differ from the guide
     assert ablation.main(argv) == 0
     text = (out / "RESULTS.md").read_text()
     assert "## Paired tests" in text and "Focus map vs the true blur" in text

@@ -279,7 +279,7 @@ def test_closed_gate_returns_the_guide_bit_for_bit(variant):
 
 def test_open_gate_returns_the_refinement_and_the_threshold_cuts():
     torch.manual_seed(0)
-    model = build_refiner("light", base_channels=TINY, gate_threshold=0.5).eval()
+    model = build_refiner("light", base_channels=TINY, gate_threshold=0.5, flip_threshold=0.5).eval()
     image, guide = _inputs()
     with torch.no_grad():
         model.head_gate[-1].bias.fill_(30.0)  # sigmoid = 1: gate fully open
@@ -294,6 +294,28 @@ def test_open_gate_returns_the_refinement_and_the_threshold_cuts():
         assert torch.allclose(out.alpha, guide + 0.75 * (out.refined - guide), atol=1e-6)
     with pytest.raises(ValueError, match="gate_threshold"):
         build_refiner("light", base_channels=TINY, gate_threshold=1.0)
+    with pytest.raises(ValueError, match="flip_threshold"):
+        build_refiner("light", base_channels=TINY, gate_threshold=0.8, flip_threshold=0.5)
+
+
+def test_a_flip_needs_the_stricter_threshold():
+    """Between the two thresholds a pixel may move only on its guide's side of 0.5 (an accurate guide never
+    needs more); above flip_threshold it may cross (the guide is wrong there)."""
+    torch.manual_seed(0)
+    model = build_refiner("light", base_channels=TINY, gate_threshold=0.5, flip_threshold=0.9).eval()
+    image, guide = _inputs()
+    with torch.no_grad():
+        for head in (model.head8, model.head4, model.f1[-1]):
+            head.bias.fill_(-20.0)  # the refinement says: background everywhere
+        model.head_gate[-1].bias.fill_(float(np.log(3.0)))  # probability 0.75: between the thresholds
+        out = model(image, guide)
+        inside = guide > 0.5
+        assert out.refined[inside].max() < 0.01  # it wants to remove the subject ...
+        assert out.alpha[inside].min() >= 0.5 - 1e-6  # ... but may only soften it to the 0.5 level
+        assert torch.allclose(out.alpha[inside], 1 + 0.75 * (0.5 - 1) * torch.ones_like(out.alpha[inside]), atol=1e-4)
+        model.head_gate[-1].bias.fill_(30.0)  # probability 1 >= flip_threshold: the flip goes through
+        out = model(image, guide)
+        assert out.alpha[inside].max() < 0.01
 
 
 def test_closed_gate_still_learns_from_the_output_loss():
@@ -310,7 +332,7 @@ def test_closed_gate_still_learns_from_the_output_loss():
 
 
 def test_gate_threshold_round_trips_through_a_checkpoint(tmp_path):
-    model = build_refiner("light", base_channels=TINY, gate_threshold=0.3)
+    model = build_refiner("light", base_channels=TINY, gate_threshold=0.3, flip_threshold=0.8)
     save_refiner(tmp_path / "m.pt", model)
     loaded, _ = load_refiner(tmp_path / "m.pt")
-    assert loaded.gate_threshold == 0.3
+    assert loaded.gate_threshold == 0.3 and loaded.flip_threshold == 0.8
