@@ -8,6 +8,7 @@ the logged throughput of each interval (``train.csv``'s ``samples_per_s``), so i
 
     python bench/bench_learning.py --root data/train-cpu --steps 1500 --out runs/bench_learning
     python bench/bench_learning.py --plot_only --out runs/bench_learning    # replot finished runs
+    python bench/bench_learning.py --reuse light=runs/train-cpu/s0 --steps 2400 --eval_every 400   # reuse a run
 
 Finished runs are reused and killed ones resumed. Writes ``<out>/learning.png`` and ``<out>/learning.md`` (the
 table of the last validation of each run). Flags after ``--`` go to every training run.
@@ -29,9 +30,10 @@ from utils.cli import UserError, run_main
 
 log = logging.getLogger("bench_learning")
 
-# the make train-cpu recipe (Makefile TRAIN_CPU_ARGS), minus root / steps / name
-RECIPE = ["--guide", "mixed", "--batch_size", "4", "--crop", "128", "--base_channels", "16", "--num_workers", "0",
-          "--threads", "1", "--warmup_steps", "100", "--lr", "1e-3", "--log_every", "50", "--val_max_frames", "16"]
+# the make train-cpu recipe (Makefile TRAIN_CPU_ARGS), minus root / steps / name / threads
+RECIPE = ["--guide", "mixed", "--accurate_guide_prob", "0.5", "--batch_size", "4", "--crop", "128", "--base_channels",
+          "16", "--num_workers", "0", "--threads", "1", "--warmup_steps", "100", "--lr", "1e-3", "--log_every", "50",
+          "--val_max_frames", "16"]
 CURVES = (("mad", "guide_mad", "whole frame"), ("mad_unknown", "guide_mad_unknown", "unknown band"),
           ("mad_confident", "guide_mad_confident", "confident region"))
 
@@ -126,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/bench_learning")
     p.add_argument("--plot_only", action="store_true", help="only replot the runs under --out")
+    p.add_argument("--reuse", nargs="*", default=[], metavar="VARIANT=RUN_DIR",
+                   help="take a finished run of the same recipe instead of training that variant (e.g. light=runs/train-cpu/s0)")
     return p
 
 
@@ -133,9 +137,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(argv) if argv is not None else __import__("sys").argv[1:]
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     args = build_parser().parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    reuse = {}
+    for item in args.reuse:
+        variant, _, run = item.partition("=")
+        if not run or not Path(run).is_dir():
+            raise UserError(f"--reuse expects VARIANT=RUN_DIR with an existing folder, got {item!r}")
+        reuse[variant] = Path(run)
     runs = {}
     for v in args.variants:
-        runs[v] = Path(args.out) / v if args.plot_only else train_variant(v, args, extra)
+        if v in reuse:
+            runs[v] = reuse[v]
+        else:
+            runs[v] = Path(args.out) / v if args.plot_only else train_variant(v, args, extra)
         if not (runs[v] / "val.csv").is_file():
             raise UserError(f"no validation log in {runs[v]}: train it first (without --plot_only)")
     path = plot(runs, Path(args.out))

@@ -277,9 +277,17 @@ def test_closed_gate_returns_the_guide_bit_for_bit(variant):
             assert (out.refined - g).abs().max() > 0.5
 
 
+def _constant_gate(model):
+    """Zero the gate's last weights, so its probability is sigmoid(bias) everywhere (set by each test)."""
+    with torch.no_grad():
+        model.head_gate[-1].weight.zero_()
+        model.gate1[-1].weight.zero_()
+    return model
+
+
 def test_open_gate_returns_the_refinement_and_the_threshold_cuts():
     torch.manual_seed(0)
-    model = build_refiner("light", base_channels=TINY, gate_threshold=0.5, flip_threshold=0.5).eval()
+    model = _constant_gate(build_refiner("light", base_channels=TINY, gate_threshold=0.5, flip_threshold=0.5).eval())
     image, guide = _inputs()
     with torch.no_grad():
         model.head_gate[-1].bias.fill_(30.0)  # sigmoid = 1: gate fully open
@@ -302,7 +310,7 @@ def test_a_flip_needs_the_stricter_threshold():
     """Between the two thresholds a pixel may move only on its guide's side of 0.5 (an accurate guide never
     needs more); above flip_threshold it may cross (the guide is wrong there)."""
     torch.manual_seed(0)
-    model = build_refiner("light", base_channels=TINY, gate_threshold=0.5, flip_threshold=0.9).eval()
+    model = _constant_gate(build_refiner("light", base_channels=TINY, gate_threshold=0.5, flip_threshold=0.9).eval())
     image, guide = _inputs()
     with torch.no_grad():
         for head in (model.head8, model.head4, model.f1[-1]):
