@@ -47,12 +47,13 @@ demo-masks: demo-frames
 	$(PY) preprocess/guide_mask.py --root $(DEMO_ROOT) --seed $(SEED) --mode all_frames $(MASK_ARGS)
 	$(PY) preprocess/guide_mask.py --root $(DEMO_ROOT) --seed $(SEED) --mode all_frames --tree frames_sharp $(MASK_ARGS)
 
-# Training (pipeline/solver_refiner_maggie.py): a 200-step CPU run of the light refiner on small crops; a rerun
+# Training (pipeline/solver_refiner_maggie.py): a 450-step CPU run of the light refiner (make train-cpu's width and
+# crop, a higher learning rate); a rerun
 # resumes/reuses runs/demo/train. Guides: the mask stage's files mixed with perturbed GT when masks exist.
 DEMO_GUIDE = $(if $(wildcard $(DEMO_ROOT)/frames/train/mask),mixed,perturb)
 DEMO_TRAIN_ARGS = --root $(DEMO_ROOT) --runs_dir $(RUN_DIR) --name train --model light --guide $(DEMO_GUIDE) \
-	--steps 200 --batch_size 4 --crop 96 --base_channels 8 --num_workers 0 --threads 1 --warmup_steps 20 --lr 2e-3 \
-	--eval_every 100 --ckpt_every 50 --log_every 10 --val_max_frames 4 --seed $(SEED)
+	--steps 450 --batch_size 4 --crop 128 --base_channels 16 --num_workers 0 --threads 2 --warmup_steps 30 --lr 2e-3 \
+	--eval_every 150 --ckpt_every 50 --log_every 10 --val_max_frames 4 --best_metric mad --seed $(SEED)
 demo-train: demo-masks
 	$(PY) pipeline/solver_refiner_maggie.py $(DEMO_TRAIN_ARGS) $(if $(wildcard $(RUN_DIR)/train/last.pt),--resume,)
 

@@ -490,7 +490,15 @@ class Refiner(nn.Module):
         gate = p + (torch.where(p >= self.gate_threshold, p, torch.zeros_like(p)) - p).detach()
         flip = p + (torch.where(p >= self.flip_threshold, p, torch.zeros_like(p)) - p).detach()
         on_side = torch.where(guide >= 0.5, refined.clamp(min=0.5), refined.clamp(max=0.5))
-        alpha = guide + gate * (on_side - guide) + flip * (refined - on_side)
+        # Softening (an on-side change) only near the guide's boundary: the pixels on either side of its 0.5
+        # level, pooled into 2x2 cells and grown by 4 cells (every pixel within ~7 px of the boundary, none
+        # farther than 10 px Chebyshev, so none 16 px or more away). Elsewhere only a flip may change a pixel.
+        edge = (F.max_pool2d(guide, 3, stride=1, padding=1) >= 0.5) & (-F.max_pool2d(-guide, 3, stride=1, padding=1) < 0.5)
+        band = F.max_pool2d(F.max_pool2d(edge.to(guide.dtype), 2), 9, stride=1, padding=4)
+        band = F.interpolate(band, scale_factor=2.0, mode="nearest")
+        flipped = (on_side != refined).to(guide.dtype)
+        alpha = guide + band * (gate * (on_side - guide) + flip * (refined - on_side)) \
+            + (1 - band) * flip * flipped * (refined - guide)
 
         crop = lambda t: t[..., :h, :w]  # noqa: E731
         full = lambda t, s: crop(F.interpolate(t, scale_factor=float(s), mode="bilinear") if s > 1 else t)  # noqa: E731

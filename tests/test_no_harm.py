@@ -57,9 +57,9 @@ def trained(tmp_path_factory):
     from pipeline.solver_refiner_maggie import main
 
     argv = ["--root", str(root), "--runs_dir", str(runs), "--name", "noharm", "--model", "light", "--guide", "mixed",
-            "--accurate_guide_prob", "0.5", "--steps", "120", "--batch_size", "4", "--crop", "64", "--base_channels", "8",
-            "--num_workers", "0", "--threads", "1", "--warmup_steps", "10", "--lr", "3e-3", "--eval_every", "120",
-            "--ckpt_every", "120", "--log_every", "20", "--val_max_frames", "2", "--seed", "0"]
+            "--accurate_guide_prob", "0.5", "--steps", "300", "--batch_size", "4", "--crop", "96", "--base_channels", "16",
+            "--num_workers", "0", "--threads", "1", "--warmup_steps", "10", "--lr", "3e-3", "--eval_every", "300",
+            "--ckpt_every", "300", "--log_every", "20", "--val_max_frames", "2", "--seed", "0"]
     assert main(argv) == 0
     model, _ = load_refiner(runs / "noharm" / "last.pt")
     return root, model

@@ -285,21 +285,37 @@ def _constant_gate(model):
     return model
 
 
+def _near_far(guide: torch.Tensor):
+    """Pixels within 6 px (Chebyshev) of the guide's boundary, and pixels >= 16 px (Euclidean) from it."""
+    g = (guide[0, 0].numpy() > 0.5).astype(np.uint8)
+    boundary = cv2.dilate(g, np.ones((3, 3), np.uint8)) != cv2.erode(g, np.ones((3, 3), np.uint8))
+    near = cv2.dilate(boundary.astype(np.uint8), np.ones((13, 13), np.uint8)) > 0
+    dist = np.maximum(cv2.distanceTransform(g, cv2.DIST_L2, 5), cv2.distanceTransform(1 - g, cv2.DIST_L2, 5))
+    return torch.from_numpy(near)[None, None], torch.from_numpy(dist >= 16)[None, None]
+
+
 def test_open_gate_returns_the_refinement_and_the_threshold_cuts():
     torch.manual_seed(0)
     model = _constant_gate(build_refiner("light", base_channels=TINY, gate_threshold=0.5, flip_threshold=0.5).eval())
-    image, guide = _inputs()
+    image, guide = _inputs(96, 128)
+    near, far = _near_far(guide)
     with torch.no_grad():
         model.head_gate[-1].bias.fill_(30.0)  # sigmoid = 1: gate fully open
         out = model(image, guide)
-        assert torch.allclose(out.alpha, out.refined, atol=1e-6) and out.gate.min() == 1
+        flipped = (out.refined >= 0.5) != (guide >= 0.5)
+        assert out.gate.min() == 1
+        # near the guide's boundary the refinement comes out; far from it only flips do, the rest is the guide
+        assert torch.allclose(out.alpha[near], out.refined[near], atol=1e-6)
+        assert torch.equal(out.alpha[far & ~flipped], guide[far & ~flipped])
+        assert torch.allclose(out.alpha[far & flipped], out.refined[far & flipped], atol=1e-6)
         model.head_gate[-1].bias.fill_(-0.01)  # sigmoid just below the threshold: cut to exactly 0
         out = model(image, guide)
         assert out.gate.max() == 0 and torch.equal(out.alpha, guide)
-        model.head_gate[-1].bias.fill_(float(np.log(3.0)))  # sigmoid = 0.75 >= threshold: applied as it is
+        model.head_gate[-1].bias.fill_(float(np.log(3.0)))  # sigmoid = 0.75 >= both thresholds: applied as it is
         out = model(image, guide)
         assert torch.allclose(out.gate, torch.full_like(out.gate, 0.75), atol=1e-5)
-        assert torch.allclose(out.alpha, guide + 0.75 * (out.refined - guide), atol=1e-6)
+        expected = guide + 0.75 * (out.refined - guide)
+        assert torch.allclose(out.alpha[near], expected[near], atol=1e-6)
     with pytest.raises(ValueError, match="gate_threshold"):
         build_refiner("light", base_channels=TINY, gate_threshold=1.0)
     with pytest.raises(ValueError, match="flip_threshold"):
@@ -308,20 +324,22 @@ def test_open_gate_returns_the_refinement_and_the_threshold_cuts():
 
 def test_a_flip_needs_the_stricter_threshold():
     """Between the two thresholds a pixel may move only on its guide's side of 0.5 (an accurate guide never
-    needs more); above flip_threshold it may cross (the guide is wrong there)."""
+    needs more), and only near the guide's boundary; above flip_threshold it may cross (the guide is wrong)."""
     torch.manual_seed(0)
     model = _constant_gate(build_refiner("light", base_channels=TINY, gate_threshold=0.5, flip_threshold=0.9).eval())
-    image, guide = _inputs()
+    image, guide = _inputs(96, 128)
+    near, far = _near_far(guide)
+    inside = guide > 0.5
     with torch.no_grad():
         for head in (model.head8, model.head4, model.f1[-1]):
             head.bias.fill_(-20.0)  # the refinement says: background everywhere
         model.head_gate[-1].bias.fill_(float(np.log(3.0)))  # probability 0.75: between the thresholds
         out = model(image, guide)
-        inside = guide > 0.5
         assert out.refined[inside].max() < 0.01  # it wants to remove the subject ...
-        assert out.alpha[inside].min() >= 0.5 - 1e-6  # ... but may only soften it to the 0.5 level
-        assert torch.allclose(out.alpha[inside], 1 + 0.75 * (0.5 - 1) * torch.ones_like(out.alpha[inside]), atol=1e-4)
-        model.head_gate[-1].bias.fill_(30.0)  # probability 1 >= flip_threshold: the flip goes through
+        assert out.alpha[inside].min() >= 0.5 - 1e-6  # ... but may only soften it to the 0.5 level, near the edge
+        assert torch.allclose(out.alpha[inside & near], torch.full_like(out.alpha[inside & near], 0.625), atol=1e-4)
+        assert torch.equal(out.alpha[inside & far], guide[inside & far])
+        model.head_gate[-1].bias.fill_(30.0)  # probability 1 >= flip_threshold: the flip goes through everywhere
         out = model(image, guide)
         assert out.alpha[inside].max() < 0.01
 
