@@ -9,8 +9,8 @@ import time
 import pytest
 import torch
 
-from tests.train_helpers import REPO, make_tiny_frames, repo_on_pythonpath
-from utils.cli import run_main
+from tests.train_helpers import REPO, make_tiny_frames, repo_on_pythonpath, run_solver_cli, solver_main
+
 
 repo_on_pythonpath()
 REFINER = "model.refiner"
@@ -20,20 +20,14 @@ BASE = ["--crop", "32", "--batch_size", "4", "--steps", "30", "--num_workers", "
         "--threads", "1", "--val_max_frames", "2", "--model", "light"]
 
 
-def _main():
-    from pipeline.solver_refiner_maggie import main
-    return main
+_main = solver_main
 
 
 def _args(root, runs, name, *extra):
     return ["--root", str(root), "--runs_dir", str(runs), "--name", name, *BASE, *extra]
 
 
-def _run_cli(argv, capsys):
-    """Run the entry point as a user would (run_main): returns (exit code, stderr)."""
-    with pytest.raises(SystemExit) as exc:
-        run_main(_main(), argv)
-    return exc.value.code, capsys.readouterr().err
+_run_cli = run_solver_cli
 
 
 def _weights(path):

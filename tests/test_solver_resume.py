@@ -11,8 +11,8 @@ import time
 import pytest
 import torch
 
-from tests.train_helpers import REPO, make_tiny_frames, repo_on_pythonpath
-from utils.cli import run_main
+from tests.train_helpers import REPO, make_tiny_frames, repo_on_pythonpath, run_solver_cli, solver_main
+
 from utils.locks import hold_lock, stage_lock
 
 repo_on_pythonpath()
@@ -24,19 +24,14 @@ BASE = ["--crop", "32", "--batch_size", "4", "--steps", "24", "--num_workers", "
 WALL_CLOCK = ("samples_per_s",)  # the only columns a resumed run may differ in
 
 
-def _main():
-    from pipeline.solver_refiner_maggie import main
-    return main
+_main = solver_main
 
 
 def _args(root, runs, name, *extra):
     return ["--root", str(root), "--runs_dir", str(runs), "--name", name, *BASE, *extra]
 
 
-def _run_cli(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        run_main(_main(), argv)
-    return exc.value.code, capsys.readouterr().err
+_run_cli = run_solver_cli
 
 
 def _ck(path):

@@ -41,3 +41,21 @@ def repo_on_pythonpath() -> None:
     import os
 
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+
+
+def solver_main():
+    """The training entry point users run (``pipeline/solver_refiner_maggie.py``'s ``main``)."""
+    from pipeline.solver_refiner_maggie import main
+
+    return main
+
+
+def run_solver_cli(argv, capsys):
+    """Run the solver as a user would (``run_main``: one error line, an exit code): returns (code, stderr)."""
+    import pytest
+
+    from utils.cli import run_main
+
+    with pytest.raises(SystemExit) as exc:
+        run_main(solver_main(), argv)
+    return exc.value.code, capsys.readouterr().err
