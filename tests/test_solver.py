@@ -11,7 +11,6 @@ import torch
 
 from tests.train_helpers import REPO, make_tiny_frames, repo_on_pythonpath, run_solver_cli, solver_main
 
-
 repo_on_pythonpath()
 REFINER = "model.refiner"
 ENTRY = str(REPO / "pipeline" / "solver_refiner_maggie.py")
