@@ -241,7 +241,6 @@ def test_kill9_then_rerun_byte_identical(tmp_path):
     assert not list((root / "frames").rglob(".*"))
 
 
-
 # ------------------------------------------------------------------------------------------------ bad inputs
 def test_missing_root_and_no_frames(tmp_path):
     with pytest.raises(UserError, match="data root not found"):
