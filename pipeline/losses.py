@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from model.refiner import GATE_MARGIN  # the gate's target is defined with the model
+
 TERMS = ("l1", "lap", "grad", "comp", "wll", "whigh")
 
 try:  # the model's differentiable Haar transform (issue 6); same convention as pywt.dwt2
@@ -167,8 +169,6 @@ def gate_target(gt: torch.Tensor, guide: torch.Tensor, refined: torch.Tensor, ma
 def gate_loss(gate_logit: torch.Tensor, gt: torch.Tensor, guide: torch.Tensor, refined: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy with logits of the guide gate against :func:`gate_target` (the gate's logit, never
     its probability: a probability here would be squashed twice)."""
-    from model.refiner import GATE_MARGIN
-
     target = gate_target(gt, guide, refined.float(), GATE_MARGIN)
     return F.binary_cross_entropy_with_logits(gate_logit.float(), target)
 
