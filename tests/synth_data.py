@@ -44,3 +44,20 @@ def make_raw(root: Path, clips=("a", "b", "c"), split: str = "train", n: int = 5
         disp = np.tile(np.linspace(0.1, 0.9, bh, dtype=np.float32)[:, None], (1, bw))  # ground-plane-like ramp
         np.save(bg_dir / f"bg{i}.disp.npy", disp)
     return root
+
+
+def make_composed(root: Path, clips=("a", "b"), n: int = 4, h: int = 32, w: int = 48) -> Path:
+    """A raw root (``make_raw``) already through the compose stage (train split, seed 1): the input of blur."""
+    from preprocess import compose_video_bg
+
+    make_raw(root, clips=clips, n=n, h=h, w=w)
+    assert compose_video_bg.main(["--root", str(root), "--split", "train", "--seed", "1"]) == 0
+    return root
+
+
+def fresh_copy(src: Path, dst: Path) -> Path:
+    """A private copy of a module-scoped root, so a test may damage it."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst

@@ -2,7 +2,6 @@
 upstream unit changed since (utils.atomic.upstream_fingerprint). Issue 13, item 2."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from preprocess import compose_video_bg, dof_blur
 from preprocess import frame_extraction as fe
 from preprocess import guide_mask as gm
-from tests.synth_data import make_raw
+from tests.synth_data import fresh_copy, make_composed
 from utils.atomic import Manifest, UpstreamNotDone, upstream_fingerprint
 from utils.cli import EXIT_UNITS_FAILED
 from utils.images import list_images
@@ -24,16 +23,12 @@ def _blur_args(root: Path, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def composed_root(tmp_path_factory) -> Path:
-    root = make_raw(tmp_path_factory.mktemp("handoff") / "d", clips=("a", "b"), n=6, h=48, w=64)
-    assert compose_video_bg.main(["--root", str(root), "--split", "train", "--seed", "1"]) == 0
-    return root
+    return make_composed(tmp_path_factory.mktemp("handoff") / "d", clips=("a", "b"), n=6, h=48, w=64)
 
 
 @pytest.fixture
 def root(composed_root, tmp_path) -> Path:
-    out = tmp_path / "root"
-    shutil.copytree(composed_root, out)
-    return out
+    return fresh_copy(composed_root, tmp_path / "root")
 
 
 def _frames(root: Path, clip: str) -> list[str]:

@@ -4,7 +4,6 @@ utils.cli.run_main and utils.images._imread."""
 from __future__ import annotations
 
 import errno
-import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 from preprocess import compose_video_bg as compose
 from preprocess import dof_blur
 from preprocess import frame_extraction as fe
-from tests.synth_data import make_raw
+from tests.synth_data import fresh_copy, make_composed, make_raw
 from tests.test_frame_extraction import make_clip
 from utils import atomic
 from utils.atomic import Manifest
@@ -49,16 +48,12 @@ def huge_png(path: Path, w: int = 60000, h: int = 60000) -> None:
 
 @pytest.fixture(scope="module")
 def composed_root(tmp_path_factory) -> Path:
-    root = make_raw(tmp_path_factory.mktemp("ue") / "d", clips=("a", "b"), n=4, h=32, w=48)
-    assert compose.main(["--root", str(root), "--split", "train", "--seed", "1"]) == 0
-    return root
+    return make_composed(tmp_path_factory.mktemp("ue") / "d", clips=("a", "b"), n=4, h=32, w=48)
 
 
 @pytest.fixture
 def root(composed_root, tmp_path) -> Path:
-    out = tmp_path / "root"
-    shutil.copytree(composed_root, out)
-    return out
+    return fresh_copy(composed_root, tmp_path / "root")
 
 
 def _blur(root: Path, *extra: str) -> list[str]:
