@@ -33,6 +33,7 @@ import torch
 from tqdm import tqdm
 
 from model.refiner import Refiner, load_refiner
+from model.sparse import ratio_arg, refine_sparse
 from utils.atomic import clean_stale_temps, make_temp_dir
 from utils.cli import ArgumentParser, UserError, require_existing, run_main
 from utils.images import IMAGE_EXTS, list_images, read_image, to_uint, write_png
@@ -44,12 +45,23 @@ log = logging.getLogger("inference")
 GUIDE_CHUNK = 16  # frames per call of the YOLO + SAM2 guide stage
 
 
+GUIDE_QUALITIES = {"auto": None, "accurate": True, "coarse": False}  # --guide_quality -> Refiner's guide_accurate
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description="Refine a coarse person mask into an alpha matte with a DWT refiner.")
     p.add_argument("--i", required=True, help="input: an image, a folder of images, or a video")
     p.add_argument("--c", required=True, help="refiner checkpoint (.pt from training or model.refiner.save_refiner)")
     p.add_argument("--o", required=True, help="output .png (one image input) or folder")
     p.add_argument("--g", "--guide", dest="guide", help="guide mask: image, folder of masks, or mask video")
+    p.add_argument("--guide_quality", choices=GUIDE_QUALITIES, default="auto",
+                   help="auto: the refiner's trust head judges each guide; accurate: a segmenter's mask on a clean "
+                        "frame (only its boundary ring is refined, never flipped); coarse: may be wrong by whole "
+                        "regions (refined within ~10 px of its edge, flipped where the refiner is sure)")
+    p.add_argument("--downsample_ratio", type=ratio_arg, default="auto",
+                   help="coarse pass of the sparse path: 'auto' (long side ~512 px; smaller inputs run dense) or a "
+                        "number in (0, 1]; full resolution only in tiles where the refiner can change the guide")
+    p.add_argument("--dense", action="store_true", help="every pixel at full resolution (the reference path)")
     p.add_argument("--resize_h", type=int, help="network input height (alpha comes back at the input's size)")
     p.add_argument("--resize_w", type=int, help="network input width (one of the two keeps the aspect ratio)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
@@ -209,8 +221,12 @@ def resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 @torch.no_grad()
 def predict_alpha(model: Refiner, image: np.ndarray, guide: np.ndarray, device: torch.device, fp16: bool,
-                  size: tuple[int, int]) -> np.ndarray:
+                  size: tuple[int, int], guide_quality: str = "auto", downsample_ratio: float | str = "auto",
+                  dense: bool = False) -> np.ndarray:
     """Alpha (HxW float32 in [0,1]) of ``image`` at its own size; the network sees it at ``size``.
+    ``guide_quality``: one of ``GUIDE_QUALITIES`` (which output rule the refiner uses; see ``--guide_quality``).
+    The sparse path (``model.sparse``: a coarse pass at ``downsample_ratio``, full-resolution tiles where the
+    refiner can act) unless ``dense``.
 
     ``fp16``: float16 autocast on ``device``'s type (the CLI allows it on CUDA only; bench/gpu_check.py's CPU dry
     run also takes this path on the CPU, so the script that compares fp16 with fp32 is itself tested).
@@ -220,7 +236,10 @@ def predict_alpha(model: Refiner, image: np.ndarray, guide: np.ndarray, device: 
     g = torch.from_numpy(np.ascontiguousarray(resize(guide, size)))[None, None].to(device)
     ctx = torch.autocast(device.type, dtype=torch.float16) if fp16 else contextlib.nullcontext()
     with ctx:
-        alpha = model(x, g).alpha
+        if dense:
+            alpha = model(x, g, guide_accurate=GUIDE_QUALITIES[guide_quality]).alpha
+        else:
+            alpha = refine_sparse(model, x, g, downsample_ratio, GUIDE_QUALITIES[guide_quality]).alpha
     alpha = alpha[0, 0].float().cpu().numpy()
     return np.clip(resize(alpha, (h, w)), 0.0, 1.0)
 
@@ -376,7 +395,8 @@ def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
                 guide = made[j] if made is not None else guides.get(count, name, image)
                 guide = fit_guide(np.asarray(guide, dtype=np.float32), image.shape[:2], name, warned)
                 size = network_size(*image.shape[:2], args.resize_h, args.resize_w)
-                alpha = predict_alpha(model, image, guide, device, args.fp16, size)
+                alpha = predict_alpha(model, image, guide, device, args.fp16, size, args.guide_quality,
+                                      args.downsample_ratio, args.dense)
                 writer.add("alpha", name, alpha, bits)
                 if args.rgba:
                     writer.add("rgba", name, cutout(image, alpha), bits)

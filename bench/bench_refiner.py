@@ -5,10 +5,17 @@
 (b) refiner throughput (frames/s, batch 1) per variant at 512x512 and 1920x1080: CPU fp32 eager, and on a
     CUDA device fp16 autocast (``--compile`` adds torch.compile) when one is available; with ``RVM_ROOT``
     pointing to a RobustVideoMatting clone, its MobileNetV3 model runs beside ours in the same run;
-(c) parameter counts and peak memory of one forward pass (CUDA: max allocated; CPU: peak RSS growth, sampled).
+(c) parameter counts and peak memory of one forward pass (CUDA: max allocated; CPU: peak RSS growth, sampled);
+(d) the sparse path (``model.sparse``) beside the dense one and RVM on a typical person frame (one procedural
+    person rendered natively at 1920x1080 by the demo generator over one of its backgrounds; 4K is the same
+    frame upscaled 2x), with an accurate guide and a mask-stage-like (perturbed) one: GFLOP per frame
+    (``torch.utils.flop_counter``, the same counter for every model), tiles and the fraction of pixels they
+    cover, peak memory, frames/s side by side, and MAD against the frame's true alpha (dense vs sparse).
+    ``--ckpt`` gives a trained refiner (a random one's gate never opens, so it runs no tiles).
 
     python bench/bench_refiner.py                       # default: about 3 minutes on a 2-core CPU
     python bench/bench_refiner.py --repeats 10 --repeats_hd 5 --hd_variants all --dwt_channels 32
+    RVM_ROOT=../rvm python bench/bench_refiner.py --skip_dwt --skip_models --ckpt runs/train-cpu/s0/best.pt
 """
 from __future__ import annotations
 
@@ -225,6 +232,92 @@ def measure_models(models: dict[str, torch.nn.Module], device: torch.device, h: 
     return rows
 
 
+# ------------------------------------------------------------------------------------------ (d) sparse path
+def person_frame(h: int, w: int, seed: int = 3) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """A typical person frame at HxW: image (1,3,H,W), true alpha (1,1,H,W) and guides {"accurate", "mask"}
+    (the truth binarised at 0.5; the mask stage's perturbed ground truth), rendered by the demo generator at
+    ``min(H, 1080)`` rows and resized (so 4K is 1080p upscaled, a person of the same size in the frame)."""
+    import cv2
+    import numpy as np
+
+    from preprocess.make_demo_data import ClipSpec, render_background, render_clip
+    from preprocess.perturb import accurate_guide, perturb_guide
+
+    rh, rw = (h, w) if h <= 1080 else (1080, round(w * 1080 / h))
+    fgr, pha, _, _ = render_clip(seed, ClipSpec(rw, rh, 1, 25.0), 1)
+    bgr, _ = render_background(seed, rw, rh)
+    fgr, pha = fgr[0], pha[0]
+    if (rh, rw) != (h, w):
+        fgr, bgr, pha = (cv2.resize(x, (w, h), interpolation=cv2.INTER_LINEAR) for x in (fgr, bgr, pha))
+    image = pha[..., None] * fgr + (1 - pha[..., None]) * bgr
+    guides = {"accurate": accurate_guide(pha), "mask": perturb_guide(pha, np.random.default_rng(seed))}
+    as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
+    return (as_t(image).permute(2, 0, 1)[None], as_t(pha)[None, None],
+            {k: as_t(g)[None, None] for k, g in guides.items()})
+
+
+def gflop(fn: Callable[[], object]) -> float:
+    """GFLOP of one call of ``fn`` (torch.utils.flop_counter: convolutions, matmuls, attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
+def bench_sparse(ckpt: str | None, sizes: list[tuple[int, int]], base: int, repeats: int,
+                 timed_max_pixels: int = 2_100_000) -> list[dict]:
+    """Section (d); prints one markdown table and returns its rows (name, size, guide, gflop, tiles, coverage,
+    peak_mib, fps or None, mad or None). Frames above ``timed_max_pixels`` are counted and measured for memory
+    but not timed (on a 2-core CPU a dense 4K pass takes a minute)."""
+    from model.refiner import load_refiner
+    from model.sparse import refine_sparse
+
+    model = load_refiner(ckpt)[0] if ckpt else build_refiner("light", base).eval()
+    rvm = load_rvm(os.environ["RVM_ROOT"]) if os.environ.get("RVM_ROOT") else None
+    print(f"\n### (d) sparse vs dense path, CPU fp32, one thread unless --threads, refiner "
+          f"{ckpt or f'random light base_channels={base}'} (base_channels {model.base_channels})\n")
+    print("| path | size | guide | GFLOP | tiles | pixels in tiles | peak MiB | frames/s | MAD x1e3 |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    rows = []
+    for h, w in sizes:
+        image, alpha, guides = person_frame(h, w)
+        calls: dict[str, Callable[[], object]] = {}
+        info: dict[str, dict] = {}
+        for gname, guide in guides.items():
+            calls[f"dense/{gname}"] = lambda g=guide: model(image, g).alpha
+            calls[f"sparse/{gname}"] = lambda g=guide: refine_sparse(model, image, g).alpha
+        if rvm is not None:
+            calls["RVM mobilenetv3 (0.25)/-"] = lambda: rvm(image, downsample_ratio=0.25)[0]
+        with torch.no_grad():
+            for name, fn in calls.items():
+                with PeakRSS() as peak:
+                    out = fn()
+                row = {"name": name.split("/")[0], "size": f"{w}x{h}", "guide": name.split("/")[1],
+                       "gflop": gflop(fn), "peak_mib": peak.mib, "tiles": "-", "coverage": "-", "fps": None,
+                       "mad": None}
+                if name.startswith("sparse"):
+                    sp = refine_sparse(model, image, guides[row["guide"]])
+                    row["tiles"], row["coverage"] = int(sp.tiles[0]), f"{float(sp.coverage[0]) * 100:.1f}%"
+                if not name.startswith("RVM"):
+                    row["mad"] = float((out - alpha).abs().mean()) * 1e3
+                info[name] = row
+            if h * w <= timed_max_pixels:
+                times: dict[str, list[float]] = {n: [] for n in calls}
+                for _ in range(repeats):  # round-robin: load changes hit every path alike
+                    for name, fn in calls.items():
+                        times[name].append(time_it(fn, torch.device("cpu"), 0, 1))
+                for name in calls:
+                    info[name]["fps"] = 1 / sorted(times[name])[len(times[name]) // 2]
+        for row in info.values():
+            fps = f"{row['fps']:.2f}" if row["fps"] is not None else "not timed"
+            mad = f"{row['mad']:.2f}" if row["mad"] is not None else "-"
+            print(f"| {row['name']} | {row['size']} | {row['guide']} | {row['gflop']:.2f} | {row['tiles']} | "
+                  f"{row['coverage']} | {row['peak_mib']:.0f} | {fps} | {mad} |", flush=True)
+            rows.append(row)
+    return rows
+
+
 def parse_size(text: str) -> tuple[int, int]:
     w, h = (int(v) for v in text.lower().split("x"))
     return h, w
@@ -245,6 +338,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=None, help="timed runs per model at small sizes "
                                                              "(default: 2 on CPU, 100 on CUDA)")
     p.add_argument("--repeats_hd", type=int, default=None, help="timed runs above 1 MPix (default: 1 CPU, 100 CUDA)")
+    p.add_argument("--skip_sparse", action="store_true")
+    p.add_argument("--sparse_sizes", default="1920x1080,3840x2160", help="WxH list of the sparse-path table (d)")
+    p.add_argument("--sparse_repeats", type=int, default=3, help="timed rounds of table (d)")
+    p.add_argument("--ckpt", default=None, help="trained refiner checkpoint for table (d) (default: random weights)")
     p.add_argument("--fp32", action="store_true", help="on CUDA, time fp32 instead of fp16 autocast")
     p.add_argument("--compile", action="store_true", help="torch.compile the models (CUDA)")
     p.add_argument("--threads", type=int, default=1,
@@ -272,6 +369,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                      args.base_channels, warmup=20 if cuda else 1, repeats=args.repeats or (100 if cuda else 2),
                      warmup_hd=20 if cuda else 0, repeats_hd=args.repeats_hd or (100 if cuda else 1),
                      fp16=cuda and not args.fp32, compile_=args.compile)
+    if not args.skip_sparse:
+        bench_sparse(args.ckpt, [parse_size(s) for s in args.sparse_sizes.split(",")], args.base_channels,
+                     args.sparse_repeats)
     return 0
 
 

@@ -33,6 +33,13 @@ Data flow (strides relative to the input; widths C0..C4 = ``Refiner.widths``)::
     Where the network does not believe the refinement beats the guide, the guide comes out unchanged, bit for
     bit; an untrained refiner (gate bias -1, probability 0.27) returns its guide exactly.
 
+    two kinds of guide, two rules (guide trust): a head on the stride-8 decoder state, averaged over the guide's
+    boundary, judges per image whether the guide is accurate (a segmenter's mask on a clean frame: wrong only in
+    its soft pixels) or coarse (a propagated or perturbed mask: wrong by whole regions). A coarse guide gets the
+    rule above (a band of ~7-10 px, flips where sure); an accurate one only its boundary ring, on its side of
+    0.5, where the gate >= ``accurate_gate_threshold``, and never a flip. Trained with BCE against what the data
+    loader knows; a caller who knows its guide can say so (``guide_accurate``).
+
 The input is edge-padded to a multiple of ``8 * window`` (stride-8 windows tile exactly) and every output is
 cropped back, so any H, W works.
 
@@ -87,6 +94,10 @@ class RefinerOutput:
     gate:         (N,1,H,W) in {0} u [gate_threshold, 1], the gate applied to changes that keep a pixel on its
                   guide's side of 0.5; changes across it (flips) need the probability >= flip_threshold:
                   alpha = guide + gate * (on_side - guide) + flip * (refined - on_side).
+    trust_logit:  (N,) logit of "this guide is accurate" (a segmenter's mask on a clean frame, not a coarse one).
+    accurate:     (N,) bool, the rule each image's output was made with: True = the accurate-guide rule (only the
+                  guide's boundary ring may change, on its side of 0.5, where the gate >= accurate_gate_threshold;
+                  never a flip); the trust head decides unless the caller says (``guide_accurate``).
     focus_map:    (N,1,H,W) the defocus cue: local energy of the image's high-frequency subbands at stride 2,
                   log-scaled (0 = flat or blurred, larger = sharp texture), upsampled to the input size.
     focus_os:     {2, 4, 8: (N,1,ceil(H/s),ceil(W/s))} the focus maps at the strides the network sees them.
@@ -103,6 +114,8 @@ class RefinerOutput:
     refined: torch.Tensor
     gate_logit: torch.Tensor
     gate: torch.Tensor
+    trust_logit: torch.Tensor
+    accurate: torch.Tensor
 
 
 # ------------------------------------------------------------------------------------------ down / up operators
@@ -284,6 +297,21 @@ class CrossBandAttention(nn.Module):
         return s + upd[:, :c], d + upd[:, c:]
 
 
+def boundary_ring(guide: torch.Tensor) -> torch.Tensor:
+    """(N,1,H,W) 0/1: the pixels on either side of the guide's 0.5 level (a 3x3 neighbourhood holds both sides)."""
+    inside_somewhere = F.max_pool2d(guide, 3, stride=1, padding=1) >= 0.5
+    outside_somewhere = -F.max_pool2d(-guide, 3, stride=1, padding=1) < 0.5
+    return (inside_somewhere & outside_somewhere).to(guide.dtype)
+
+
+def boundary_band(guide: torch.Tensor) -> torch.Tensor:
+    """(N,1,H,W) 0/1, H and W even: where a coarse guide may be softened. The boundary ring pooled into 2x2 cells
+    and grown by 4 cells: every pixel within ~7 px of the boundary, none farther than 10 px (Chebyshev), so none
+    16 px or more away. Elsewhere only a flip may change a pixel."""
+    band = F.max_pool2d(F.max_pool2d(boundary_ring(guide), 2), 9, stride=1, padding=4)
+    return F.interpolate(band, scale_factor=2.0, mode="nearest")
+
+
 def _uncertain(alpha: torch.Tensor, radius: int, eps: float = 1.0 / 255) -> torch.Tensor:
     """1 where ``alpha`` is neither ~0 nor ~1, dilated by ``radius`` pixels (a square max-pool); else 0."""
     band = ((alpha > eps) & (alpha < 1 - eps)).to(alpha.dtype)
@@ -298,7 +326,8 @@ class Refiner(nn.Module):
 
     def __init__(self, variant: str = "light", base_channels: int = 32, window: int = 8,
                  uncertain_radius: tuple[int, int] = (4, 4), focus_tau: float = 0.01,
-                 gate_threshold: float = 0.7, flip_threshold: float = 0.95, pretrained: str | None = None):
+                 gate_threshold: float = 0.7, flip_threshold: float = 0.95, accurate_gate_threshold: float = 0.9,
+                 pretrained: str | None = None):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown refiner variant {variant!r}: one of {', '.join(VARIANTS)}")
@@ -311,6 +340,9 @@ class Refiner(nn.Module):
             raise ValueError(f"gate_threshold and flip_threshold must satisfy 0 <= gate_threshold <= flip_threshold < 1,"
                              f" got {gate_threshold}, {flip_threshold}")
         self.gate_threshold, self.flip_threshold = float(gate_threshold), float(flip_threshold)
+        if not 0.0 <= accurate_gate_threshold < 1.0:
+            raise ValueError(f"accurate_gate_threshold must be in [0, 1), got {accurate_gate_threshold}")
+        self.accurate_gate_threshold = float(accurate_gate_threshold)
         kind = {"light": "haar", "none": "none"}.get(variant, variant.removeprefix("heavy_"))
         # most width where pixels are few; the full-resolution path has a few channels only
         c0, c1, c2, c3, c4 = max(4, base_channels // 4), base_channels // 2, base_channels, 4 * base_channels, \
@@ -345,6 +377,9 @@ class Refiner(nn.Module):
         self.head4 = nn.Conv2d(c2, 1, 1)
         # the guide gate sees the stride-4 decoder state (structure, detail, context) and the guide itself
         self.head_gate = nn.Sequential(ConvBNReLU(c2 + 1, c2), nn.Conv2d(c2, 1, 1))
+        # guide trust: per-pixel evidence at stride 4 (does the guide's edge sit where the network's own alpha
+        # puts it?), averaged over the guide's boundary into one logit per image of "this guide is accurate"
+        self.head_trust = nn.Sequential(ConvBNReLU(c2 + 2, c2), ConvBNReLU(c2, c2), nn.Conv2d(c2, 1, 1))
         self.ll2, self.hi2, self.up2 = nn.Conv2d(c2, c1, 1), nn.Conv2d(c2, 3 * c1, 3, padding=1), _Up(kind, c1)
         self.f2 = Block(3 * c1, c1, extra=0)
         self.ll1, self.hi1, self.up1 = nn.Conv2d(c1, c0, 1), nn.Conv2d(c1, 3 * c0, 3, padding=1), _Up(kind, c0)
@@ -381,12 +416,13 @@ class Refiner(nn.Module):
         """Plain JSON-able dict: ``build_refiner(**model.config)`` rebuilds this architecture."""
         return {"variant": self.variant, "base_channels": self.base_channels, "window": self.window,
                 "uncertain_radius": list(self.uncertain_radius), "focus_tau": self.focus_tau,
-                "gate_threshold": self.gate_threshold, "flip_threshold": self.flip_threshold}
+                "gate_threshold": self.gate_threshold, "flip_threshold": self.flip_threshold,
+                "accurate_gate_threshold": self.accurate_gate_threshold}
 
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights a pretrained backbone provides: everything before the decoder."""
-        skip = ("ctx", "f8", "head8", "ll4", "hi4", "up4", "f4", "head4", "head_gate", "ll2", "hi2", "up2", "f2", "ll1",
-                "hi1", "up1", "f1", "gate1")
+        skip = ("ctx", "f8", "head8", "ll4", "hi4", "up4", "f4", "head4", "head_gate", "head_trust", "ll2", "hi2",
+                "up2", "f2", "ll1", "hi1", "up1", "f1", "gate1")
         return {k: v for k, v in self.state_dict().items() if not k.startswith(skip)}
 
     def load_backbone(self, path: str | os.PathLike) -> int:
@@ -423,9 +459,12 @@ class Refiner(nn.Module):
             ll = ll * 0.5  # orthonormal LL grows x2 per level: keep the next level's scale comparable
         return maps
 
-    def forward(self, image: torch.Tensor, guide: torch.Tensor,
-                uncertain_radius: tuple[int, int] | None = None) -> RefinerOutput:
-        """image (N,3,H,W) RGB in [0,1] (not normalised), guide (N,1,H,W) in [0,1]; any H, W."""
+    def forward(self, image: torch.Tensor, guide: torch.Tensor, uncertain_radius: tuple[int, int] | None = None,
+                guide_accurate: torch.Tensor | bool | None = None) -> RefinerOutput:
+        """image (N,3,H,W) RGB in [0,1] (not normalised), guide (N,1,H,W) in [0,1]; any H, W.
+
+        ``guide_accurate``: which output rule to use, per image ((N,) bool or one bool for all); None lets the
+        trust head decide (``trust_logit >= 0``). Training passes what the data loader knows."""
         if image.dim() != 4 or image.shape[1] != 3:
             raise ValueError(f"image must be (N,3,H,W), got {tuple(image.shape)}")
         if guide.shape != (image.shape[0], 1, *image.shape[-2:]):
@@ -462,7 +501,16 @@ class Refiner(nn.Module):
         up = self.up4(self.ll4(f), self.hi4(d3).unflatten(1, (-1, 3)))
         f = self.f4(torch.cat([up, s2, d2], 1))
         logit4 = self.head4(f) + prior(4)
-        gate_logit = self.head_gate(torch.cat([f, F.avg_pool2d(guide, 4) * 2 - 1], 1))
+        guide4 = F.avg_pool2d(guide, 4)
+        gate_logit = self.head_gate(torch.cat([f, guide4 * 2 - 1], 1))
+        # detached: the trust head learns to read the refiner, it does not train it (measured: its gradient in the
+        # shared decoder cost the coarse-guide results ~15%; bench/RESULTS.md, "learning")
+        disagreement = (torch.sigmoid(logit4.detach()) - guide4).abs()
+        evidence = self.head_trust(torch.cat([f.detach(), guide4 * 2 - 1, disagreement], 1))
+        # the guide's boundary at stride 4 (cells neither all in nor all out, grown by two cells); a guide with no
+        # boundary is judged on the whole frame
+        boundary = F.max_pool2d(((guide4 > 0.01) & (guide4 < 0.99)).to(guide.dtype), 5, stride=1, padding=2) + 1e-3
+        trust_logit = (evidence * boundary).sum((1, 2, 3)) / boundary.sum((1, 2, 3))
         up = self.up2(self.ll2(f), self.hi2(d2).unflatten(1, (-1, 3)))
         f = self.f2(torch.cat([up, s1, d1], 1))
         up = self.up1(self.ll1(f), self.hi1(d1).unflatten(1, (-1, 3)))
@@ -490,15 +538,21 @@ class Refiner(nn.Module):
         gate = p + (torch.where(p >= self.gate_threshold, p, torch.zeros_like(p)) - p).detach()
         flip = p + (torch.where(p >= self.flip_threshold, p, torch.zeros_like(p)) - p).detach()
         on_side = torch.where(guide >= 0.5, refined.clamp(min=0.5), refined.clamp(max=0.5))
-        # Softening (an on-side change) only near the guide's boundary: the pixels on either side of its 0.5
-        # level, pooled into 2x2 cells and grown by 4 cells (every pixel within ~7 px of the boundary, none
-        # farther than 10 px Chebyshev, so none 16 px or more away). Elsewhere only a flip may change a pixel.
-        edge = (F.max_pool2d(guide, 3, stride=1, padding=1) >= 0.5) & (-F.max_pool2d(-guide, 3, stride=1, padding=1) < 0.5)
-        band = F.max_pool2d(F.max_pool2d(edge.to(guide.dtype), 2), 9, stride=1, padding=4)
-        band = F.interpolate(band, scale_factor=2.0, mode="nearest")
+        edge, band = boundary_ring(guide), boundary_band(guide)
         flipped = (on_side != refined).to(guide.dtype)
-        alpha = guide + band * (gate * (on_side - guide) + flip * (refined - on_side)) \
+        alpha_coarse = guide + band * (gate * (on_side - guide) + flip * (refined - on_side)) \
             + (1 - band) * flip * flipped * (refined - guide)
+        # An accurate guide (the truth binarised at 0.5, up to a pixel) is wrong only in its soft pixels, which
+        # sit at its boundary: only the ring of pixels on either side of its 0.5 level may change, only on the
+        # guide's side, and only where the gate is surer (accurate_gate_threshold). Measured on make train-cpu's
+        # models: wider bands and flips are where they harm accurate guides (bench/RESULTS.md, "learning").
+        gate_acc = p + (torch.where(p >= self.accurate_gate_threshold, p, torch.zeros_like(p)) - p).detach()
+        alpha_accurate = guide + edge * gate_acc * (on_side - guide)
+        if guide_accurate is None:
+            accurate = trust_logit.detach() >= 0
+        else:
+            accurate = torch.as_tensor(guide_accurate, device=guide.device).to(torch.bool).expand(guide.shape[0])
+        alpha = torch.where(accurate.view(-1, 1, 1, 1), alpha_accurate, alpha_coarse)
 
         crop = lambda t: t[..., :h, :w]  # noqa: E731
         full = lambda t, s: crop(F.interpolate(t, scale_factor=float(s), mode="bilinear") if s > 1 else t)  # noqa: E731
@@ -512,7 +566,9 @@ class Refiner(nn.Module):
             uncertain_os={8: crop(F.interpolate(u8, scale_factor=4.0, mode="nearest")), 4: crop(u4)},
             focus_map=full(f2, 2),
             focus_os={s: f[..., : hs(s), : ws(s)] for s, f in ((2, f2), (4, f4), (8, f8))},
-            refined=crop(refined), gate_logit=crop(gate_logit), gate=crop(gate),
+            refined=crop(refined), gate_logit=crop(gate_logit),
+            gate=crop(torch.where(accurate.view(-1, 1, 1, 1), gate_acc, gate)),
+            trust_logit=trust_logit, accurate=accurate,
         )
 
 

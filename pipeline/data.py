@@ -98,7 +98,8 @@ def _colour_jitter(layers: list[np.ndarray], rng: np.random.Generator, strength:
 
 class MattingFrames(torch.utils.data.Dataset):
     """Frames of the per-frame layout as tensors: image (3,H,W), alpha (1,H,W), guide (1,H,W), and fgr/bgr
-    (3,H,W) when ``with_fb``. An item key is ``(frame_index, aug_seed)`` (training) or a frame index (eval).
+    (3,H,W) when ``with_fb``, and guide_accurate (a 0-dim 0/1: whether the guide is an accurate one, the target of
+    the refiner's guide trust head). An item key is ``(frame_index, aug_seed)`` (training) or a frame index (eval).
 
     ``crop`` > 0 turns on training augmentation: scale in ``scale_range``, a ``crop``-sized window centred on an
     unknown-region pixel with probability ``unknown_crop_prob``, horizontal flip, colour jitter.
@@ -184,9 +185,11 @@ class MattingFrames(torch.utils.data.Dataset):
         d = self._augment(d, rng) if (self.crop and aug_seed is not None) else self._eval_resize(d)
         alpha = np.ascontiguousarray(d["alpha"])
         use_file = self.guide == "files" or (self.guide == "mixed" and rng.random() < 0.5)
+        accurate = self.guide == "accurate" or (
+            aug_seed is not None and self.accurate_prob > 0 and rng.random() < self.accurate_prob)
         if self.guide == "accurate":
             guide = accurate_guide(alpha)
-        elif aug_seed is not None and self.accurate_prob > 0 and rng.random() < self.accurate_prob:
+        elif accurate:
             guide = accurate_guide(alpha, rng)
         elif use_file:
             guide = (d["mask"] > 0.5).astype(np.float32)
@@ -195,8 +198,10 @@ class MattingFrames(torch.utils.data.Dataset):
         out = {"image": d["image"], "alpha": d["alpha"][..., None], "guide": guide[..., None]}
         if self.with_fb:
             out["fgr"], out["bgr"] = d["fgr"], d["bgr"]
-        return {k: torch.from_numpy(np.ascontiguousarray(v.transpose(2, 0, 1), dtype=np.float32))
-                for k, v in out.items()}
+        items = {k: torch.from_numpy(np.ascontiguousarray(v.transpose(2, 0, 1), dtype=np.float32))
+                 for k, v in out.items()}
+        items["guide_accurate"] = torch.tensor(float(accurate))  # what the guide trust head learns to tell
+        return items
 
 
 class StepBatchSampler(torch.utils.data.Sampler):

@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from model.sparse import auto_ratio, ratio_arg, refine_sparse  # noqa: E402
 from pipeline import metrics as M  # noqa: E402
 from pipeline.data import Frame, MattingFrames, list_clips, list_frames  # noqa: E402
 from utils.atomic import atomic_path, write_bytes_atomic, write_json_atomic  # noqa: E402
@@ -81,7 +82,11 @@ def guide_baseline(item: dict) -> tuple[np.ndarray, None]:
     return item["guide"][0].numpy().astype(np.float32), None
 
 
-def checkpoint_predictor(path: Path, device: torch.device) -> tuple[Predict, dict]:
+def checkpoint_predictor(path: Path, device: torch.device, downsample_ratio: float | str = "auto",
+                         dense: bool = False) -> tuple[Predict, dict]:
+    """A checkpoint as a predictor: the sparse path (``model.sparse``: a coarse pass at ``downsample_ratio``, full
+    resolution tiles where the refiner can act) unless ``dense``; a frame whose coarse pass is at full size
+    (ratio 1) is the dense pass, which also gives the focus map and the gate for the figure."""
     from pipeline.solver import refiner_api
 
     model, ckpt = refiner_api().load_refiner(path, map_location="cpu")
@@ -89,7 +94,13 @@ def checkpoint_predictor(path: Path, device: torch.device) -> tuple[Predict, dic
 
     @torch.no_grad()
     def predict(item: dict):
-        out = model(item["image"][None].to(device), item["guide"][None].to(device))
+        image, guide = item["image"][None].to(device), item["guide"][None].to(device)
+        ratio = 1.0 if dense else (auto_ratio(*image.shape[-2:]) if downsample_ratio == "auto" else downsample_ratio)
+        if ratio < 1.0:
+            sparse = refine_sparse(model, image, guide, ratio)
+            alpha = sparse.alpha.float()[0, 0].cpu().numpy()
+            return alpha, {"gate": (alpha != item["guide"][0].numpy()).astype(np.float32)}  # where it changed
+        out = model(image, guide)
         alpha = out.alpha.float()[0, 0].cpu().numpy()
         maps = {"focus": out.focus_map.float()[0].mean(0).cpu().numpy(), "gate": out.gate.float()[0, 0].cpu().numpy()}
         return alpha, {k: cv2.resize(v, alpha.shape[::-1], interpolation=cv2.INTER_LINEAR) for k, v in maps.items()}
@@ -282,6 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt_dir", default=None, help="mode b: folder of ground-truth alpha <clip>/[frames/]NNNN.png")
     p.add_argument("--name", default=None, help="method name for --pred_dir (default: the folder name)")
     p.add_argument("--long_side", type=int, default=0, help="downscale frames so the long side is at most this")
+    p.add_argument("--downsample_ratio", type=ratio_arg, default="auto",
+                   help="coarse pass of the sparse path: 'auto' (long side ~512 px; smaller frames run dense) or a "
+                        "number in (0, 1]")
+    p.add_argument("--dense", action="store_true", help="the dense path (every pixel at full resolution)")
     p.add_argument("--max_frames", type=int, default=0, help="at most this many frames per clip (0: all)")
     p.add_argument("--save_pred", action="store_true", help="also write predictions to <out>/pred/<method>/")
     p.add_argument("--out", default="runs/eval", help="output folder")
@@ -350,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.labels is not None and len(args.labels) != len(args.ckpt):
             raise UserError(f"--labels needs one name per checkpoint ({len(args.ckpt)}), got {len(args.labels)}")
         for j, path in enumerate(args.ckpt):
-            predict, ckpt = checkpoint_predictor(Path(path), device)
+            predict, ckpt = checkpoint_predictor(Path(path), device, args.downsample_ratio, args.dense)
             methods.append((args.labels[j] if args.labels else str(ckpt["variant"]), str(path), predict))
         log.info("scoring %d method(s) on %d frames of %s/%s (%s guides)", len(methods), len(frames), args.tree,
                  args.split, guide)

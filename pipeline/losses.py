@@ -13,7 +13,7 @@ The key ``"final"`` of ``alpha_os`` is the refiner's gated output (``RefinerOutp
 stride with its own weight. ``gate_loss`` trains the guide gate: binary cross-entropy *with logits* on
 ``RefinerOutput.gate_logit`` against where the refinement beats the guide; ``logit_bce_loss`` is the BCE *with
 logits* of each stride's logit (``RefinerOutput.logits_os``), whose gradient does not vanish on the saturated
-guide prior.
+guide prior. ``trust_loss`` trains the guide trust head (one logit per image: is this guide accurate?).
 Only alpha (probabilities) enters these L1-type losses; nothing here is a ``*_with_logits`` loss, so no logit
 is ever squashed twice (the model's ``logits_os`` would be the input to one, never ``alpha_os``).
 A weight of 0 skips the term's computation.
@@ -113,6 +113,7 @@ class LossWeights:
     whigh: float = 1.0
     whigh_floor: float = 0.1
     gate: float = 3.0
+    trust: float = 1.0
     bce: float = 1.0
     stride_weights: dict = field(default_factory=lambda: dict(DEFAULT_STRIDE_WEIGHTS))
 
@@ -185,3 +186,9 @@ def logit_bce_loss(logits_os: dict, gt: torch.Tensor, stride_weights: dict) -> t
         if sw:
             total = total + sw * F.binary_cross_entropy_with_logits(logit.float(), gt)
     return total
+
+
+def trust_loss(trust_logit: torch.Tensor, guide_accurate: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy with logits of the guide trust head ((N,) logits) against whether each guide is an
+    accurate one ((N,) 0/1, known to the data loader)."""
+    return F.binary_cross_entropy_with_logits(trust_logit.float(), guide_accurate.float().view(-1))

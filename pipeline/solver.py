@@ -31,9 +31,11 @@ import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
+from model.sparse import refine_sparse
 from pipeline import metrics as M
 from pipeline.data import MattingFrames, StepBatchSampler, list_clips, list_frames, split_clips
-from pipeline.losses import DEFAULT_STRIDE_WEIGHTS, TERMS, LossWeights, gate_loss, logit_bce_loss, matting_losses
+from pipeline.losses import (DEFAULT_STRIDE_WEIGHTS, TERMS, LossWeights, gate_loss, logit_bce_loss, matting_losses,
+                             trust_loss)
 from utils.atomic import atomic_path, write_bytes_atomic
 from utils.cli import ArgumentParser, UserError
 from utils.images import check_frame_sizes
@@ -80,6 +82,7 @@ class TrainConfig:
     base_channels: int = 32
     gate_threshold: float = 0.7     # the guide gate (model.refiner): below it the guide passes as is
     flip_threshold: float = 0.95    # ... and below this no pixel crosses its guide's 0.5 level
+    accurate_gate_threshold: float = 0.9  # the gate's threshold with a guide the trust head calls accurate
     # optimisation
     steps: int = 20000
     batch_size: int = 8
@@ -99,6 +102,7 @@ class TrainConfig:
     whigh_floor: float = LossWeights.whigh_floor
     w_gate: float = LossWeights.gate  # BCE of the guide gate against where the refinement beats the guide
     w_bce: float = LossWeights.bce    # BCE with logits of each stride (gradient that survives the saturated prior)
+    w_trust: float = LossWeights.trust  # BCE of the guide trust head against "this guide is accurate"
     stride8: float = DEFAULT_STRIDE_WEIGHTS[8]
     stride4: float = DEFAULT_STRIDE_WEIGHTS[4]
     stride1: float = DEFAULT_STRIDE_WEIGHTS[1]
@@ -222,6 +226,8 @@ def _check_config(cfg: TrainConfig) -> None:
         raise UserError(f"--val_fraction must be in [0, 1), got {cfg.val_fraction}")
     if not 0 <= cfg.accurate_guide_prob <= 1:
         raise UserError(f"--accurate_guide_prob must be in [0, 1], got {cfg.accurate_guide_prob}")
+    if not 0 <= cfg.accurate_gate_threshold < 1:
+        raise UserError(f"--accurate_gate_threshold must be in [0, 1), got {cfg.accurate_gate_threshold}")
     if not 0 <= cfg.gate_threshold <= cfg.flip_threshold < 1:
         raise UserError(f"--gate_threshold and --flip_threshold need 0 <= gate <= flip < 1, got {cfg.gate_threshold}, "
                         f"{cfg.flip_threshold}")
@@ -258,7 +264,7 @@ def phase_at(cfg: TrainConfig, step: int) -> tuple[str, LossWeights]:
                 strides["final" if s == "final" else int(s)] = float(x)
             break
     return name, LossWeights(**base, whigh_floor=cfg.whigh_floor, gate=cfg.w_gate, bce=cfg.w_bce,
-                             stride_weights=strides)
+                             trust=cfg.w_trust, stride_weights=strides)
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -307,20 +313,23 @@ def save_checkpoint(path: Path, model, cfg: TrainConfig, step: int, **state) -> 
 class _SupervisedOutputs(torch.nn.Module):
     """The model seen by DDP: returns only the outputs the current phase supervises, so DDP's search for
     unused parameters starts from tensors that really reach the loss (focus map, unsupervised strides do not):
-    ``({stride or "final": alpha}, {stride: logit}, gate_logit, refined)``."""
+    ``({stride or "final": alpha}, {stride: logit}, gate_logit, refined, trust_logit)``. Training always uses the
+    coarse-guide rule (the gate learns where the refinement beats the guide, for every kind of guide; the
+    accurate-guide rule is the same gate, cut stricter, at inference); measured: making each training image use
+    the rule its guide needs made both kinds of guide worse (bench/RESULTS.md, "learning", run P)."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
         self.strides: tuple = (8, 4, 1, "final")
 
-    def forward(self, image: torch.Tensor, guide: torch.Tensor) -> tuple[dict, dict, torch.Tensor, torch.Tensor]:
-        out = self.model(image, guide)
+    def forward(self, image: torch.Tensor, guide: torch.Tensor) -> tuple:
+        out = self.model(image, guide, guide_accurate=False)
         alphas = {s: a for s, a in out.alpha_os.items() if s in self.strides}
         if "final" in self.strides:
             alphas["final"] = out.alpha
         logits = {s: v for s, v in out.logits_os.items() if s in self.strides}
-        return alphas, logits, out.gate_logit, out.refined
+        return alphas, logits, out.gate_logit, out.refined, out.trust_logit
 
 
 def _to(batch: dict, device) -> dict:
@@ -335,7 +344,7 @@ def validate(model, dataset: MattingFrames, device, amp_dtype=None) -> dict[str,
     for i in range(len(dataset)):
         item = _to({k: v[None] for k, v in dataset[i].items()}, device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            out = model(item["image"], item["guide"])
+            out = refine_sparse(model, item["image"], item["guide"])  # inference's path (dense up to 512 px)
         pred = out.alpha.float()[0, 0].cpu().numpy()
         gt = item["alpha"][0, 0].cpu().numpy()
         guide = item["guide"][0, 0].cpu().numpy()
@@ -346,6 +355,8 @@ def validate(model, dataset: MattingFrames, device, amp_dtype=None) -> dict[str,
         row["mad_confident"] = M.mad(pred, gt, ~unk)  # where the truth is 0 or 1: a refiner may only lose here
         row.update({"guide_mad": M.mad(guide, gt), "guide_mad_unknown": M.mad(guide, gt, unk),
                     "guide_mad_confident": M.mad(guide, gt, ~unk)})
+        # how often the trust head's call on this guide is right (validation guides are the mask stage's: coarse)
+        row["trust_right"] = float(bool(out.accurate[0]) == bool(item["guide_accurate"].item() > 0.5))
         rows.append(row)
     model.train()
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
@@ -451,7 +462,7 @@ def _train(argv: Sequence[str] | None, defaults_yaml: str | None, locks: context
 
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     model = api.build_refiner(cfg.model, base_channels=cfg.base_channels, gate_threshold=cfg.gate_threshold,
-                              flip_threshold=cfg.flip_threshold)
+                              flip_threshold=cfg.flip_threshold, accurate_gate_threshold=cfg.accurate_gate_threshold)
     model = model.to(device)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -515,7 +526,7 @@ def _train(argv: Sequence[str] | None, defaults_yaml: str | None, locks: context
         supervised.strides = tuple(s for s, w in weights.stride_weights.items() if w > 0)
         batch = _to(batch, device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            alpha_os, logits_os, gate_logit, refined = model(batch["image"], batch["guide"])
+            alpha_os, logits_os, gate_logit, refined, trust_logit = model(batch["image"], batch["guide"])
         # losses in fp32: L1-type terms on alpha (probabilities), the gate's BCE on its logit (sigmoid-ed once)
         loss, parts = matting_losses({s: a.float() for s, a in alpha_os.items()}, batch["alpha"], weights,
                                      batch["image"], batch.get("fgr"), batch.get("bgr"))
@@ -525,6 +536,9 @@ def _train(argv: Sequence[str] | None, defaults_yaml: str | None, locks: context
         if weights.gate > 0:
             g = gate_loss(gate_logit, batch["alpha"], batch["guide"], refined)
             loss, parts["gate"] = loss + weights.gate * g, float(g.detach())
+        if weights.trust > 0:
+            t = trust_loss(trust_logit, batch["guide_accurate"])
+            loss, parts["trust"] = loss + weights.trust * t, float(t.detach())
         finite = torch.tensor([float(torch.isfinite(loss))], device=device)
         if world > 1:
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
@@ -546,7 +560,8 @@ def _train(argv: Sequence[str] | None, defaults_yaml: str | None, locks: context
         if master and (step % cfg.log_every == 0 or step == cfg.steps):
             n = sums.pop("n")
             row = {"step": step, "phase": phase, "lr": sched.get_last_lr()[0], "loss": sums["loss"] / n,
-                   **{t: sums.get(t, 0.0) / n for t in (*TERMS, "bce", "gate")}, "grad_norm": float(gnorm) if gnorm is not None else 0.0,
+                   **{t: sums.get(t, 0.0) / n for t in (*TERMS, "bce", "gate", "trust")},
+                   "grad_norm": float(gnorm) if gnorm is not None else 0.0,
                    "samples_per_s": cfg.batch_size * world * n / max(1e-9, time.time() - t0)}
             sums, t0 = {}, time.time()
             _append_csv(run_dir / "train.csv", row)

@@ -59,6 +59,26 @@ def test_files_guide_reads_mask_layer(root):
     assert torch.equal(item["guide"], (item["alpha"] > 0.5).float())
 
 
+def test_guide_accurate_label_says_which_guide_an_item_got(root):
+    """The guide trust head's target: 1 for an accurate guide (the eval mode, or a training item drawn with
+    accurate_prob), 0 for the mask stage's files or perturbed ground truth."""
+    frames = D.list_frames(root, "train", ["a"])
+    assert D.MattingFrames(root, frames, guide="accurate")[0]["guide_accurate"].item() == 1.0
+    assert D.MattingFrames(root, frames, guide="files")[0]["guide_accurate"].item() == 0.0
+    always = D.MattingFrames(root, frames, crop=32, guide="mixed", seed=0, accurate_prob=1.0)
+    never = D.MattingFrames(root, frames, crop=32, guide="mixed", seed=0, accurate_prob=0.0)
+    half = D.MattingFrames(root, frames, crop=32, guide="mixed", seed=0, accurate_prob=0.5)
+    assert all(always[(0, k)]["guide_accurate"].item() == 1.0 for k in range(8))
+    assert all(never[(0, k)]["guide_accurate"].item() == 0.0 for k in range(8))
+    labels = [half[(0, k)]["guide_accurate"].item() for k in range(40)]
+    assert 0 < sum(labels) < 40
+    # the label matches the guide drawn: an accurate guide is the truth binarised near 0.5, up to a pixel
+    for k in range(40):
+        item = half[(0, k)]
+        if item["guide_accurate"].item() == 1.0:
+            assert (item["guide"] - (item["alpha"] >= 0.5).float()).abs().mean() < 0.1
+
+
 def test_step_sampler_pure_function_of_step():
     full = list(D.StepBatchSampler(10, 2, seed=3, total_steps=6))
     resumed = list(D.StepBatchSampler(10, 2, seed=3, total_steps=6, start_step=4))
@@ -155,6 +175,15 @@ def test_gate_target_and_loss_by_hand():
     bce = -(expected * np.log(p) + (1 - expected) * np.log(1 - p)).mean()
     assert abs(gate_loss(logit, gt, guide, refined).item() - bce) < 1e-5
     assert gate_target(gt, gt, refined, margin=0.02).sum() == 0  # a perfect guide: nothing to open
+
+
+def test_trust_loss_by_hand():
+    from pipeline.losses import trust_loss
+
+    logit, label = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([1.0, 0.0, 0.0])
+    p = 1 / (1 + np.exp(-logit.numpy().astype(np.float64)))
+    bce = -(label.numpy() * np.log(p) + (1 - label.numpy()) * np.log(1 - p)).mean()
+    assert abs(trust_loss(logit, label).item() - bce) < 1e-6
 
 
 def test_laplacian_loss_is_on_the_l1_scale():

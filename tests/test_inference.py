@@ -258,3 +258,65 @@ def test_second_inference_into_the_same_output_stops(tmp_path, ckpt):
             inference.main(["--i", str(tmp_path / "img.png"), "--c", str(ckpt), "--g", str(tmp_path / "m.png"),
                             "--o", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def test_guide_quality_flag_picks_the_output_rule(tmp_path):
+    """--guide_quality accurate / coarse force the refiner's two rules, auto leaves the call to its trust head: with
+    the gate forced open and a refinement that wants the subject gone, coarse removes it, accurate only touches
+    the boundary ring."""
+    torch.manual_seed(0)
+    model = build_refiner("light", base_channels=8).eval()
+    with torch.no_grad():
+        for head in (model.head8, model.head4, model.f1[-1]):
+            head.bias.fill_(-20.0)
+        model.head_gate[-1].weight.zero_()
+        model.gate1[-1].weight.zero_()
+        model.head_gate[-1].bias.fill_(30.0)
+        model.head_trust[-1].weight.zero_()
+        model.head_trust[-1].bias.fill_(30.0)  # auto: the trust head calls every guide accurate
+    save_refiner(tmp_path / "open.pt", model)
+    write_png(tmp_path / "img.png", _image(64, 64))
+    write_png(tmp_path / "mask.png", _mask(64, 64))
+    alphas = {}
+    for quality in ("auto", "accurate", "coarse"):
+        out = tmp_path / f"{quality}.png"
+        assert inference.main(["--i", str(tmp_path / "img.png"), "--c", str(tmp_path / "open.pt"), "--o", str(out),
+                               "--g", str(tmp_path / "mask.png"), "--guide_quality", quality]) == 0
+        alphas[quality] = read_image(out)
+    inside = _mask(64, 64) > 0.5
+    assert alphas["coarse"][inside].max() < 0.02
+    changed = np.abs(alphas["accurate"] - _mask(64, 64)) > 0.01
+    assert changed.any() and changed.sum() <= 4 * 34  # only the ring just inside the square's outline
+    assert np.array_equal(alphas["auto"], alphas["accurate"])
+    with pytest.raises(SystemExit):
+        inference.main(["--i", "x", "--c", "y", "--o", "z", "--guide_quality", "sure"])
+
+
+def test_sparse_path_flags(tmp_path, capsys):
+    """--downsample_ratio runs the coarse pass plus full-resolution tiles; --dense every pixel. With a refinement
+    that ignores context the two agree; a bad ratio is one line naming the value, and nothing is written."""
+    torch.manual_seed(0)
+    model = build_refiner("light", base_channels=8).eval()
+    with torch.no_grad():
+        for head in (model.head8, model.head4, model.f1[-1]):
+            head.weight.zero_()
+            head.bias.fill_(-2.0)
+        model.guide_gain.zero_()
+        model.head_gate[-1].weight.zero_()
+        model.gate1[-1].weight.zero_()
+        model.head_gate[-1].bias.fill_(30.0)
+    save_refiner(tmp_path / "flat.pt", model)
+    write_png(tmp_path / "img.png", _image(160, 200))
+    write_png(tmp_path / "mask.png", _mask(160, 200))
+    got = {}
+    for name, extra in (("sparse", ["--downsample_ratio", "0.5"]), ("dense", ["--dense"])):
+        out = tmp_path / f"{name}.png"
+        assert inference.main(["--i", str(tmp_path / "img.png"), "--c", str(tmp_path / "flat.pt"), "--o", str(out),
+                               "--g", str(tmp_path / "mask.png"), "--guide_quality", "accurate", *extra]) == 0
+        got[name] = read_image(out)
+    assert np.array_equal(got["sparse"], got["dense"]) and not np.array_equal(got["dense"], _mask(160, 200))
+    with pytest.raises(SystemExit):
+        inference.main(["--i", str(tmp_path / "img.png"), "--c", str(tmp_path / "flat.pt"), "--o",
+                        str(tmp_path / "bad.png"), "--downsample_ratio", "2"])
+    assert "downsample_ratio must be 'auto' or a number in (0, 1], got '2'" in capsys.readouterr().err
+    assert not (tmp_path / "bad.png").exists()

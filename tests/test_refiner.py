@@ -171,6 +171,7 @@ def test_gradients_flow(variant):
     out = model(image, guide)
     loss = sum(torch.nn.functional.binary_cross_entropy_with_logits(v, guide) for v in out.logits_os.values())
     loss = loss + torch.nn.functional.binary_cross_entropy_with_logits(out.gate_logit, 1 - guide)
+    loss = loss + torch.nn.functional.binary_cross_entropy_with_logits(out.trust_logit, torch.ones(2))
     loss.backward()
     grads = {n: p.grad for n, p in model.named_parameters()}
     assert all(g is not None and torch.isfinite(g).all() for g in grads.values()), \
@@ -272,9 +273,10 @@ def test_closed_gate_returns_the_guide_bit_for_bit(variant):
     soft = torch.nn.functional.avg_pool2d(guide, 5, 1, 2)  # a soft guide passes unchanged too
     with torch.no_grad():
         for g in (guide, soft):
-            out = model(image, g)
-            assert out.gate.max() == 0 and torch.equal(out.alpha, g)
-            assert (out.refined - g).abs().max() > 0.5
+            for rule in (None, False, True):  # the trust head's call, the coarse-guide rule, the accurate-guide rule
+                out = model(image, g, guide_accurate=rule)
+                assert out.gate.max() == 0 and torch.equal(out.alpha, g)
+                assert (out.refined - g).abs().max() > 0.5
 
 
 def _constant_gate(model):
@@ -301,7 +303,7 @@ def test_open_gate_returns_the_refinement_and_the_threshold_cuts():
     near, far = _near_far(guide)
     with torch.no_grad():
         model.head_gate[-1].bias.fill_(30.0)  # sigmoid = 1: gate fully open
-        out = model(image, guide)
+        out = model(image, guide, guide_accurate=False)
         flipped = (out.refined >= 0.5) != (guide >= 0.5)
         assert out.gate.min() == 1
         # near the guide's boundary the refinement comes out; far from it only flips do, the rest is the guide
@@ -309,10 +311,10 @@ def test_open_gate_returns_the_refinement_and_the_threshold_cuts():
         assert torch.equal(out.alpha[far & ~flipped], guide[far & ~flipped])
         assert torch.allclose(out.alpha[far & flipped], out.refined[far & flipped], atol=1e-6)
         model.head_gate[-1].bias.fill_(-0.01)  # sigmoid just below the threshold: cut to exactly 0
-        out = model(image, guide)
+        out = model(image, guide, guide_accurate=False)
         assert out.gate.max() == 0 and torch.equal(out.alpha, guide)
         model.head_gate[-1].bias.fill_(float(np.log(3.0)))  # sigmoid = 0.75 >= both thresholds: applied as it is
-        out = model(image, guide)
+        out = model(image, guide, guide_accurate=False)
         assert torch.allclose(out.gate, torch.full_like(out.gate, 0.75), atol=1e-5)
         expected = guide + 0.75 * (out.refined - guide)
         assert torch.allclose(out.alpha[near], expected[near], atol=1e-6)
@@ -334,13 +336,13 @@ def test_a_flip_needs_the_stricter_threshold():
         for head in (model.head8, model.head4, model.f1[-1]):
             head.bias.fill_(-20.0)  # the refinement says: background everywhere
         model.head_gate[-1].bias.fill_(float(np.log(3.0)))  # probability 0.75: between the thresholds
-        out = model(image, guide)
+        out = model(image, guide, guide_accurate=False)
         assert out.refined[inside].max() < 0.01  # it wants to remove the subject ...
         assert out.alpha[inside].min() >= 0.5 - 1e-6  # ... but may only soften it to the 0.5 level, near the edge
         assert torch.allclose(out.alpha[inside & near], torch.full_like(out.alpha[inside & near], 0.625), atol=1e-4)
         assert torch.equal(out.alpha[inside & far], guide[inside & far])
         model.head_gate[-1].bias.fill_(30.0)  # probability 1 >= flip_threshold: the flip goes through everywhere
-        out = model(image, guide)
+        out = model(image, guide, guide_accurate=False)
         assert out.alpha[inside].max() < 0.01
 
 
@@ -350,15 +352,74 @@ def test_closed_gate_still_learns_from_the_output_loss():
     torch.manual_seed(0)
     model = build_refiner("light", base_channels=TINY).train()
     image, guide = _inputs(32, 32)
-    out = model(image, guide)
-    assert out.gate.max() == 0
-    target = out.refined.detach()  # the refinement is "right": opening the gate lowers the loss
-    (out.alpha - target).abs().mean().backward()
-    assert model.head_gate[-1].bias.grad.item() < 0  # gradient descent raises the gate's logit
+    for rule in (False, True):
+        model.zero_grad()
+        out = model(image, guide, guide_accurate=rule)
+        assert out.gate.max() == 0
+        target = out.refined.detach()  # the refinement is "right": opening the gate lowers the loss
+        (out.alpha - target).abs().mean().backward()
+        assert model.head_gate[-1].bias.grad.item() < 0  # gradient descent raises the gate's logit
+
+
+def _ring(guide: torch.Tensor) -> torch.Tensor:
+    """Independent reference of the accurate-guide rule's ring: pixels whose 3x3 neighbourhood holds both sides
+    of the guide's 0.5 level (OpenCV dilate != erode of the binarised guide)."""
+    g = (guide[0, 0].numpy() >= 0.5).astype(np.uint8)
+    ring = cv2.dilate(g, np.ones((3, 3), np.uint8)) != cv2.erode(g, np.ones((3, 3), np.uint8))
+    return torch.from_numpy(ring)[None, None]
+
+
+def test_accurate_guide_rule_changes_only_the_ring_on_its_side_and_never_flips():
+    """With a guide called accurate, even a fully open gate and a refinement that wants the subject gone change
+    only the boundary ring, and only up to the 0.5 level: everything else is the guide, bit for bit."""
+    torch.manual_seed(0)
+    model = _constant_gate(build_refiner("light", base_channels=TINY, gate_threshold=0.5, flip_threshold=0.6,
+                                         accurate_gate_threshold=0.8).eval())
+    image, guide = _inputs(96, 128)
+    ring, inside = _ring(guide), guide >= 0.5
+    with torch.no_grad():
+        for head in (model.head8, model.head4, model.f1[-1]):
+            head.bias.fill_(-20.0)  # the refinement says: background everywhere
+        model.head_gate[-1].bias.fill_(30.0)  # probability 1: above every threshold
+        out = model(image, guide, guide_accurate=True)
+        assert out.accurate.all()
+        assert torch.equal(out.alpha[~ring], guide[~ring])
+        assert torch.allclose(out.alpha[ring & inside], torch.full_like(out.alpha[ring & inside], 0.5))
+        assert torch.equal(out.alpha[ring & ~inside], out.refined[ring & ~inside])  # on its side: taken as it is
+        assert ring.sum() > 100 and ((out.alpha - guide).abs() > 0.1).sum() == (ring & inside).sum()
+        # the coarse rule on the same input flips the whole subject away
+        assert model(image, guide, guide_accurate=False).alpha[inside].max() < 0.01
+        model.head_gate[-1].bias.fill_(float(np.log(3.0)))  # probability 0.75: open for coarse guides only
+        assert torch.equal(model(image, guide, guide_accurate=True).alpha, guide)
+        assert not torch.equal(model(image, guide, guide_accurate=False).alpha, guide)
+
+
+def test_trust_head_chooses_the_rule_per_image():
+    torch.manual_seed(0)
+    model = _constant_gate(build_refiner("light", base_channels=TINY, gate_threshold=0.5, flip_threshold=0.6).eval())
+    image, guide = _inputs(64, 64)
+    image, guide = image.repeat(2, 1, 1, 1), guide.repeat(2, 1, 1, 1)
+    with torch.no_grad():
+        for head in (model.head8, model.head4, model.f1[-1]):
+            head.bias.fill_(-20.0)
+        model.head_gate[-1].bias.fill_(30.0)
+        model.head_trust[-1].weight.zero_()
+        for bias, accurate in ((30.0, True), (-30.0, False)):
+            model.head_trust[-1].bias.fill_(bias)
+            out = model(image, guide)
+            assert torch.allclose(out.trust_logit, torch.full((2,), bias)) and bool(out.accurate.all()) == accurate
+            assert torch.equal(out.alpha, model(image, guide, guide_accurate=accurate).alpha)
+        mixed = model(image, guide, guide_accurate=torch.tensor([True, False]))
+        both = {rule: model(image, guide, guide_accurate=rule).alpha for rule in (True, False)}
+        assert torch.equal(mixed.alpha[:1], both[True][:1]) and torch.equal(mixed.alpha[1:], both[False][1:])
+        assert not torch.equal(both[True], both[False])
 
 
 def test_gate_threshold_round_trips_through_a_checkpoint(tmp_path):
-    model = build_refiner("light", base_channels=TINY, gate_threshold=0.3, flip_threshold=0.8)
+    model = build_refiner("light", base_channels=TINY, gate_threshold=0.3, flip_threshold=0.8,
+                          accurate_gate_threshold=0.85)
     save_refiner(tmp_path / "m.pt", model)
     loaded, _ = load_refiner(tmp_path / "m.pt")
-    assert loaded.gate_threshold == 0.3 and loaded.flip_threshold == 0.8
+    assert loaded.gate_threshold == 0.3 and loaded.flip_threshold == 0.8 and loaded.accurate_gate_threshold == 0.85
+    with pytest.raises(ValueError, match="accurate_gate_threshold"):
+        build_refiner("light", base_channels=TINY, accurate_gate_threshold=1.0)
