@@ -36,6 +36,7 @@ from model.refiner import Refiner, load_refiner
 from model.sparse import ratio_arg, refine_sparse
 from utils.atomic import clean_stale_temps, make_temp_dir
 from utils.cli import ArgumentParser, UserError, require_existing, run_main
+from utils.device import resolve_device
 from utils.images import IMAGE_EXTS, list_images, read_image, to_uint, write_png
 from utils.locks import hold_lock
 from utils.paths import frame_name
@@ -187,18 +188,6 @@ def fit_guide(guide: np.ndarray, shape: tuple[int, int], name: str, warned: set)
 
 
 # ----------------------------------------------------------------------------------------------------- model
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown --device {name!r}: use auto, cpu or cuda[:N]") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
-    return device
-
-
 def network_size(h: int, w: int, rh: int | None, rw: int | None) -> tuple[int, int]:
     """The network's input size: the flags, or one flag and the aspect ratio, or the input's own size."""
     if rh is None and rw is None:

@@ -6,10 +6,11 @@
 #   BACKEND=yolo_sam2 ... ./run_mask_extraction.sh all_frames --propagate sam2
 #   BACKEND=matanyone MATANYONE_ROOT=~/MatAnyone MATANYONE_CKPT=matanyone.pth YOLO_CKPT=... SAM2_CKPT=... \
 #       ./run_mask_extraction.sh all_frames
-# Environment: BACKEND (perturb|yolo_sam2|matanyone, default perturb), ROOT (data/demo), SEED (0), PYTHON,
-# YOLO_CKPT, SAM2_CKPT, SAM2_CONFIG, MATANYONE_ROOT, MATANYONE_CKPT (read by the worker), RETRIES (restarts of
-# a crashed worker, default 3). Other flags pass through. Resumable: a restart redoes only unfinished clips;
-# an error the user must fix (exit 1), a usage error (64) and Ctrl-C (130) are not retried.
+# Environment: BACKEND (perturb|yolo_sam2|matanyone, default perturb), ROOT (default: the repository's
+# data/demo, from any folder), SEED (0), PYTHON, YOLO_CKPT, SAM2_CKPT, SAM2_CONFIG, MATANYONE_ROOT,
+# MATANYONE_CKPT (read by the worker), RETRIES (restarts of a crashed worker, default 3). Other flags pass
+# through. Resumable: a restart redoes only unfinished clips; an error the user must fix (exit 1), a usage
+# error (64) and Ctrl-C (130) are not retried.
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/utils/launcher.sh"  # no cd: a relative ROOT is the caller's
 mode="${1:-}"
@@ -17,5 +18,5 @@ case "$mode" in
     first_frame|all_frames) shift ;;
     *) echo "usage: $0 first_frame|all_frames [flags for preprocess/guide_mask.py]" >&2; exit "$EXIT_USAGE" ;;
 esac
-args=(--mode "$mode" --backend "${BACKEND:-perturb}" --root "${ROOT:-data/demo}" --seed "${SEED:-0}" "$@")
+args=(--mode "$mode" --backend "${BACKEND:-perturb}" ${ROOT:+--root "$ROOT"} --seed "${SEED:-0}" "$@")
 run_with_retries run_mask_extraction "$PYTHON" "$HERE/preprocess/guide_mask.py" "${args[@]}"

@@ -27,6 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from utils.cli import UserError, run_main
+from utils.paths import repo_default
 
 log = logging.getLogger("bench_learning")
 
@@ -121,12 +122,12 @@ def table(runs: dict[str, Path]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--root", default="data/train-cpu", help="data root with frames/train (make train-cpu-data)")
+    p.add_argument("--root", default=repo_default("data/train-cpu"), help="data root with frames/train (make train-cpu-data)")
     p.add_argument("--variants", nargs="+", default=["light", "none"])
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--eval_every", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/bench_learning")
+    p.add_argument("--out", default=repo_default("runs/bench_learning"))
     p.add_argument("--plot_only", action="store_true", help="only replot the runs under --out")
     p.add_argument("--reuse", nargs="*", default=[], metavar="VARIANT=RUN_DIR",
                    help="take a finished run of the same recipe instead of training that variant (e.g. light=runs/train-cpu/s0)")

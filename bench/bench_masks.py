@@ -17,7 +17,6 @@ import utils.offline  # noqa: F401  (first: offline switches)
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,10 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from preprocess import guide_mask as gm  # noqa: E402
-from preprocess.perturb import perturb_guide  # noqa: E402
+from preprocess import guide_mask as gm
+from preprocess.perturb import perturb_guide
 
 CONFIGS = {"t": "configs/sam2.1/sam2.1_hiera_t.yaml", "s": "configs/sam2.1/sam2.1_hiera_s.yaml",
            "b+": "configs/sam2.1/sam2.1_hiera_b+.yaml", "l": "configs/sam2.1/sam2.1_hiera_l.yaml"}

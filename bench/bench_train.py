@@ -11,27 +11,24 @@ step runs under AMP (bf16 when supported, else fp16), as the solver does; on CPU
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import utils.offline  # noqa: E402,F401
+import utils.offline  # noqa: F401
 
-import argparse  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
+import argparse
+import tempfile
+import time
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from pipeline.data import MattingFrames, StepBatchSampler, list_clips, list_frames  # noqa: E402
-from pipeline.losses import LossWeights, matting_losses  # noqa: E402
-from pipeline.solver import refiner_api  # noqa: E402
-from utils.cli import run_main  # noqa: E402
-from utils.images import write_png  # noqa: E402
-from utils.paths import DataLayout  # noqa: E402
+from pipeline.data import MattingFrames, StepBatchSampler, list_clips, list_frames
+from pipeline.losses import LossWeights, matting_losses
+from pipeline.solver import refiner_api
+from utils.cli import run_main
+from utils.images import write_png
+from utils.paths import DataLayout
 
 
 def synthetic_frames(root: Path, size: tuple[int, int], clips: int = 2, frames: int = 4) -> None:

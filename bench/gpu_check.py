@@ -36,31 +36,30 @@ nothing and exits 0: there is nothing to measure, which is not a failure.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import utils.offline  # noqa: F401  (first: offline switches)
 
-import utils.offline  # noqa: E402,F401  (first: offline switches)
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import gc
+import math
+import os
+import platform
+import subprocess
+import tempfile
+import threading
+import time
+import traceback
+from typing import Any, Callable, Iterator, Sequence
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import dataclasses  # noqa: E402
-import datetime  # noqa: E402
-import gc  # noqa: E402
-import math  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import traceback  # noqa: E402
-from typing import Any, Callable, Iterator, Sequence  # noqa: E402
+import torch
 
-import torch  # noqa: E402
+from utils.paths import make_repo_importable
 
+make_repo_importable()  # its parts import bench.* and inference, and it runs as `python bench/gpu_check.py`
 NO_CUDA_LINE = "gpu_check: no CUDA device; nothing measured (use --cpu-dry-run to test the script)"
 EXIT_ERROR, EXIT_MISMATCH = 1, 3
 WATCHDOG_GRACE_S = 20.0  # after the budget: time for the part running to finish its row before the process ends

@@ -31,6 +31,7 @@ import torch
 
 from utils.cli import UserError, run_main
 from utils.images import read_image, to_uint, write_png
+from utils.paths import repo_default
 
 log = logging.getLogger("real_photos")
 GUIDE_DIR = Path(__file__).resolve().parent / "real_photos"
@@ -133,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ckpt", nargs="*", default=[], help="refiner checkpoint(s) to run on the photos")
     p.add_argument("--photos", default=",".join(PHOTOS), help="comma list of " + ", ".join(PHOTOS))
-    p.add_argument("--out", default="runs/real_photos", help="folder of the panels")
+    p.add_argument("--out", default=repo_default("runs/real_photos"), help="folder of the panels")
     p.add_argument("--remake_guides", action="store_true", help="rebuild the stored GrabCut guides")
     return p
 

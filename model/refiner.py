@@ -632,12 +632,10 @@ def _check_saved_config(config: dict) -> None:
         raise ValueError(f"focus_tau must be a finite number > 0, got {tau!r}")
 
 
-def load_refiner(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[Refiner, dict]:
-    """Rebuild a refiner from a checkpoint written by :func:`save_refiner` (or the training solver).
-
-    Loads with ``weights_only=True`` (a checkpoint is untrusted input). Returns ``(model in eval mode, ckpt)``.
-    Raises ``UserError`` (one line) for a missing file, an unreadable file, or a checkpoint of something else.
-    """
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """The dict of a refiner checkpoint (``save_refiner``'s, or the solver's with its training state), read with
+    ``weights_only=True``: the one reader of checkpoints (inference, evaluation and resuming all come here).
+    Raises ``UserError`` (one line) for a missing file, an unreadable file, or a checkpoint of something else."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
@@ -648,6 +646,16 @@ def load_refiner(path: str | os.PathLike, map_location: str | torch.device = "cp
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path} is not a refiner checkpoint (expected format {CHECKPOINT_FORMAT!r}; "
                         "train one or save it with model.refiner.save_refiner)")
+    return ckpt
+
+
+def load_refiner(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[Refiner, dict]:
+    """Rebuild a refiner from a checkpoint written by :func:`save_refiner` (or the training solver).
+
+    Loads with ``weights_only=True`` (a checkpoint is untrusted input). Returns ``(model in eval mode, ckpt)``.
+    Raises ``UserError`` (one line) for a missing file, an unreadable file, or a checkpoint of something else.
+    """
+    ckpt = read_checkpoint(path, map_location)
     try:
         _check_saved_config(ckpt["config"])
         model = build_refiner(**ckpt["config"])

@@ -25,26 +25,25 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # `python pipeline/ablation.py`: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import utils.offline  # noqa: E402,F401  (first: offline switches)
+import utils.offline  # noqa: F401  (first: offline switches)
 
-import argparse  # noqa: E402
-import csv  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import math  # noqa: E402
-from typing import Sequence  # noqa: E402
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+from typing import Sequence
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from pipeline import evaluate, metrics as M, stats as S  # noqa: E402
-from pipeline.data import list_clips  # noqa: E402
-from pipeline.solver import train  # noqa: E402
-from utils.atomic import write_bytes_atomic, write_json_atomic  # noqa: E402
-from utils.cli import ArgumentParser, UserError, run_main  # noqa: E402
+from pipeline import evaluate, metrics as M, stats as S
+from pipeline.data import list_clips
+from pipeline.solver import train
+from utils.atomic import write_bytes_atomic, write_json_atomic
+from utils.cli import ArgumentParser, UserError, run_main
+from utils.paths import repo_default
 
 log = logging.getLogger("ablation")
 VARIANTS = ("none", "light", "heavy_db1", "heavy_db2", "heavy_db4")
@@ -67,11 +66,11 @@ EVALUATE = Path(__file__).resolve().parent / "evaluate.py"
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--root", default="data/demo", help="data root of the standard set")
-    p.add_argument("--camo_root", default="data/camo",
+    p.add_argument("--root", default=repo_default("data/demo"), help="data root of the standard set")
+    p.add_argument("--camo_root", default=repo_default("data/camo"),
                    help="data root of the camouflage set (make_demo_data.py --camouflage and every stage)")
     p.add_argument("--sets", nargs="+", default=["standard"], choices=SETS)
-    p.add_argument("--out", default="runs/ablation")
+    p.add_argument("--out", default=repo_default("runs/ablation"))
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--trees", nargs="+", default=list(TREES), help="frames (defocused) and frames_sharp (control)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])

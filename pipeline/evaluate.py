@@ -20,32 +20,31 @@ ground truth's 0 < alpha < 1 band grown by 1% of the frame's shorter side (at le
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # `python pipeline/evaluate.py`: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import utils.offline  # noqa: E402,F401  (first: offline switches)
+import utils.offline  # noqa: F401  (first: offline switches)
 
-import argparse  # noqa: E402
-import csv  # noqa: E402
-import io  # noqa: E402
-import logging  # noqa: E402
-from collections import defaultdict  # noqa: E402
-from typing import Callable, Sequence  # noqa: E402
+import argparse
+import csv
+import io
+import logging
+from collections import defaultdict
+from typing import Callable, Sequence
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
 
-from model.sparse import auto_ratio, ratio_arg, refine_sparse  # noqa: E402
-from pipeline import metrics as M  # noqa: E402
-from pipeline.data import Frame, MattingFrames, list_clips, list_frames  # noqa: E402
-from utils.atomic import atomic_path, write_bytes_atomic, write_json_atomic  # noqa: E402
-from utils.cli import ArgumentParser, UserError, run_main  # noqa: E402
-from utils.images import check_frame_sizes, list_images, read_image, write_png  # noqa: E402
+from model.sparse import auto_ratio, ratio_arg, refine_sparse
+from pipeline import metrics as M
+from pipeline.data import Frame, MattingFrames, list_clips, list_frames
+from utils.atomic import atomic_path, write_bytes_atomic, write_json_atomic
+from utils.cli import ArgumentParser, UserError, run_main
+from utils.device import resolve_device
+from utils.images import check_frame_sizes, list_images, read_image, write_png
+from utils.paths import repo_default
 
 log = logging.getLogger("evaluate")
 COLUMNS = ("sad", "mad", "mse", "grad", "conn")
@@ -279,7 +278,7 @@ def read_pred_dir(pred_dir: Path, gt_dir: Path) -> list[tuple[str, list[Path], l
 # ------------------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--root", default="data/demo", help="data root (mode a)")
+    p.add_argument("--root", default=repo_default("data/demo"), help="data root (mode a)")
     p.add_argument("--split", default="test", choices=("train", "test"))
     p.add_argument("--tree", default="frames", help="frames (defocused) or frames_sharp (all-in-focus control)")
     p.add_argument("--guide", default="auto", choices=("auto", "files", "perturb", "accurate"),
@@ -299,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dense", action="store_true", help="the dense path (every pixel at full resolution)")
     p.add_argument("--max_frames", type=int, default=0, help="at most this many frames per clip (0: all)")
     p.add_argument("--save_pred", action="store_true", help="also write predictions to <out>/pred/<method>/")
-    p.add_argument("--out", default="runs/eval", help="output folder")
+    p.add_argument("--out", default=repo_default("runs/eval"), help="output folder")
     p.add_argument("--seed", type=int, default=0, help="seed of perturbed guides")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     return p
@@ -352,8 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_frame_sizes(args.root, frames, args.tree, need)  # e.g. guide masks of another size
         ds = MattingFrames(args.root, frames, args.tree, guide, with_fb=False, eval_long_side=args.long_side,
                            seed=args.seed)
-        device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-                              else "cpu")
+        device = resolve_device(args.device)
         methods: list[tuple[str, str, Predict]] = []
         baselines = [b for b in args.baselines.split(",") if b and b != "none"]
         for b in baselines:

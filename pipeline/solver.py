@@ -38,12 +38,13 @@ from pipeline.losses import (DEFAULT_STRIDE_WEIGHTS, TERMS, LossWeights, gate_lo
                              trust_loss)
 from utils.atomic import atomic_path, write_bytes_atomic
 from utils.cli import ArgumentParser, UserError
+from utils.device import resolve_device
 from utils.images import check_frame_sizes
 from utils.locks import hold_lock
+from utils.paths import repo_default
 
 log = logging.getLogger("solver")
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-CKPT_FORMAT = "defocused_segmentation/refiner"
 
 
 def refiner_api():
@@ -57,12 +58,12 @@ def refiner_api():
 class TrainConfig:
     # run
     name: str = "refiner"
-    runs_dir: str = "runs"
+    runs_dir: str = repo_default("runs")
     seed: int = 0
     device: str = "auto"            # auto | cpu | cuda
     threads: int = 0                # CPU threads per process (0: torch's default); 1 is fastest for tiny models
     # data
-    root: str = "data/demo"
+    root: str = repo_default("data/demo")
     tree: str = "frames"            # frames (defocused) | frames_sharp (all-in-focus control)
     split: str = "train"
     val_source: str = "holdout"     # holdout: whole clips of `split`; test: the test split
@@ -276,19 +277,6 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def load_checkpoint(path: Path) -> dict:
-    """A solver/refiner checkpoint dict (weights_only) or a one-line ``UserError``."""
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file
-        raise UserError(f"not a readable checkpoint: {path} ({type(exc).__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
-        raise UserError(f"not a refiner checkpoint: {path}")
-    return ckpt
-
-
 def _check_resumable(ckpt: dict, cfg: TrainConfig, path: Path) -> None:
     """The model a checkpoint holds must be the one this config builds (else a size-mismatch traceback)."""
     saved = ckpt.get("train_config") or {}
@@ -407,11 +395,9 @@ def _train(argv: Sequence[str] | None, defaults_yaml: str | None, locks: context
     # -- distributed: torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; a single process needs nothing
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    if cfg.device not in ("auto", "cpu", "cuda"):
+    if cfg.device not in ("auto", "cpu", "cuda"):  # the rank's CUDA index comes from LOCAL_RANK
         raise UserError(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available")
-    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    use_cuda = resolve_device(cfg.device).type == "cuda"
     if world > 1:
         dist.init_process_group("nccl" if use_cuda else "gloo")
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
@@ -453,7 +439,7 @@ def _train(argv: Sequence[str] | None, defaults_yaml: str | None, locks: context
         _lock_run(locks, cfg)
     ckpt = None
     if args.resume:
-        ckpt = load_checkpoint(last)
+        ckpt = refiner_api().read_checkpoint(last)
         if ckpt["variant"] != cfg.model:
             raise UserError(f"{last} is a {ckpt['variant']!r} checkpoint but --model is {cfg.model!r}")
         _check_resumable(ckpt, cfg, last)

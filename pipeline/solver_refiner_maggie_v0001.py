@@ -3,15 +3,11 @@ warm-up at 1/8 scale, structure correction, transition, fine detail, alpha-domai
 
 Same loop, flags and run folder as pipeline/solver_refiner_maggie.py; only the schedule and loss weights differ.
 """
-import sys
-from pathlib import Path
 
-if __package__ in (None, ""):  # `python pipeline/x.py`: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import utils.offline  # noqa: F401,E402  (first: offline switches)
-from pipeline.solver import train  # noqa: E402
-from utils.cli import run_main  # noqa: E402
+import utils.offline  # noqa: F401  (first: offline switches)
+from pipeline.solver import train
+from utils.cli import run_main
 
 
 def main(argv=None) -> int:

@@ -51,6 +51,7 @@ from preprocess.perturb import perturb_guide
 from utils.atomic import Manifest, atomic_dir, clean_stale_temps, upstream_fingerprint
 from utils.cli import (ArgumentParser, UserError,
                        add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed)
+from utils.device import resolve_device
 from utils.images import list_images, read_image, to_uint, write_png
 from utils.locks import stage_lock
 from utils.paths import DataLayout, frame_index
@@ -67,15 +68,6 @@ _MODELS: dict[tuple, object] = {}  # loaded models, once per process
 
 class ModelError(UserError):
     """A missing or wrong checkpoint/config: a setting, so every clip would fail the same way (stop at once)."""
-
-
-def resolve_device(device: str) -> str:
-    """``'auto'`` -> ``'cuda'`` when available, else ``'cpu'``; anything else unchanged."""
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 # ------------------------------------------------------------------------------------------------ YOLO + SAM2
@@ -229,7 +221,7 @@ def get_yolo_sam2(yolo_ckpt, sam2_ckpt, sam2_config: str = DEFAULT_SAM2_CONFIG, 
 def yolo_sam2_guides(images: list[np.ndarray], yolo_ckpt, sam2_ckpt, sam2_config: str = DEFAULT_SAM2_CONFIG,
                      device: str = "cpu", conf: float = 0.25, iou: float = 0.7) -> list[np.ndarray]:
     """Guide masks (HxW float32 {0,1}) of RGB images (HxWx3 float in [0,1]) with YOLO person boxes + SAM2."""
-    model = get_yolo_sam2(yolo_ckpt, sam2_ckpt, sam2_config, resolve_device(device), conf, iou)
+    model = get_yolo_sam2(yolo_ckpt, sam2_ckpt, sam2_config, str(resolve_device(device)), conf, iou)
     return [model(to_uint(img, 8)) for img in images]
 
 
@@ -489,7 +481,7 @@ def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
     layout = DataLayout(args.root)
     if not layout.root.is_dir():
         raise UserError(f"data root not found: {layout.root}")
-    args.device = resolve_device(args.device)
+    args.device = str(resolve_device(args.device))
     if args.backend == "matanyone" and args.mode != "all_frames":
         raise UserError("the matanyone backend mattes whole clips: use --mode all_frames")
     params = _params(args)

@@ -130,15 +130,14 @@ def test_inference_with_payload_yolo_runs_nothing(evil, tmp_path):
 
 
 def test_refiner_inference_evaluate_and_resume_loaders_refuse_payload(evil):
-    from model.refiner import build_refiner, load_refiner
-    from pipeline import solver
+    from model.refiner import build_refiner, load_refiner, read_checkpoint
 
     path, marker = evil
     with pytest.raises(UserError, match="not a loadable checkpoint") as info:
         load_refiner(path)
     _one_line(info.value)
-    with pytest.raises(UserError, match="not a readable checkpoint"):
-        solver.load_checkpoint(path)
+    with pytest.raises(UserError, match="not a loadable checkpoint"):
+        read_checkpoint(path)  # what resuming a run reads
     with pytest.raises(UserError, match="not a loadable weights file"):
         build_refiner("light", base_channels=8).load_backbone(path)
     assert not marker.exists()

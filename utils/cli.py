@@ -11,6 +11,8 @@ import logging
 import sys
 from typing import Callable, Iterable, Sequence, TypeVar
 
+from utils.paths import repo_default
+
 T = TypeVar("T")
 
 SPLITS = ("train", "test")
@@ -41,7 +43,7 @@ class UsageError(UserError):
 
 def add_common_args(parser: argparse.ArgumentParser, root_default: str = "data/demo") -> argparse.ArgumentParser:
     """Add the flags every stage shares."""
-    parser.add_argument("--root", default=root_default, help="data root (default: %(default)s)")
+    parser.add_argument("--root", default=repo_default(root_default), help="data root (default: %(default)s)")
     parser.add_argument("--split", default="all", choices=("train", "test", "all"), help="which split to process")
     parser.add_argument("--shard", default="0/1", help="I/N: process the I-th of N interleaved shards of the units")
     parser.add_argument("--overwrite", action="store_true", help="recompute units that are already done")

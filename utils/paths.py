@@ -13,10 +13,28 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 FRAME_LAYERS = ("image", "alpha", "fgr", "bgr")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_repo_importable() -> None:
+    """Let a script run as ``python bench/x.py`` import the repository's top-level modules (``inference``) and
+    ``bench`` itself: the editable install maps the packages (utils, preprocess, model, pipeline) only. The one
+    place the repository edits ``sys.path``."""
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+
+
+def repo_default(rel: str) -> str:
+    """A default path inside the repository (data root, runs, outputs) as seen from the working directory:
+    ``data/demo`` at the repository root, ``../data/demo`` from ``preprocess/``. Every entry point then works
+    from the root and from its own folder, as the original README runs them; a path the user types stays
+    relative to the working directory."""
+    return os.path.relpath(REPO_ROOT / rel)
 
 
 def frame_name(index: int) -> str:
