@@ -38,7 +38,7 @@ demo-frames: demo-blur
 	$(PY) preprocess/frame_extraction.py --root $(DEMO_ROOT) --seed $(SEED) --source composed
 
 # Stage 3b: guide masks. Offline default: guides perturbed from the ground truth. With local checkpoints
-# (make demo YOLO_CKPT=yolov8n.pt SAM2_CKPT=sam2.1_hiera_tiny.pt) the seed's YOLOv8 + SAM2 recipe instead.
+# (make demo YOLO_CKPT=yolov8n.pt SAM2_CKPT=sam2.1_hiera_tiny.pt) the original work's YOLOv8 + SAM2 recipe instead.
 YOLO_CKPT ?=
 SAM2_CKPT ?=
 MASK_ARGS = $(if $(and $(wildcard $(YOLO_CKPT)),$(wildcard $(SAM2_CKPT))),--backend yolo_sam2 --yolo_ckpt $(YOLO_CKPT) --sam2_ckpt $(SAM2_CKPT),--backend perturb)
@@ -51,7 +51,7 @@ demo-masks: demo-frames
 # crop, a higher learning rate); a rerun
 # resumes/reuses runs/demo/train. Guides: the mask stage's files mixed with perturbed GT when masks exist.
 DEMO_GUIDE = $(if $(wildcard $(DEMO_ROOT)/frames/train/mask),mixed,perturb)
-DEMO_TRAIN_ARGS = --root $(DEMO_ROOT) --runs_dir $(RUN_DIR) --name train --model light --guide $(DEMO_GUIDE) \
+DEMO_TRAIN_ARGS = --root $(DEMO_ROOT) --runs_dir $(RUN_DIR) --name train --model light --guide_mode $(DEMO_GUIDE) \
 	--steps 450 --batch_size 4 --crop 128 --base_channels 16 --num_workers 0 --threads 2 --warmup_steps 30 --lr 2e-3 \
 	--eval_every 150 --ckpt_every 50 --log_every 10 --val_max_frames 4 --best_metric mad --seed $(SEED)
 demo-train: demo-masks
@@ -84,7 +84,7 @@ clean-demo:
 TC_ROOT  ?= data/train-cpu
 TC_RUNS  ?= runs/train-cpu
 TC_STEPS ?= 2400
-TRAIN_CPU_ARGS = --root $(TC_ROOT) --runs_dir $(TC_RUNS) --model light --guide mixed --accurate_guide_prob 0.5 \
+TRAIN_CPU_ARGS = --root $(TC_ROOT) --runs_dir $(TC_RUNS) --model light --guide_mode mixed --accurate_guide_prob 0.5 \
 	--steps $(TC_STEPS) --batch_size 4 --crop 128 --base_channels 16 --num_workers 0 --threads 2 --warmup_steps 100 \
 	--lr 1e-3 --eval_every 400 --ckpt_every 200 --log_every 50 --val_max_frames 16 --best_metric mad
 train-cpu-data: venv
@@ -102,9 +102,9 @@ train-cpu: train-cpu-data demo-masks
 
 TC_CKPTS ?= $(TC_RUNS)/s0/best.pt
 train-cpu-eval:
-	$(PY) pipeline/evaluate.py --root $(DEMO_ROOT) --split test --guide files --ckpt $(TC_CKPTS) \
+	$(PY) pipeline/evaluate.py --root $(DEMO_ROOT) --split test --guide_mode files --ckpt $(TC_CKPTS) \
 		--labels $(foreach c,$(TC_CKPTS),light) --out $(TC_RUNS)/eval_mask_guides
-	$(PY) pipeline/evaluate.py --root $(DEMO_ROOT) --split test --guide accurate --ckpt $(TC_CKPTS) \
+	$(PY) pipeline/evaluate.py --root $(DEMO_ROOT) --split test --guide_mode accurate --ckpt $(TC_CKPTS) \
 		--labels $(foreach c,$(TC_CKPTS),light) --out $(TC_RUNS)/eval_accurate_guides
 	$(PY) bench/real_photos.py --ckpt $(TC_CKPTS) --out $(TC_RUNS)/real_photos
 

@@ -1,17 +1,19 @@
 """Apply a refiner checkpoint to an image, a folder of images, or a video.
 
-    python inference.py --i IMG|FOLDER|VIDEO --c CKPT --o OUT [--g MASK|FOLDER] [--resize_h 720 --resize_w 1080]
-                        [--device auto|cpu|cuda] [--fp16] [--16bit] [--rgba] [--preview]
-                        [--yolo_ckpt YOLO.pt --sam2_ckpt SAM2.pt [--sam2_config CFG]]
+    python inference.py --input IMG|FOLDER|VIDEO --ckpt CKPT --out OUT [--guide_mask MASK|FOLDER]
+                        [--resize_h 720 --resize_w 1080] [--guide_quality auto|accurate|coarse]
+                        [--downsample_ratio auto|R | --dense] [--device auto|cpu|cuda] [--fp16] [--16bit]
+                        [--rgba] [--preview] [--yolo_ckpt YOLO.pt --sam2_ckpt SAM2.pt [--sam2_config CFG]]
+    python inference.py --i IMG --c CKPT --o OUT --g MASK    # the original short flags: aliases of the long ones
 
-Outputs: for one image with ``--o out.png``: ``out.png`` (alpha), ``out_rgba.png``, ``out_preview.png``;
-otherwise ``--o`` is a folder: ``alpha/<name>.png``, ``rgba/<name>.png``, ``preview/<name>.png`` (``<name>`` is
+Outputs: for one image with ``--out out.png``: ``out.png`` (alpha), ``out_rgba.png``, ``out_preview.png``;
+otherwise ``--out`` is a folder: ``alpha/<name>.png``, ``rgba/<name>.png``, ``preview/<name>.png`` (``<name>`` is
 the image's stem, or the frame index ``0000`` for a video; a video also gets ``preview.mp4``). The alpha has the
 input's size whatever ``--resize_h/--resize_w`` (the network's input size) say.
 
-The guide mask (``--g``): an image for an image input; a folder with one mask per image, matched by file stem,
-for a folder; for a video a folder of per-frame masks (sorted), a mask video, or one image for every frame.
-Without ``--g``, guides are made with YOLO + SAM2 (preprocess/guide_mask.py) when ``--yolo_ckpt`` and
+The guide mask (``--guide_mask``): an image for an image input; a folder with one mask per image, matched by file
+stem, for a folder; for a video a folder of per-frame masks (sorted), a mask video, or one image for every frame.
+Without it, guides are made with YOLO + SAM2 (preprocess/guide_mask.py) when ``--yolo_ckpt`` and
 ``--sam2_ckpt`` are given. Everything is written to a temporary folder first and moved into place only after
 every input succeeded, so an error leaves no partial output.
 """
@@ -51,10 +53,13 @@ GUIDE_QUALITIES = {"auto": None, "accurate": True, "coarse": False}  # --guide_q
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description="Refine a coarse person mask into an alpha matte with a DWT refiner.")
-    p.add_argument("--i", required=True, help="input: an image, a folder of images, or a video")
-    p.add_argument("--c", required=True, help="refiner checkpoint (.pt from training or model.refiner.save_refiner)")
-    p.add_argument("--o", required=True, help="output .png (one image input) or folder")
-    p.add_argument("--g", "--guide", dest="guide", help="guide mask: image, folder of masks, or mask video")
+    # long names (the README's conventions), the original short ones kept as aliases: --i --c --o --g
+    p.add_argument("--input", "--i", dest="input", required=True, help="an image, a folder of images, or a video")
+    p.add_argument("--ckpt", "--c", dest="ckpt", required=True,
+                   help="refiner checkpoint (.pt from training or model.refiner.save_refiner)")
+    p.add_argument("--out", "--o", dest="out", required=True, help="output .png (one image input) or folder")
+    p.add_argument("--guide_mask", "--g", "--guide", dest="guide_mask",
+                   help="guide mask: image, folder of masks, or mask video")
     p.add_argument("--guide_quality", choices=GUIDE_QUALITIES, default="auto",
                    help="auto: the refiner's trust head judges each guide; accurate: a segmenter's mask on a clean "
                         "frame (only its boundary ring is refined, never flipped); coarse: may be wrong by whole "
@@ -69,9 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fp16", action="store_true", help="half precision (autocast) on a CUDA device")
     p.add_argument("--16bit", dest="bits16", action="store_true", help="write 16-bit alpha (and RGBA) PNGs")
     p.add_argument("--rgba", action="store_true", help="also write RGBA cut-outs (foreground by pymatting)")
-    p.add_argument("--preview", action="store_true", help="also write side-by-side previews")
-    p.add_argument("--yolo_ckpt", help="YOLO person-detector weights (local file) to make guides without --g")
-    p.add_argument("--sam2_ckpt", help="SAM2 weights (local file) to make guides without --g")
+    p.add_argument("--preview", dest="preview", action="store_true", default=False,
+                   help="also write side-by-side previews")
+    p.add_argument("--no_preview", dest="preview", action="store_false", help="no previews (the default)")
+    p.add_argument("--yolo_ckpt", help="YOLO person-detector weights (local file) to make guides without --guide_mask")
+    p.add_argument("--sam2_ckpt", help="SAM2 weights (local file) to make guides without --guide_mask")
     p.add_argument("--sam2_config", help="SAM2 config name (default: the guide-mask stage's default)")
     return p
 
@@ -112,21 +119,21 @@ class Guides:
         self._video_iter: Iterator[np.ndarray] | None = None
         self._files: list[Path] = []
         self._static_mask: np.ndarray | None = None
-        if args.guide is None:
+        if args.guide_mask is None:
             if not (args.yolo_ckpt and args.sam2_ckpt):
-                raise UserError("no guide mask: give --g MASK (an image, or a folder of masks for a folder/video), "
+                raise UserError("no guide mask: give --guide_mask MASK (an image, or a folder of masks for a folder/video), "
                                 "or --yolo_ckpt and --sam2_ckpt to make one with YOLO + SAM2")
             require_existing(args.yolo_ckpt, "YOLO checkpoint (--yolo_ckpt)")
             require_existing(args.sam2_ckpt, "SAM2 checkpoint (--sam2_ckpt)")
             return
-        g = require_existing(args.guide, "guide mask (--g)")
+        g = require_existing(args.guide_mask, "guide mask (--guide_mask)")
         if kind == "image":
             if g.is_dir():
-                raise UserError(f"--g must be a mask image for an image input, got a folder: {g}")
+                raise UserError(f"--guide_mask must be a mask image for an image input, got a folder: {g}")
             self.static = g
         elif kind == "folder":
             if not g.is_dir():
-                raise UserError(f"--g must be a folder of masks (named like the images) for a folder input: {g}")
+                raise UserError(f"--guide_mask must be a folder of masks (named like the images) for a folder input: {g}")
             by_stem = {p.stem: p for p in list_images(g)}
             missing = [n for n in names or [] if n not in by_stem]
             if missing:
@@ -343,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
     args = build_parser().parse_args(argv)
-    inp, out = Path(args.i), Path(args.o)
+    inp, out = Path(args.input), Path(args.out)
     kind = input_kind(inp)
     names = [p.stem for p in list_images(inp)] if kind == "folder" else None
     if kind == "folder" and not names:
@@ -360,8 +367,8 @@ def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
     if args.fp16 and device.type != "cuda":
         raise UserError("--fp16 needs a CUDA device (use --device cuda, or drop --fp16 on CPU)")
     guides = Guides(args, inp, kind, names)  # validates the guide (or the guide-stage checkpoints) up front
-    model, _ = load_refiner(args.c, map_location=device)
-    log.info("refiner %s (%s) from %s on %s%s", model.variant, model.config, args.c, device,
+    model, _ = load_refiner(args.ckpt, map_location=device)
+    log.info("refiner %s (%s) from %s on %s%s", model.variant, model.config, args.ckpt, device,
              ", fp16" if args.fp16 else "")
 
     bits = 16 if args.bits16 else 8

@@ -32,7 +32,7 @@ from utils.paths import repo_default
 log = logging.getLogger("bench_learning")
 
 # the make train-cpu recipe (Makefile TRAIN_CPU_ARGS), minus root / steps / name / threads
-RECIPE = ["--guide", "mixed", "--accurate_guide_prob", "0.5", "--batch_size", "4", "--crop", "128", "--base_channels",
+RECIPE = ["--guide_mode", "mixed", "--accurate_guide_prob", "0.5", "--batch_size", "4", "--crop", "128", "--base_channels",
           "16", "--num_workers", "0", "--threads", "1", "--warmup_steps", "100", "--lr", "1e-3", "--log_every", "50",
           "--val_max_frames", "16"]
 CURVES = (("mad", "guide_mad", "whole frame"), ("mad_unknown", "guide_mad_unknown", "unknown band"),

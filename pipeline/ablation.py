@@ -52,13 +52,13 @@ SETS = ("standard", "camouflage")
 REPORT = ("mad", "mse", "grad", "conn", "dtssd", "mad_unknown", "grad_unknown")
 PAIRED = ("mad_unknown", "mad")  # per-frame metrics of the paired tests (both x1e3)
 TINY = {"variants": ["none", "light"], "seeds": [0], "steps": 40, "batch_size": 4, "crop": 64,
-        "base_channels": 8, "long_side": 128, "max_frames": 4}
+        "base_channels": 8, "eval_long_side": 128, "max_frames": 4}
 # make ablation-cpu: 3 variants x 3 seeds x 2 trees x 2 sets = 36 runs, two at a time with one thread each; the
 # recipe of make train-cpu (light refiner's flags, mixed guides, half of them accurate) with fewer steps
 CPU = {"variants": ["none", "light", "heavy_db2"], "sets": ["standard", "camouflage"], "seeds": [0, 1, 2],
-       "steps": 800, "batch_size": 4, "crop": 128, "base_channels": 16, "jobs": 2, "out": "runs/ablation-cpu",
-       "camo_root": "data/camo", "max_frames": 12}
-CPU_SOLVER = ["--guide", "mixed", "--accurate_guide_prob", "0.5", "--warmup_steps", "100", "--lr", "1e-3",
+       "steps": 800, "batch_size": 4, "crop": 128, "base_channels": 16, "jobs": 2,
+       "out": repo_default("runs/ablation-cpu"), "camo_root": repo_default("data/camo"), "max_frames": 12}
+CPU_SOLVER = ["--guide_mode", "mixed", "--accurate_guide_prob", "0.5", "--warmup_steps", "100", "--lr", "1e-3",
               "--num_workers", "0", "--ckpt_every", "100", "--log_every", "50", "--val_max_frames", "8"]
 SOLVER = Path(__file__).resolve().parent / "solver_refiner_maggie.py"
 EVALUATE = Path(__file__).resolve().parent / "evaluate.py"
@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--crop", type=int, default=512)
     p.add_argument("--base_channels", type=int, default=32)
-    p.add_argument("--long_side", type=int, default=0, help="evaluation: downscale frames to this long side")
+    p.add_argument("--eval_long_side", "--long_side", dest="eval_long_side", type=int, default=0,
+                   help="evaluation: downscale frames to this long side (0: full resolution)")
     p.add_argument("--max_frames", type=int, default=0, help="evaluation: frames per test clip (0: all)")
     p.add_argument("--baselines", default="guide,closed_form")
     p.add_argument("--jobs", type=int, default=1,
@@ -203,8 +204,8 @@ def evaluate_grid(args, runs: list[dict]) -> None:
             ckpts = [str(best_ckpt(r["dir"])) for r in mine]
             out = eval_dir(args, ds, tree)
             argv = ["--root", set_root(args, ds), "--split", "test", "--tree", tree, "--ckpt", *ckpts,
-                    "--labels", *[r["variant"] for r in mine], "--baselines", args.baselines, "--long_side",
-                    str(args.long_side), "--max_frames", str(args.max_frames), "--out", str(out)]
+                    "--labels", *[r["variant"] for r in mine], "--baselines", args.baselines, "--eval_long_side",
+                    str(args.eval_long_side), "--max_frames", str(args.max_frames), "--out", str(out)]
             stamp = {"argv": argv, "ckpts": [[c, Path(c).stat().st_size, Path(c).stat().st_mtime_ns] for c in ckpts]}
             if (out / "per_frame.csv").is_file() and (out / "inputs.json").is_file() \
                     and json.loads((out / "inputs.json").read_text()) == stamp:

@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=repo_default("data/demo"), help="data root (mode a)")
     p.add_argument("--split", default="test", choices=("train", "test"))
     p.add_argument("--tree", default="frames", help="frames (defocused) or frames_sharp (all-in-focus control)")
-    p.add_argument("--guide", default="auto", choices=("auto", "files", "perturb", "accurate"),
+    p.add_argument("--guide_mode", "--guide", dest="guide_mode", default="auto", choices=("auto", "files", "perturb", "accurate"),
                    help="guide masks: the mask layer (files), perturbed GT (perturb), files when present (auto), or "
                         "the ground truth binarised at 0.5 (accurate: what a good segmenter gives on a clean frame)")
     p.add_argument("--ckpt", nargs="*", default=[], help="checkpoint(s) to score")
@@ -291,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred_dir", default=None, help="mode b: folder of predictions <clip>/[frames/]NNNN.png")
     p.add_argument("--gt_dir", default=None, help="mode b: folder of ground-truth alpha <clip>/[frames/]NNNN.png")
     p.add_argument("--name", default=None, help="method name for --pred_dir (default: the folder name)")
-    p.add_argument("--long_side", type=int, default=0, help="downscale frames so the long side is at most this")
+    p.add_argument("--eval_long_side", "--long_side", dest="eval_long_side", type=int, default=0,
+                   help="downscale frames so the long side is at most this (0: full resolution)")
     p.add_argument("--downsample_ratio", type=ratio_arg, default="auto",
                    help="coarse pass of the sparse path: 'auto' (long side ~512 px; smaller frames run dense) or a "
                         "number in (0, 1]")
@@ -340,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:  # ---------------------------------------------------------------------- mode a
         clips = list_clips(args.root, args.split, args.tree)
         mask_dir = Path(args.root) / args.tree / args.split / "mask"
-        guide = ("files" if mask_dir.is_dir() else "perturb") if args.guide == "auto" else args.guide
+        guide = ("files" if mask_dir.is_dir() else "perturb") if args.guide_mode == "auto" else args.guide_mode
         need = ("alpha", "mask") if guide == "files" else ("alpha",)
         frames: list[Frame] = []
         for clip in clips:
@@ -349,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not frames:
             raise UserError(f"no frames in {Path(args.root) / args.tree / args.split}/image/<clip>/frames/")
         check_frame_sizes(args.root, frames, args.tree, need)  # e.g. guide masks of another size
-        ds = MattingFrames(args.root, frames, args.tree, guide, with_fb=False, eval_long_side=args.long_side,
+        ds = MattingFrames(args.root, frames, args.tree, guide, with_fb=False, eval_long_side=args.eval_long_side,
                            seed=args.seed)
         device = resolve_device(args.device)
         methods: list[tuple[str, str, Predict]] = []

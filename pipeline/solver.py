@@ -70,7 +70,7 @@ class TrainConfig:
     val_fraction: float = 0.2
     val_max_frames: int = 32
     eval_long_side: int = 0         # validation at full resolution (0), the scale training crops see; >0 shrinks
-    guide: str = "perturb"          # perturb | files | mixed
+    guide_mode: str = "perturb"     # perturb | files | mixed (--guide: the older name, an alias)
     accurate_guide_prob: float = 0.5  # share of training items whose guide is the ground truth, binarised, +-1 px
     crop: int = 512
     scale_min: float = 0.75
@@ -117,6 +117,9 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------------------------------------- configuration
+KEY_ALIASES = {"guide": "guide_mode"}  # older config key / flag -> its current name (old runs' config.yaml resume)
+
+
 def _convert(key: str, text: str, kind: Any) -> Any:
     try:
         if kind is bool:
@@ -146,15 +149,21 @@ def build_parser(defaults_yaml: str | None = None) -> argparse.ArgumentParser:
         shown.update(yaml.safe_load((CONFIG_DIR / defaults_yaml).read_text()) or {})
     for f in dataclasses.fields(TrainConfig):
         value = "see the strategy YAML" if f.name == "phases" else shown[f.name]
-        p.add_argument(f"--{f.name}", default=None, help=f"{f.type} (default: {value})")
+        aliases = [f"--{old}" for old, new in KEY_ALIASES.items() if new == f.name]
+        p.add_argument(f"--{f.name}", *aliases, dest=f.name, default=None, help=f"{f.type} (default: {value})")
     p.set_defaults(strategy_yaml=defaults_yaml)
     return p
+
+
+def _renamed(data: dict) -> dict:
+    """A config mapping with older key names (``KEY_ALIASES``) under their current ones."""
+    return {KEY_ALIASES.get(k, k): v for k, v in data.items()}
 
 
 def _load_yaml(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = _renamed(yaml.safe_load(path.read_text()) or {})
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -185,8 +194,8 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         v = getattr(cfg, f.name)
         if isinstance(v, float) and not math.isfinite(v):
             raise UserError(f"--{f.name} must be a finite number, got {v}")
-    if cfg.guide not in ("perturb", "files", "mixed"):
-        raise UserError(f"--guide must be perturb, files or mixed, got {cfg.guide!r}")
+    if cfg.guide_mode not in ("perturb", "files", "mixed"):
+        raise UserError(f"--guide_mode must be perturb, files or mixed, got {cfg.guide_mode!r}")
     if cfg.val_source not in ("holdout", "test"):
         raise UserError(f"--val_source must be holdout or test, got {cfg.val_source!r}")
     _check_config(cfg)
@@ -208,7 +217,7 @@ def _saved_config(args: argparse.Namespace, values: dict) -> dict:
     if not isinstance(saved, dict):
         raise UserError(f"unreadable run config {path} (not a mapping)")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    return {k: v for k, v in saved.items() if k in known}
+    return {k: v for k, v in _renamed(saved).items() if k in known}
 
 
 # the keys validated as whole numbers >= 1 (a 0 would divide by zero or never log / evaluate / checkpoint)
@@ -417,7 +426,7 @@ def _train(argv: Sequence[str] | None, defaults_yaml: str | None, locks: context
     else:
         train_clips, val_split = clips, "test"
         val_clips = list_clips(cfg.root, "test", cfg.tree)
-    need = ("alpha", "mask") if cfg.guide in ("files", "mixed") else ("alpha",)
+    need = ("alpha", "mask") if cfg.guide_mode in ("files", "mixed") else ("alpha",)
     train_frames = list_frames(cfg.root, cfg.split, train_clips, cfg.tree, need)
     val_frames = list_frames(cfg.root, val_split, val_clips, cfg.tree, need)
     if not train_frames:
@@ -425,11 +434,11 @@ def _train(argv: Sequence[str] | None, defaults_yaml: str | None, locks: context
     check_frame_sizes(cfg.root, train_frames + val_frames, cfg.tree, need)  # e.g. guides of another size
     if cfg.val_max_frames and len(val_frames) > cfg.val_max_frames:  # evenly spaced, deterministic
         val_frames = [val_frames[i] for i in np.linspace(0, len(val_frames) - 1, cfg.val_max_frames).astype(int)]
-    train_set = MattingFrames(cfg.root, train_frames, cfg.tree, cfg.guide, crop=cfg.crop,
+    train_set = MattingFrames(cfg.root, train_frames, cfg.tree, cfg.guide_mode, crop=cfg.crop,
                               scale_range=(cfg.scale_min, cfg.scale_max), unknown_crop_prob=cfg.unknown_crop_prob,
                               jitter=cfg.jitter, with_fb=cfg.w_comp > 0, seed=cfg.seed,
                               accurate_prob=cfg.accurate_guide_prob)
-    val_set = MattingFrames(cfg.root, val_frames, cfg.tree, cfg.guide, with_fb=False,
+    val_set = MattingFrames(cfg.root, val_frames, cfg.tree, cfg.guide_mode, with_fb=False,
                             eval_long_side=cfg.eval_long_side, seed=cfg.seed)
 
     # -- run folder and resume state

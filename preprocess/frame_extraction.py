@@ -1,4 +1,4 @@
-"""Stage 3a: per-clip layer folders -> the seed's per-frame layout, optionally keeping a seeded subset of frames.
+"""Stage 3a: per-clip layer folders -> the original work's per-frame layout, optionally keeping a seeded subset of frames.
 
 ```
 blurred/<split>/<clip>/{image,alpha,fgr,bgr}/NNNN.png      (--source blurred, the default)

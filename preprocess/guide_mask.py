@@ -12,7 +12,7 @@ Backends (``--backend``):
 - ``perturb`` (default, offline): the ground-truth alpha degraded the way mask-guided matting trains
   (``preprocess.perturb.perturb_guide``: random threshold, dilate/erode, 1/8 down-up sampling, copied/cut
   patches, dropped boxes), seeded per frame from ``--seed``, split, clip and frame index.
-- ``yolo_sam2``: the seed's recipe. YOLOv8 (``--yolo_ckpt``, class 'person' only, ``--conf``/``--iou``) finds
+- ``yolo_sam2``: the original work's recipe. YOLOv8 (``--yolo_ckpt``, class 'person' only, ``--conf``/``--iou``) finds
   every person box; SAM2's image predictor (``--sam2_ckpt`` + ``--sam2_config``) segments all boxes in one call;
   the guide is the union of the instance masks. No person -> an empty mask and a warning. In ``all_frames``
   mode detection runs on every frame, or with ``--propagate sam2`` only on the first frame, whose boxes SAM2's
@@ -422,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="perturb", choices=BACKENDS)
     p.add_argument("--tree", default="frames", choices=("frames", "frames_sharp"), help="which per-frame tree")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
+    p.add_argument("--preview", dest="preview", action="store_true", default=True,
+                   help="write the overlay mp4 (the default)")
     p.add_argument("--no_preview", dest="preview", action="store_false", help="skip the overlay mp4")
     g = p.add_argument_group("yolo_sam2")
     g.add_argument("--yolo_ckpt", default=os.environ.get("YOLO_CKPT"), help="local YOLOv8 .pt (env YOLO_CKPT)")

@@ -367,7 +367,7 @@ def test_matanyone_backend_masks_and_predictions(matanyone_ckpt, tmp_path):
 
 
 def test_launchers_ratio_half_then_first_frame_and_all_frames(tmp_path):
-    """The seed's commands: RATIO=0.5 ./run_frame_extraction.sh, ./run_mask_extraction.sh first_frame|all_frames."""
+    """The original README's commands: RATIO=0.5 ./run_frame_extraction.sh, ./run_mask_extraction.sh first_frame|all_frames."""
     root = tmp_path / "data"
     make_clip(root / "blurred" / "train" / "a", 6, h=16, w=16)
     make_clip(root / "blurred" / "test" / "b", 3, h=16, w=16)

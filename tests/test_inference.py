@@ -320,3 +320,13 @@ def test_sparse_path_flags(tmp_path, capsys):
                         str(tmp_path / "bad.png"), "--downsample_ratio", "2"])
     assert "downsample_ratio must be 'auto' or a number in (0, 1], got '2'" in capsys.readouterr().err
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_long_flags_and_the_original_short_aliases_are_one_vocabulary():
+    """--input/--ckpt/--out/--guide_mask are the names; --i/--c/--o/--g (and --guide) the original aliases."""
+    long = inference.build_parser().parse_args(["--input", "a", "--ckpt", "b", "--out", "c", "--guide_mask", "d"])
+    short = inference.build_parser().parse_args(["--i", "a", "--c", "b", "--o", "c", "--g", "d"])
+    older = inference.build_parser().parse_args(["--i", "a", "--c", "b", "--o", "c", "--guide", "d"])
+    assert vars(long) == vars(short) == vars(older)
+    assert long.preview is False
+    assert inference.build_parser().parse_args(["--i", "a", "--c", "b", "--o", "c", "--preview"]).preview is True

@@ -115,7 +115,7 @@ def test_internal_detail_never_changes_alpha():
     spec = mdd.ClipSpec(384, 256, 2, 25.0)
     fgr_on, pha_on, info, _ = mdd.render_clip(0, spec, 2, details=True)
     fgr_off, pha_off, _, _ = mdd.render_clip(0, spec, 2, details=False)
-    assert any(p["holds"] for p in info) and any(p["fringe_strands"] for p in info)  # the seed shows them all
+    assert any(p["holds"] for p in info) and any(p["fringe_strands"] for p in info)  # seed 0 shows them all
     assert np.array_equal(pha_on, pha_off)  # exactly: detail is painted 'atop', it never writes alpha
     inside = pha_on >= 1.0
     assert np.abs(fgr_on - fgr_off)[inside].max() > 0.5  # while colour changes a lot inside the subject

@@ -192,3 +192,14 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(data, tmp_path, capsys)
     code, err = _run_cli(_args(data, tmp_path, "nan", "--steps", "10", "--resume", "--w_lap", "1e39"), capsys)
     assert code == 1 and "non-finite loss at step 5" in err and "last.pt" in err
     assert (tmp_path / "nan" / "last.pt").read_bytes() == before
+
+
+def test_guide_mode_has_the_older_name_as_an_alias(tmp_path):
+    """--guide_mode is the name (one vocabulary with evaluate); --guide, and the key `guide` in a config.yaml of
+    an older run, still mean it."""
+    from pipeline.solver import build_parser, resolve_config
+
+    for flag in ("--guide_mode", "--guide"):
+        assert resolve_config(build_parser().parse_args([flag, "mixed"])).guide_mode == "mixed"
+    (tmp_path / "old.yaml").write_text("guide: files\n")
+    assert resolve_config(build_parser().parse_args(["--config", str(tmp_path / "old.yaml")])).guide_mode == "files"

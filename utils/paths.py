@@ -76,7 +76,7 @@ class DataLayout:
         base = self.root / "blurred" / split
         return base / clip if clip else base
 
-    # the seed's per-frame layout
+    # the original work's per-frame layout
     def frames(self, split: str, layer: str, clip: str | None = None, tree: str = "frames") -> Path:
         """``<root>/<tree>/<split>/<layer>[/<clip>/frames]``; ``tree='frames_sharp'`` is the all-in-focus control."""
         base = self.root / tree / split / layer
