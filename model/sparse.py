@@ -130,13 +130,22 @@ def _refine_one(model: Refiner, image: torch.Tensor, guide: torch.Tensor, ratio:
         flips = grown((coarse.alpha >= 0.5) != (small_guide >= 0.5))
     need = allowed(guide, accurate, flips) & grown(coarse.gate > 0)
 
+    alpha, coverage, count = _tiles(model, image, guide, need, accurate, tile, margin)
+    return alpha, accurate, coverage, count
+
+
+def _tiles(model: Refiner, image: torch.Tensor, guide: torch.Tensor, need: torch.Tensor, accurate: bool, tile: int,
+           margin: int) -> tuple[torch.Tensor, float, int]:
+    """The guide with every ``tile``-px cell that holds a ``need`` pixel replaced by the refiner's output there,
+    each cell run with ``margin`` px of context; returns (alpha, fraction of pixels in those cells, their number)."""
+    h, w = image.shape[-2:]
     # tiles on a grid over the frame padded to whole tiles; each crop adds the margin on every side
     th, tw = -(-h // tile), -(-w // tile)
     pad_need = F.pad(need.to(guide.dtype), (0, tw * tile - w, 0, th * tile - h))
     chosen = F.max_pool2d(pad_need, tile)[0, 0].nonzero().tolist()
     alpha = guide.clone()
     if not chosen:
-        return alpha, accurate, 0.0, 0
+        return alpha, 0.0, 0
     pad = (margin, tw * tile - w + margin, margin, th * tile - h + margin)
     big_image, big_guide = F.pad(image, pad, mode="replicate"), F.pad(guide, pad, mode="replicate")
     crop = tile + 2 * margin
@@ -150,4 +159,4 @@ def _refine_one(model: Refiner, image: torch.Tensor, guide: torch.Tensor, ratio:
             hh, ww = min(tile, h - y), min(tile, w - x)
             alpha[..., y: y + hh, x: x + ww] = out[k: k + 1, :, :hh, :ww]
     covered = sum(min(tile, h - r * tile) * min(tile, w - c * tile) for r, c in chosen)
-    return alpha, accurate, covered / (h * w), len(chosen)
+    return alpha, covered / (h * w), len(chosen)

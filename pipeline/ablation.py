@@ -40,7 +40,7 @@ import numpy as np
 
 from pipeline import evaluate, metrics as M, stats as S
 from pipeline.data import list_clips
-from pipeline.solver import train
+from pipeline.solver import parse, train
 from utils.atomic import write_bytes_atomic, write_json_atomic
 from utils.cli import ArgumentParser, UserError, run_main
 from utils.paths import repo_default
@@ -56,7 +56,7 @@ TINY = {"variants": ["none", "light"], "seeds": [0], "steps": 40, "batch_size": 
 # make ablation-cpu: 3 variants x 3 seeds x 2 trees x 2 sets = 36 runs, two at a time with one thread each; the
 # recipe of make train-cpu (light refiner's flags, mixed guides, half of them accurate) with fewer steps
 CPU = {"variants": ["none", "light", "heavy_db2"], "sets": ["standard", "camouflage"], "seeds": [0, 1, 2],
-       "steps": 800, "batch_size": 4, "crop": 128, "base_channels": 16, "jobs": 2,
+       "steps": 500, "batch_size": 4, "crop": 128, "base_channels": 16, "jobs": 2,
        "out": repo_default("runs/ablation-cpu"), "camo_root": repo_default("data/camo"), "max_frames": 12}
 CPU_SOLVER = ["--guide_mode", "mixed", "--accurate_guide_prob", "0.5", "--warmup_steps", "100", "--lr", "1e-3",
               "--num_workers", "0", "--ckpt_every", "100", "--log_every", "50", "--val_max_frames", "8"]
@@ -143,7 +143,8 @@ def train_one(args, tree: str, variant: str, seed: int, extra: list[str], datase
     if status(run["dir"], args.steps) == "done":
         log.info("%s: finished earlier, reusing %s", run["name"], run["dir"])
     else:
-        train(solver_argv(args, run, extra), defaults_yaml="maggie.yaml")
+        cfg, resume, overwrite = parse(solver_argv(args, run, extra), defaults_yaml="maggie.yaml")
+        train(cfg, resume=resume, overwrite=overwrite)
     return best_ckpt(run["dir"])
 
 
@@ -183,7 +184,8 @@ def train_grid(args, runs: list[dict], extra: list[str]) -> None:
             todo.append(run)
     if args.jobs <= 1:
         for run in todo:
-            train(solver_argv(args, run, extra), defaults_yaml="maggie.yaml")
+            cfg, resume, overwrite = parse(solver_argv(args, run, extra), defaults_yaml="maggie.yaml")
+            train(cfg, resume=resume, overwrite=overwrite)
         return
     one_thread = [] if "--threads" in extra else ["--threads", "1"]
     run_parallel([(run["name"], [sys.executable, str(SOLVER), *solver_argv(args, run, extra + one_thread)],

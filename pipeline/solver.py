@@ -383,27 +383,49 @@ def _truncate_csv(path: Path, step: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- the loop
-def train(argv: Sequence[str] | None = None, defaults_yaml: str | None = None) -> int:
-    with contextlib.ExitStack() as locks:  # the run's lock (see _lock_run) is released however training ends
-        return _train(argv, defaults_yaml, locks)
+@dataclass
+class RunResult:
+    """What a finished run left: its folder, checkpoints, steps done and the best validation value."""
+
+    run_dir: Path
+    last: Path
+    best: Path
+    steps: int
+    best_value: float
 
 
-def _lock_run(locks: contextlib.ExitStack, cfg: TrainConfig) -> None:
-    """One training per run name at a time: a second one (same --runs_dir and --name) stops with one line instead
-    of writing every CSV row twice. Held until the run ends; a killed run's lock goes with its process."""
-    locks.enter_context(hold_lock(Path(cfg.runs_dir) / f".{cfg.name}.lock", f"a training run named {cfg.name!r}"))
-
-
-def _train(argv: Sequence[str] | None, defaults_yaml: str | None, locks: contextlib.ExitStack) -> int:
+def parse(argv: Sequence[str] | None = None, defaults_yaml: str | None = None) -> tuple[TrainConfig, bool, bool]:
+    """Command line -> (config, resume, overwrite): defaults <- strategy YAML <- --config <- flags."""
     args = build_parser(defaults_yaml).parse_args(argv)
-    cfg = resolve_config(args)
-    api = refiner_api()
-    if cfg.model not in api.VARIANTS:
-        raise UserError(f"--model must be one of {', '.join(api.VARIANTS)}, got {cfg.model!r}")
+    return resolve_config(args), bool(args.resume), bool(args.overwrite)
 
-    # -- distributed: torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; a single process needs nothing
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+
+def main(argv: Sequence[str] | None = None, defaults_yaml: str | None = None) -> int:
+    """The solver's command line (``solver_refiner_maggie.py`` and ``_v0001.py`` pass their strategy YAML)."""
+    cfg, resume, overwrite = parse(argv, defaults_yaml)
+    train(cfg, resume=resume, overwrite=overwrite)
+    return 0
+
+
+@dataclass
+class _Place:
+    """Where this process trains: world size, rank, device (torchrun sets WORLD_SIZE/RANK/LOCAL_RANK)."""
+
+    world: int
+    rank: int
+    device: torch.device
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def _place(cfg: TrainConfig) -> _Place:
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     if cfg.device not in ("auto", "cpu", "cuda"):  # the rank's CUDA index comes from LOCAL_RANK
         raise UserError(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
     use_cuda = resolve_device(cfg.device).type == "cuda"
@@ -412,11 +434,14 @@ def _train(argv: Sequence[str] | None, defaults_yaml: str | None, locks: context
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
     if use_cuda:
         torch.cuda.set_device(device)
-    master = rank == 0
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    return _Place(world, rank, device)
 
-    # -- data (checked before anything is written: bad input leaves the run folder untouched)
+
+def _datasets(cfg: TrainConfig) -> tuple[MattingFrames, MattingFrames, str]:
+    """Training and validation frames, checked before anything is written (bad input leaves the run folder
+    untouched); returns them and a one-line summary for the log."""
     clips = list_clips(cfg.root, cfg.split, cfg.tree)
     if not clips:
         raise UserError(f"no clips in {Path(cfg.root) / cfg.tree / cfg.split / 'image'}")
@@ -440,155 +465,211 @@ def _train(argv: Sequence[str] | None, defaults_yaml: str | None, locks: context
                               accurate_prob=cfg.accurate_guide_prob)
     val_set = MattingFrames(cfg.root, val_frames, cfg.tree, cfg.guide_mode, with_fb=False,
                             eval_long_side=cfg.eval_long_side, seed=cfg.seed)
+    summary = (f"{len(train_frames)} train frames ({len(train_clips)} clips), {len(val_frames)} val frames "
+               f"({len(val_clips)} clips)")
+    return train_set, val_set, summary
 
-    # -- run folder and resume state
-    run_dir = Path(cfg.runs_dir) / cfg.name
-    last, best = run_dir / "last.pt", run_dir / "best.pt"
-    if master:
-        _lock_run(locks, cfg)
-    ckpt = None
-    if args.resume:
+
+def _resume_checkpoint(cfg: TrainConfig, last: Path, resume: bool, overwrite: bool) -> dict | None:
+    """The checkpoint a resumed run continues from (None: a fresh run); refuses to start over a run silently."""
+    if resume:
         ckpt = refiner_api().read_checkpoint(last)
         if ckpt["variant"] != cfg.model:
             raise UserError(f"{last} is a {ckpt['variant']!r} checkpoint but --model is {cfg.model!r}")
         _check_resumable(ckpt, cfg, last)
-    elif last.exists() and not args.overwrite:
-        raise UserError(f"{run_dir} already has a run: pass --resume to continue it or --overwrite to restart")
+        return ckpt
+    if last.exists() and not overwrite:
+        raise UserError(f"{last.parent} already has a run: pass --resume to continue it or --overwrite to restart")
+    return None
 
-    torch.manual_seed(cfg.seed)  # same initial weights on every rank
-    model = api.build_refiner(cfg.model, base_channels=cfg.base_channels, gate_threshold=cfg.gate_threshold,
-                              flip_threshold=cfg.flip_threshold, accurate_gate_threshold=cfg.accurate_gate_threshold)
-    model = model.to(device)
+
+@dataclass
+class _State:
+    """Everything a step changes, and what a checkpoint saves."""
+
+    model: torch.nn.Module  # the refiner itself
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    step: int = 0
+    best_value: float = math.inf
+    sums: dict = field(default_factory=dict)  # loss terms summed since the last log line (logged as interval means)
+
+
+def _build_state(cfg: TrainConfig, place: _Place, ckpt: dict | None) -> _State:
+    """Model (same initial weights on every rank), optimiser, schedule, AMP; restored from ``ckpt`` if given."""
+    torch.manual_seed(cfg.seed)
+    model = refiner_api().build_refiner(cfg.model, base_channels=cfg.base_channels,
+                                        gate_threshold=cfg.gate_threshold, flip_threshold=cfg.flip_threshold,
+                                        accurate_gate_threshold=cfg.accurate_gate_threshold).to(place.device)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(cfg, s))
     amp_dtype = None
-    if use_cuda and cfg.amp != "off":
+    if place.cuda and cfg.amp != "off":
         amp_dtype = torch.float16 if cfg.amp == "fp16" or (cfg.amp == "auto" and not torch.cuda.is_bf16_supported()) \
             else torch.bfloat16
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    step = 0
-    best_value = math.inf
+    state = _State(model, opt, sched, torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16), amp_dtype)
     if ckpt is not None:
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        step, best_value = int(ckpt["step"]), float(ckpt.get("best_value", math.inf))
-        resumed_sums = dict(ckpt.get("log_sums") or {})  # the log interval the checkpoint fell inside
+        state.scaler.load_state_dict(ckpt["scaler"])
+        state.step, state.best_value = int(ckpt["step"]), float(ckpt.get("best_value", math.inf))
+        state.sums = dict(ckpt.get("log_sums") or {})  # the log interval the checkpoint fell inside
         torch.set_rng_state(ckpt["rng"]["torch"])
-        if use_cuda and ckpt["rng"].get("cuda") is not None:
+        if place.cuda and ckpt["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
-    raw_model = model
-    model = _SupervisedOutputs(raw_model)
-    if world > 1:  # phases may leave a stride's head out of the loss: tolerate unused parameters
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if use_cuda else None,
-                                                          find_unused_parameters=True)
-    supervised = model.module if world > 1 else model
+    return state
 
-    writer = None
-    if master:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if ckpt is None:
-            for old in (last, best, run_dir / "train.csv", run_dir / "val.csv"):
-                old.unlink(missing_ok=True)
-        write_bytes_atomic(run_dir / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False).encode())
-        _truncate_csv(run_dir / "train.csv", step)
-        _truncate_csv(run_dir / "val.csv", step)
-        from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(str(run_dir / "tb"), purge_step=step if ckpt is not None else None)
-        log.info("run %s: %d train frames (%d clips), %d val frames (%d clips), model %s, %s, world %d, from step %d",
-                 run_dir, len(train_frames), len(train_clips), len(val_frames), len(val_clips), cfg.model,
-                 device, world, step)
 
-    sampler = StepBatchSampler(len(train_set), cfg.batch_size, cfg.seed, cfg.steps, step, rank, world)
-    loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
-                                         pin_memory=use_cuda, persistent_workers=False,
-                                         generator=_loader_generator(cfg))
+def _open_run_dir(cfg: TrainConfig, run_dir: Path, fresh: bool, step: int):
+    """The run folder with its config, logs cut back to ``step`` (a killed run logged past its checkpoint), and a
+    TensorBoard writer."""
+    from torch.utils.tensorboard import SummaryWriter
 
-    def checkpoint(path: Path) -> None:
-        rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if use_cuda else None}
-        save_checkpoint(path, raw_model, cfg, step, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                        scaler=scaler.state_dict(), rng=rng, best_value=best_value, log_sums=dict(sums))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        for old in ("last.pt", "best.pt", "train.csv", "val.csv"):
+            (run_dir / old).unlink(missing_ok=True)
+    write_bytes_atomic(run_dir / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False).encode())
+    _truncate_csv(run_dir / "train.csv", step)
+    _truncate_csv(run_dir / "val.csv", step)
+    return SummaryWriter(str(run_dir / "tb"), purge_step=None if fresh else step)
 
-    sums: dict[str, float] = {}  # loss terms summed since the last log line (logged as interval means)
-    if ckpt is not None:
-        sums = resumed_sums
-    bar = tqdm(total=cfg.steps, initial=step, disable=not master, desc=cfg.name, dynamic_ncols=True)
-    t0 = time.time()
-    for batch in loader:
-        phase, weights = phase_at(cfg, step)
-        supervised.strides = tuple(s for s, w in weights.stride_weights.items() if w > 0)
-        batch = _to(batch, device)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            alpha_os, logits_os, gate_logit, refined, trust_logit = model(batch["image"], batch["guide"])
-        # losses in fp32: L1-type terms on alpha (probabilities), the gate's BCE on its logit (sigmoid-ed once)
-        loss, parts = matting_losses({s: a.float() for s, a in alpha_os.items()}, batch["alpha"], weights,
-                                     batch["image"], batch.get("fgr"), batch.get("bgr"))
-        if weights.bce > 0:
-            b = logit_bce_loss(logits_os, batch["alpha"], weights.stride_weights)
-            loss, parts["bce"] = loss + weights.bce * b, float(b.detach())
-        if weights.gate > 0:
-            g = gate_loss(gate_logit, batch["alpha"], batch["guide"], refined)
-            loss, parts["gate"] = loss + weights.gate * g, float(g.detach())
-        if weights.trust > 0:
-            t = trust_loss(trust_logit, batch["guide_accurate"])
-            loss, parts["trust"] = loss + weights.trust * t, float(t.detach())
-        finite = torch.tensor([float(torch.isfinite(loss))], device=device)
-        if world > 1:
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-        if finite.item() < 1:  # stop; do not scrub NaNs, do not overwrite the last good checkpoint
-            raise UserError(f"non-finite loss at step {step} ({', '.join(f'{k}={v:.4g}' for k, v in parts.items())}); "
-                            f"stopped, last good checkpoint: {last if last.exists() else 'none yet'}")
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
-        scaler.step(opt)
-        scaler.update()
-        sched.step()
-        step += 1
-        bar.update(1)
-        for k, v in {"loss": loss.item(), **parts, "n": 1}.items():
-            sums[k] = sums.get(k, 0.0) + v
 
-        if master and (step % cfg.log_every == 0 or step == cfg.steps):
-            n = sums.pop("n")
-            row = {"step": step, "phase": phase, "lr": sched.get_last_lr()[0], "loss": sums["loss"] / n,
-                   **{t: sums.get(t, 0.0) / n for t in (*TERMS, "bce", "gate", "trust")},
-                   "grad_norm": float(gnorm) if gnorm is not None else 0.0,
-                   "samples_per_s": cfg.batch_size * world * n / max(1e-9, time.time() - t0)}
-            sums, t0 = {}, time.time()
-            _append_csv(run_dir / "train.csv", row)
-            for k, v in row.items():
-                if k not in ("step", "phase"):
-                    writer.add_scalar(f"train/{k}", v, step)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", phase=phase)
+def _step_loss(model, batch: dict, weights: LossWeights, amp_dtype) -> tuple[torch.Tensor, dict[str, float]]:
+    """One batch through the supervised outputs; the total loss and each term (floats, for the log). Losses in
+    fp32: L1-type terms on alpha (probabilities), the BCEs on logits (sigmoid-ed once)."""
+    with torch.autocast(batch["image"].device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        alpha_os, logits_os, gate_logit, refined, trust_logit = model(batch["image"], batch["guide"])
+    loss, parts = matting_losses({s: a.float() for s, a in alpha_os.items()}, batch["alpha"], weights,
+                                 batch["image"], batch.get("fgr"), batch.get("bgr"))
+    extra = {"bce": (weights.bce, lambda: logit_bce_loss(logits_os, batch["alpha"], weights.stride_weights)),
+             "gate": (weights.gate, lambda: gate_loss(gate_logit, batch["alpha"], batch["guide"], refined)),
+             "trust": (weights.trust, lambda: trust_loss(trust_logit, batch["guide_accurate"]))}
+    for name, (weight, term) in extra.items():
+        if weight > 0:
+            value = term()
+            loss, parts[name] = loss + weight * value, float(value.detach())
+    return loss, parts
 
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            if master and len(val_set):
-                vals = validate(raw_model, val_set, device, amp_dtype)
-                _append_csv(run_dir / "val.csv", {"step": step, **vals})
-                for k, v in vals.items():
-                    writer.add_scalar(f"val/{k}", v, step)
-                written = [str(run_dir / "val.csv")]
-                if vals[cfg.best_metric] < best_value:
-                    best_value = vals[cfg.best_metric]
-                    checkpoint(best)
-                    written.append(f"{best} (new best {cfg.best_metric}={best_value:.4g})")
-                tqdm.write(f"eval step {step}: mad {vals['mad']:.3f} mse {vals['mse']:.3f} mad_unknown "
-                           f"{vals['mad_unknown']:.3f} (x1e3) -> wrote {', '.join(written)}")
-            if world > 1:
-                dist.barrier()
-        if master and (step % cfg.ckpt_every == 0 or step == cfg.steps):
-            checkpoint(last)
-            write_bytes_atomic(run_dir / "last.json", json.dumps({"step": step}).encode())
-    bar.close()
-    if master:
-        writer.close()
-        log.info("finished %d steps: checkpoints %s, %s; logs %s, %s, %s", step, last, best,
-                 run_dir / "train.csv", run_dir / "val.csv", run_dir / "tb")
-    if world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
-    return 0
+
+def _checkpoint(path: Path, cfg: TrainConfig, state: _State, place: _Place) -> None:
+    rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if place.cuda else None}
+    save_checkpoint(path, state.model, cfg, state.step, optimizer=state.opt.state_dict(),
+                    scheduler=state.sched.state_dict(), scaler=state.scaler.state_dict(), rng=rng,
+                    best_value=state.best_value, log_sums=dict(state.sums))
+
+
+def _log_row(cfg: TrainConfig, state: _State, phase: str, gnorm, seconds: float, world: int) -> dict:
+    """The interval's mean of every loss term (``state.sums``, emptied) as one train.csv row."""
+    n = state.sums.pop("n")
+    row = {"step": state.step, "phase": phase, "lr": state.sched.get_last_lr()[0], "loss": state.sums["loss"] / n,
+           **{t: state.sums.get(t, 0.0) / n for t in (*TERMS, "bce", "gate", "trust")},
+           "grad_norm": float(gnorm) if gnorm is not None else 0.0,
+           "samples_per_s": cfg.batch_size * world * n / max(1e-9, seconds)}
+    state.sums = {}
+    return row
+
+
+def _evaluate(cfg: TrainConfig, state: _State, place: _Place, val_set: MattingFrames, run_dir: Path,
+              writer) -> None:
+    """Validate, log val.csv, and keep best.pt by ``cfg.best_metric``."""
+    vals = validate(state.model, val_set, place.device, state.amp_dtype)
+    _append_csv(run_dir / "val.csv", {"step": state.step, **vals})
+    for k, v in vals.items():
+        writer.add_scalar(f"val/{k}", v, state.step)
+    written = [str(run_dir / "val.csv")]
+    if vals[cfg.best_metric] < state.best_value:
+        state.best_value = vals[cfg.best_metric]
+        _checkpoint(run_dir / "best.pt", cfg, state, place)
+        written.append(f"{run_dir / 'best.pt'} (new best {cfg.best_metric}={state.best_value:.4g})")
+    tqdm.write(f"eval step {state.step}: mad {vals['mad']:.3f} mse {vals['mse']:.3f} mad_unknown "
+               f"{vals['mad_unknown']:.3f} (x1e3) -> wrote {', '.join(written)}")
+
+
+def _lock_run(locks: contextlib.ExitStack, cfg: TrainConfig) -> None:
+    """One training per run name at a time: a second one (same --runs_dir and --name) stops with one line instead
+    of writing every CSV row twice. Held until the run ends; a killed run's lock goes with its process."""
+    locks.enter_context(hold_lock(Path(cfg.runs_dir) / f".{cfg.name}.lock", f"a training run named {cfg.name!r}"))
+
+
+def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> RunResult:
+    """Train ``cfg`` into ``<runs_dir>/<name>/`` (``resume``: continue its last.pt; ``overwrite``: start over)."""
+    if cfg.model not in refiner_api().VARIANTS:
+        raise UserError(f"--model must be one of {', '.join(refiner_api().VARIANTS)}, got {cfg.model!r}")
+    with contextlib.ExitStack() as locks:  # the run's lock is released however training ends
+        place = _place(cfg)
+        train_set, val_set, summary = _datasets(cfg)
+        run_dir = Path(cfg.runs_dir) / cfg.name
+        last, best = run_dir / "last.pt", run_dir / "best.pt"
+        if place.master:
+            _lock_run(locks, cfg)
+        ckpt = _resume_checkpoint(cfg, last, resume, overwrite)
+        state = _build_state(cfg, place, ckpt)
+        model = supervised = _SupervisedOutputs(state.model)
+        if place.world > 1:  # phases may leave a stride's head out of the loss: tolerate unused parameters
+            model = torch.nn.parallel.DistributedDataParallel(
+                supervised, device_ids=[place.device.index] if place.cuda else None, find_unused_parameters=True)
+        writer = _open_run_dir(cfg, run_dir, ckpt is None, state.step) if place.master else None
+        if place.master:
+            log.info("run %s: %s, model %s, %s, world %d, from step %d", run_dir, summary, cfg.model, place.device,
+                     place.world, state.step)
+        sampler = StepBatchSampler(len(train_set), cfg.batch_size, cfg.seed, cfg.steps, state.step, place.rank,
+                                   place.world)
+        loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
+                                             pin_memory=place.cuda, persistent_workers=False,
+                                             generator=_loader_generator(cfg))
+
+        bar = tqdm(total=cfg.steps, initial=state.step, disable=not place.master, desc=cfg.name, dynamic_ncols=True)
+        t0 = time.time()
+        for batch in loader:
+            phase, weights = phase_at(cfg, state.step)
+            supervised.strides = tuple(s for s, w in weights.stride_weights.items() if w > 0)
+            loss, parts = _step_loss(model, _to(batch, place.device), weights, state.amp_dtype)
+            finite = torch.tensor([float(torch.isfinite(loss))], device=place.device)
+            if place.world > 1:
+                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+            if finite.item() < 1:  # stop; do not scrub NaNs, do not overwrite the last good checkpoint
+                raise UserError(f"non-finite loss at step {state.step} "
+                                f"({', '.join(f'{k}={v:.4g}' for k, v in parts.items())}); "
+                                f"stopped, last good checkpoint: {last if last.exists() else 'none yet'}")
+            state.opt.zero_grad(set_to_none=True)
+            state.scaler.scale(loss).backward()
+            state.scaler.unscale_(state.opt)
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
+            state.scaler.step(state.opt)
+            state.scaler.update()
+            state.sched.step()
+            state.step += 1
+            bar.update(1)
+            for k, v in {"loss": loss.item(), **parts, "n": 1}.items():
+                state.sums[k] = state.sums.get(k, 0.0) + v
+
+            if place.master and (state.step % cfg.log_every == 0 or state.step == cfg.steps):
+                row = _log_row(cfg, state, phase, gnorm, time.time() - t0, place.world)
+                t0 = time.time()
+                _append_csv(run_dir / "train.csv", row)
+                for k, v in row.items():
+                    if k not in ("step", "phase"):
+                        writer.add_scalar(f"train/{k}", v, state.step)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", phase=phase)
+            if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
+                if place.master and len(val_set):
+                    _evaluate(cfg, state, place, val_set, run_dir, writer)
+                if place.world > 1:
+                    dist.barrier()
+            if place.master and (state.step % cfg.ckpt_every == 0 or state.step == cfg.steps):
+                _checkpoint(last, cfg, state, place)
+                write_bytes_atomic(run_dir / "last.json", json.dumps({"step": state.step}).encode())
+        bar.close()
+        if place.master:
+            writer.close()
+            log.info("finished %d steps: checkpoints %s, %s; logs %s, %s, %s", state.step, last, best,
+                     run_dir / "train.csv", run_dir / "val.csv", run_dir / "tb")
+        if place.world > 1:
+            dist.barrier()
+            dist.destroy_process_group()
+        return RunResult(run_dir, last, best, state.step, state.best_value)

@@ -9,12 +9,12 @@ The loop is pipeline/solver.py; every key of its TrainConfig is a flag.
 
 
 import utils.offline  # noqa: F401  (first: offline switches)
-from pipeline.solver import train
+from pipeline.solver import main as solver_main
 from utils.cli import run_main
 
 
 def main(argv=None) -> int:
-    return train(argv, defaults_yaml="maggie.yaml")
+    return solver_main(argv, defaults_yaml="maggie.yaml")
 
 
 if __name__ == "__main__":

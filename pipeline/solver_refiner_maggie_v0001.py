@@ -6,12 +6,12 @@ Same loop, flags and run folder as pipeline/solver_refiner_maggie.py; only the s
 
 
 import utils.offline  # noqa: F401  (first: offline switches)
-from pipeline.solver import train
+from pipeline.solver import main as solver_main
 from utils.cli import run_main
 
 
 def main(argv=None) -> int:
-    return train(argv, defaults_yaml="maggie_v0001.yaml")
+    return solver_main(argv, defaults_yaml="maggie_v0001.yaml")
 
 
 if __name__ == "__main__":

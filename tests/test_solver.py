@@ -203,3 +203,17 @@ def test_guide_mode_has_the_older_name_as_an_alias(tmp_path):
         assert resolve_config(build_parser().parse_args([flag, "mixed"])).guide_mode == "mixed"
     (tmp_path / "old.yaml").write_text("guide: files\n")
     assert resolve_config(build_parser().parse_args(["--config", str(tmp_path / "old.yaml")])).guide_mode == "files"
+
+
+def test_train_takes_a_config_and_returns_its_run(tmp_path):
+    """train(cfg) is the API (ablation.py calls it; main(argv) only parses): it returns where the run went."""
+    from pipeline.solver import TrainConfig, train
+
+    root = make_tiny_frames(tmp_path / "d")
+    cfg = TrainConfig(root=str(root), runs_dir=str(tmp_path / "runs"), name="api", steps=2, batch_size=2, crop=32,
+                      base_channels=8, num_workers=0, val_fraction=0.34, eval_every=2, ckpt_every=2, log_every=1,
+                      warmup_steps=0, val_max_frames=2)
+    result = train(cfg)
+    assert result.steps == 2 and result.last == tmp_path / "runs" / "api" / "last.pt" and result.last.is_file()
+    assert result.best.is_file() and result.best_value < float("inf")
+    assert train(cfg, resume=True).steps == 2  # nothing left to do: the same run, resumed
