@@ -27,6 +27,7 @@ import utils.offline  # noqa: F401  (first: offline switches)
 
 import argparse
 import csv
+import dataclasses
 import io
 import logging
 from collections import defaultdict
@@ -305,117 +306,149 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    out = Path(args.out)
-    groups: dict[str, list[dict]] = defaultdict(list)
-    clip_rows: list[dict] = []
-    frame_rows: list[dict] = []  # mode a: per frame MAD (whole, unknown) and focus correlation, for paired tests
-    worst_best = None  # (method, per-frame (index, MAD), index -> panels, is a baseline)
+@dataclasses.dataclass
+class Scores:
+    """What scoring gathers before anything is written: per method the summary of each run, per-clip and
+    per-frame rows, and the method whose worst and best frames the figure shows."""
 
-    if args.pred_dir or args.gt_dir:  # ---------------------------------------------- mode b
-        if not (args.pred_dir and args.gt_dir):
-            raise UserError("--pred_dir and --gt_dir go together")
-        pairs = read_pred_dir(Path(args.pred_dir), Path(args.gt_dir))
-        name = args.name or Path(args.pred_dir).name
-        rows, frame_scores, flat = [], [], []
-        for clip, preds, gts in tqdm(pairs, desc=name):
-            p = np.stack([read_image(x, gray=True) for x in preds])
-            g = np.stack([read_image(x, gray=True) for x in gts])
-            if p.shape != g.shape:
-                raise UserError(f"{clip}: predictions are {p.shape[1:]} but ground truth is {g.shape[1:]}")
-            frames, video = score_clip(p, g)
-            for j, fr in enumerate(frames):
-                frame_scores.append((len(flat), fr["mad"]))
-                flat.append((preds[j], gts[j], None))
-            rows.append({"clip": clip, "frames": len(frames),
-                         **{k: float(np.mean([fr[k] for fr in frames])) for k in frames[0]}, **video})
-        groups[name].append(summarise(rows))
-        clip_rows += [{"method": name, "run": args.pred_dir, **r} for r in rows]
+    groups: dict = dataclasses.field(default_factory=lambda: defaultdict(list))  # method -> [summary per run]
+    clip_rows: list = dataclasses.field(default_factory=list)
+    frame_rows: list = dataclasses.field(default_factory=list)  # mode a: per-frame MAD and focus correlation
+    worst_best: tuple | None = None  # (method, per-frame (index, MAD), index -> panels, is a baseline)
 
-        def loader(i):
-            pp, gg, _ = flat[i]
-            return {"pred": read_image(pp, gray=True), "alpha": read_image(gg, gray=True)}
 
-        worst_best = (name, frame_scores, loader, False)
-    else:  # ---------------------------------------------------------------------- mode a
-        clips = list_clips(args.root, args.split, args.tree)
-        mask_dir = Path(args.root) / args.tree / args.split / "mask"
-        guide = ("files" if mask_dir.is_dir() else "perturb") if args.guide_mode == "auto" else args.guide_mode
-        need = ("alpha", "mask") if guide == "files" else ("alpha",)
-        frames: list[Frame] = []
-        for clip in clips:
-            fr = list_frames(args.root, args.split, [clip], args.tree, need)
-            frames += fr[: args.max_frames] if args.max_frames else fr
-        if not frames:
-            raise UserError(f"no frames in {Path(args.root) / args.tree / args.split}/image/<clip>/frames/")
-        check_frame_sizes(args.root, frames, args.tree, need)  # e.g. guide masks of another size
-        ds = MattingFrames(args.root, frames, args.tree, guide, with_fb=False, eval_long_side=args.eval_long_side,
-                           seed=args.seed)
-        device = resolve_device(args.device)
-        methods: list[tuple[str, str, Predict]] = []
-        baselines = [b for b in args.baselines.split(",") if b and b != "none"]
-        for b in baselines:
-            if b not in BASELINES:
-                raise UserError(f"unknown baseline {b!r}: use {', '.join(BASELINES)} or none")
-            methods.append((b, b, guide_baseline if b == "guide" else closed_form))
-        if not baselines and not args.ckpt:
-            raise UserError("nothing to score: give --ckpt FILE(s) and/or --baselines (guide, closed_form)")
-        if args.labels is not None and len(args.labels) != len(args.ckpt):
-            raise UserError(f"--labels needs one name per checkpoint ({len(args.ckpt)}), got {len(args.labels)}")
-        for j, path in enumerate(args.ckpt):
-            predict, ckpt = checkpoint_predictor(Path(path), device, args.downsample_ratio, args.dense)
-            methods.append((args.labels[j] if args.labels else str(ckpt["variant"]), str(path), predict))
-        log.info("scoring %d method(s) on %d frames of %s/%s (%s guides)", len(methods), len(frames), args.tree,
-                 args.split, guide)
-        sigma_fn = true_sigma_fn(args.root, frames) if args.ckpt else None
-        for name, run, predict in methods:
-            save = out / "pred" / (name if run == name else f"{name}_{len(groups[name])}") if args.save_pred else None
-            fr_rows: list[dict] = []
-            rows, frame_scores = evaluate_method(name, predict, ds, save, sigma_fn if run != name else None, fr_rows)
-            frame_rows += [{"method": name, "run": run, **r} for r in fr_rows]
-            groups[name].append(summarise(rows))
-            clip_rows += [{"method": name, "run": run, **r} for r in rows]
-            def loader(i, predict=predict):
-                item = ds[i]
-                alpha, maps = predict(item)
-                return {"image": item["image"].numpy().transpose(1, 2, 0), "guide": item["guide"][0].numpy(),
-                        "alpha": item["alpha"][0].numpy(), "pred": alpha, "maps": maps}
+def score_pred_dir(pred_dir: Path, gt_dir: Path, name: str) -> Scores:
+    """Mode (b): saved predictions ``<dir>/<clip>/[frames/]NNNN.png`` against ground truth of the same names."""
+    scores = Scores()
+    rows, frame_scores, flat = [], [], []
+    for clip, preds, gts in tqdm(read_pred_dir(pred_dir, gt_dir), desc=name):
+        p = np.stack([read_image(x, gray=True) for x in preds])
+        g = np.stack([read_image(x, gray=True) for x in gts])
+        if p.shape != g.shape:
+            raise UserError(f"{clip}: predictions are {p.shape[1:]} but ground truth is {g.shape[1:]}")
+        frames, video = score_clip(p, g)
+        for j, fr in enumerate(frames):
+            frame_scores.append((len(flat), fr["mad"]))
+            flat.append((preds[j], gts[j]))
+        rows.append({"clip": clip, "frames": len(frames),
+                     **{k: float(np.mean([fr[k] for fr in frames])) for k in frames[0]}, **video})
+    scores.groups[name].append(summarise(rows))
+    scores.clip_rows += [{"method": name, "run": str(pred_dir), **r} for r in rows]
 
-            # the figure shows the first trained model (a baseline only when no checkpoint is given)
-            if worst_best is None or (run != name and worst_best[3]):
-                worst_best = (name, frame_scores, loader, run == name)
+    def loader(i):
+        return {"pred": read_image(flat[i][0], gray=True), "alpha": read_image(flat[i][1], gray=True)}
 
-    # ---------------------------------------------------------------------------------- outputs
+    scores.worst_best = (name, frame_scores, loader, False)
+    return scores
+
+
+def _methods(args, device: torch.device) -> list[tuple[str, str, Predict]]:
+    """(name, run, predictor) of every baseline and checkpoint asked for."""
+    methods: list[tuple[str, str, Predict]] = []
+    baselines = [b for b in args.baselines.split(",") if b and b != "none"]
+    for b in baselines:
+        if b not in BASELINES:
+            raise UserError(f"unknown baseline {b!r}: use {', '.join(BASELINES)} or none")
+        methods.append((b, b, guide_baseline if b == "guide" else closed_form))
+    if not baselines and not args.ckpt:
+        raise UserError("nothing to score: give --ckpt FILE(s) and/or --baselines (guide, closed_form)")
+    if args.labels is not None and len(args.labels) != len(args.ckpt):
+        raise UserError(f"--labels needs one name per checkpoint ({len(args.ckpt)}), got {len(args.labels)}")
+    for j, path in enumerate(args.ckpt):
+        predict, ckpt = checkpoint_predictor(Path(path), device, args.downsample_ratio, args.dense)
+        methods.append((args.labels[j] if args.labels else str(ckpt["variant"]), str(path), predict))
+    return methods
+
+
+def score_split(args) -> Scores:
+    """Mode (a): checkpoints and baselines on a split of a data root."""
+    clips = list_clips(args.root, args.split, args.tree)
+    mask_dir = Path(args.root) / args.tree / args.split / "mask"
+    guide = ("files" if mask_dir.is_dir() else "perturb") if args.guide_mode == "auto" else args.guide_mode
+    need = ("alpha", "mask") if guide == "files" else ("alpha",)
+    frames: list[Frame] = []
+    for clip in clips:
+        fr = list_frames(args.root, args.split, [clip], args.tree, need)
+        frames += fr[: args.max_frames] if args.max_frames else fr
+    if not frames:
+        raise UserError(f"no frames in {Path(args.root) / args.tree / args.split}/image/<clip>/frames/")
+    check_frame_sizes(args.root, frames, args.tree, need)  # e.g. guide masks of another size
+    ds = MattingFrames(args.root, frames, args.tree, guide, with_fb=False, eval_long_side=args.eval_long_side,
+                       seed=args.seed)
+    methods = _methods(args, resolve_device(args.device))
+    log.info("scoring %d method(s) on %d frames of %s/%s (%s guides)", len(methods), len(frames), args.tree,
+             args.split, guide)
+    sigma_fn = true_sigma_fn(args.root, frames) if args.ckpt else None
+    scores = Scores()
+    for name, run, predict in methods:
+        save = None
+        if args.save_pred:
+            save = Path(args.out) / "pred" / (name if run == name else f"{name}_{len(scores.groups[name])}")
+        fr_rows: list[dict] = []
+        rows, frame_scores = evaluate_method(name, predict, ds, save, sigma_fn if run != name else None, fr_rows)
+        scores.frame_rows += [{"method": name, "run": run, **r} for r in fr_rows]
+        scores.groups[name].append(summarise(rows))
+        scores.clip_rows += [{"method": name, "run": run, **r} for r in rows]
+
+        def loader(i, predict=predict):
+            item = ds[i]
+            alpha, maps = predict(item)
+            return {"image": item["image"].numpy().transpose(1, 2, 0), "guide": item["guide"][0].numpy(),
+                    "alpha": item["alpha"][0].numpy(), "pred": alpha, "maps": maps}
+
+        # the figure shows the first trained model (a baseline only when no checkpoint is given)
+        if scores.worst_best is None or (run != name and scores.worst_best[3]):
+            scores.worst_best = (name, frame_scores, loader, run == name)
+    return scores
+
+
+def write_outputs(out: Path, scores: Scores) -> dict:
+    """metrics.json, per_clip.csv, per_frame.csv, table.md and figure.png in ``out``; returns the summary
+    (method -> mean of every metric over its runs, ``_std`` over runs when there are several, ``runs``)."""
     out.mkdir(parents=True, exist_ok=True)
     summary = {}
-    for name, runs in groups.items():
+    for name, runs in scores.groups.items():
         summary[name] = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
         if len(runs) > 1:
             summary[name].update({f"{k}_std": float(np.std([r[k] for r in runs], ddof=1)) for k in runs[0]})
         summary[name]["runs"] = len(runs)
     write_json_atomic(out / "metrics.json", {"scales": M.SCALES, "methods": summary})
-    for path, rows in ((out / "per_clip.csv", clip_rows), (out / "per_frame.csv", frame_rows)):
+    for path, rows in ((out / "per_clip.csv", scores.clip_rows), (out / "per_frame.csv", scores.frame_rows)):
         if not rows:
             continue
         with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
             w.writeheader()
             w.writerows(rows)
-    table = markdown_table(groups)
+    table = markdown_table(scores.groups)
     rho = {n: s["focus_sigma_spearman"] for n, s in summary.items() if "focus_sigma_spearman" in s}
     if rho:
         table += ("\nFocus map vs the true blur sigma (Spearman rho over the pixels of each frame, mean over frames "
                   "and clips; negative = the focus map is high where the frame is sharp; on frames_sharp: against "
                   "the sigma the defocused tree has): " + ", ".join(f"{n} {v:.3f}" for n, v in rho.items()) + "\n")
     write_bytes_atomic(out / "table.md", table.encode())
-    name, scores, loader = worst_best[0], worst_best[1], worst_best[2]
-    ranked = sorted(scores, key=lambda t: t[1])
-    picks = [(f"{name}: worst MAD {ranked[-1][1]:.1f}", ranked[-1][0]), (f"{name}: best MAD {ranked[0][1]:.1f}",
-                                                                         ranked[0][0])]
+    name, ranked, loader = scores.worst_best[0], sorted(scores.worst_best[1], key=lambda t: t[1]), scores.worst_best[2]
+    picks = [(f"{name}: worst MAD {ranked[-1][1]:.1f}", ranked[-1][0]),
+             (f"{name}: best MAD {ranked[0][1]:.1f}", ranked[0][0])]
     draw_figure(out / "figure.png", picks, loader)
     print(table, end="")
     log.info("wrote %s, %s, %s, %s", out / "metrics.json", out / "per_clip.csv", out / "table.md", out / "figure.png")
+    return summary
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Score (mode a or b, by ``args``) and write every output; returns the summary (see :func:`write_outputs`)."""
+    if args.pred_dir or args.gt_dir:
+        if not (args.pred_dir and args.gt_dir):
+            raise UserError("--pred_dir and --gt_dir go together")
+        scores = score_pred_dir(Path(args.pred_dir), Path(args.gt_dir), args.name or Path(args.pred_dir).name)
+    else:
+        scores = score_split(args)
+    return write_outputs(Path(args.out), scores)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    run(build_parser().parse_args(argv))
     return 0
 
 
