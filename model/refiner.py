@@ -40,6 +40,10 @@ Data flow (strides relative to the input; widths C0..C4 = ``Refiner.widths``)::
     0.5, where the gate >= ``accurate_gate_threshold``, and never a flip. Trained with BCE against what the data
     loader knows; a caller who knows its guide can say so (``guide_accurate``).
 
+In code: ``Refiner.encoder`` (:class:`Encoder`, the upper half of the diagram: its weights are the backbone),
+``Refiner.decoder`` (:class:`Decoder`: heads, progressive refinement, gate and trust logits), and the output rule
+(``Refiner._guide_gate``: what may change, given the gate and the trust head's call).
+
 The input is edge-padded to a multiple of ``8 * window`` (stride-8 windows tile exactly) and every output is
 cropped back, so any H, W works.
 
@@ -167,8 +171,8 @@ def norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(max(1, channels // 8), channels)
 
 
-class ConvBNReLU(nn.Sequential):
-    """conv - norm - ReLU (the norm is GroupNorm; the name keeps the familiar shape)."""
+class ConvNormReLU(nn.Sequential):
+    """conv - GroupNorm - ReLU."""
 
     def __init__(self, cin: int, cout: int, k: int = 3, dilation: int = 1):
         super().__init__(nn.Conv2d(cin, cout, k, padding=dilation * (k // 2), dilation=dilation, bias=False),
@@ -176,7 +180,7 @@ class ConvBNReLU(nn.Sequential):
 
 
 class Block(nn.Module):
-    """``k_in`` x ``k_in`` conv-BN-ReLU into ``cout`` channels, then ``extra`` residual 3x3 conv-BN-ReLU layers.
+    """``k_in`` x ``k_in`` conv-norm-ReLU into ``cout`` channels, then ``extra`` residual 3x3 conv-norm-ReLU layers.
 
     After a DWT, ``k_in = 1`` already mixes a 2x2 neighbourhood (the four bands of a pixel are its 2x2 block),
     and for concatenations a 1x1 fuse is enough: both keep the deep, wide levels cheap.
@@ -184,8 +188,8 @@ class Block(nn.Module):
 
     def __init__(self, cin: int, cout: int, extra: int = 1, k_in: int = 3):
         super().__init__()
-        self.inp = ConvBNReLU(cin, cout, k_in)
-        self.res = nn.ModuleList(ConvBNReLU(cout, cout) for _ in range(extra))
+        self.inp = ConvNormReLU(cin, cout, k_in)
+        self.res = nn.ModuleList(ConvNormReLU(cout, cout) for _ in range(extra))
 
     def forward(self, x):
         x = self.inp(x)
@@ -200,10 +204,10 @@ class ASPP(nn.Module):
     def __init__(self, channels: int, dilations=(2, 4, 6)):
         super().__init__()
         mid = channels // 4
-        self.branches = nn.ModuleList([ConvBNReLU(channels, mid, 1)] +
-                                      [ConvBNReLU(channels, mid, 3, d) for d in dilations])
+        self.branches = nn.ModuleList([ConvNormReLU(channels, mid, 1)] +
+                                      [ConvNormReLU(channels, mid, 3, d) for d in dilations])
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, mid, 1), nn.ReLU(inplace=True))
-        self.project = ConvBNReLU(mid * (len(dilations) + 2), channels, 1)
+        self.project = ConvNormReLU(mid * (len(dilations) + 2), channels, 1)
 
     def forward(self, x):
         feats = [b(x) for b in self.branches]
@@ -321,6 +325,220 @@ def _uncertain(alpha: torch.Tensor, radius: int, eps: float = 1.0 / 255) -> torc
 
 
 # ------------------------------------------------------------------------------------------------------- model
+@dataclasses.dataclass
+class EncoderFeatures:
+    """The encoder's output: the network input ``x`` (normalised image + guide, stride 1), the structure (s) and
+    detail (d) branches at strides 2, 4, 8, the context (stride 8, upsampled from 16) and the focus maps."""
+
+    x: torch.Tensor
+    s1: torch.Tensor
+    d1: torch.Tensor
+    s2: torch.Tensor
+    d2: torch.Tensor
+    s3: torch.Tensor
+    d3: torch.Tensor
+    context: torch.Tensor
+    focus: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class Encoder(nn.Module):
+    """Image + guide -> the DWT's structure (LL) and detail (LH/HL/HH) branches, cross-band attention at strides 4
+    and 8, ASPP context at stride 16, and the focus maps (module docstring, the upper half of the diagram)."""
+
+    def __init__(self, kind: str, widths: tuple[int, ...], window: int, focus_tau: float):
+        super().__init__()
+        _, c1, c2, c3, c4 = widths
+        self.focus_tau = focus_tau
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        # focus maps: the variant's transform applied to the luminance, three levels
+        self.focus_down = nn.ModuleList(_Down(kind, 1) for _ in range(3))
+        self.down0 = _Down(kind, 4)
+        self.s1, self.d1 = Block(4 + 1, c1, extra=0), Block(12 + 1, c1, extra=0)
+        self.down_s1, self.down_d1 = _Down(kind, c1), _Down(kind, c1)
+        self.s2, self.d2 = Block(c1 + 1, c2, k_in=1), Block(4 * c1 + 1, c2, k_in=1)
+        self.attn2 = CrossBandAttention(c2, attention_heads(c2), window, shift=0)
+        self.down_s2, self.down_d2 = _Down(kind, c2), _Down(kind, c2)
+        self.s3, self.d3 = Block(c2 + 1, c3, k_in=1), Block(4 * c2 + 1, c3, k_in=1)
+        self.attn3 = CrossBandAttention(c3, attention_heads(c3), window, shift=window // 2)
+        # context: the LL band of the structure branch once more (stride 16), ASPP at this deepest level
+        self.down_s3 = _Down(kind, c3)
+        self.s4 = Block(c3, c4, k_in=1)
+        self.aspp = ASPP(c4)
+
+    def focus_maps(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Focus maps at strides 2, 4, 8: log(1 + local mean of the squared high bands / tau^2)."""
+        gray = (0.299 * image[:, :1] + 0.587 * image[:, 1:2] + 0.114 * image[:, 2:3])
+        maps, ll = [], gray
+        for down in self.focus_down:
+            ll, highs = down(ll)
+            energy = highs.pow(2).mean(dim=2)
+            energy = F.avg_pool2d(energy, 3, stride=1, padding=1, count_include_pad=False)
+            maps.append(torch.log1p(energy / self.focus_tau ** 2))
+            ll = ll * 0.5  # orthonormal LL grows x2 per level: keep the next level's scale comparable
+        return maps[0], maps[1], maps[2]
+
+    def forward(self, image: torch.Tensor, guide: torch.Tensor) -> EncoderFeatures:
+        f2, f4, f8 = self.focus_maps(image)
+        x = torch.cat([(image - self.mean) / self.std, guide * 2 - 1], 1)
+        ll, highs = self.down0(x)
+        s1 = self.s1(torch.cat([ll, f2], 1))
+        d1 = self.d1(torch.cat([highs.flatten(1, 2), f2], 1))
+        ll_s, hi_s = self.down_s1(s1)
+        ll_d, _ = self.down_d1(d1)
+        s2 = self.s2(torch.cat([ll_s, f4], 1))
+        d2 = self.d2(torch.cat([hi_s.flatten(1, 2), ll_d, f4], 1))
+        s2, d2 = self.attn2(s2, d2)
+        ll_s, hi_s = self.down_s2(s2)
+        ll_d, _ = self.down_d2(d2)
+        s3 = self.s3(torch.cat([ll_s, f8], 1))
+        d3 = self.d3(torch.cat([hi_s.flatten(1, 2), ll_d, f8], 1))
+        s3, d3 = self.attn3(s3, d3)
+        context = self.aspp(self.s4(self.down_s3(s3)[0]))
+        return EncoderFeatures(x, s1, d1, s2, d2, s3, d3, context, (f2, f4, f8))
+
+
+@dataclasses.dataclass
+class DecoderOutput:
+    """The decoder's predictions at the padded size: each stride's logit (``logit8``, ``logit4`` at their own
+    stride, ``logit1`` full), the progressive refinement and its bands, the gate's logit (full resolution) and
+    the trust logit (N,)."""
+
+    logit8: torch.Tensor
+    logit4: torch.Tensor
+    logit1: torch.Tensor
+    u8: torch.Tensor
+    u4: torch.Tensor
+    refined: torch.Tensor
+    gate_logit: torch.Tensor
+    trust_logit: torch.Tensor
+
+
+class Decoder(nn.Module):
+    """Encoder features + guide -> alpha at strides 8, 4, 1 (inverse DWT up: its LL from the decoder state, its
+    high bands from the detail branch; every head a correction of the guide's logit), their progressive merge,
+    the guide gate's logit and the guide trust logit (module docstring, the lower half)."""
+
+    def __init__(self, kind: str, widths: tuple[int, ...]):
+        super().__init__()
+        c0, c1, c2, c3, c4 = widths
+        self.ctx = nn.Conv2d(c4, c3, 1)
+        self.f8 = Block(3 * c3, c3, k_in=1)
+        self.head8 = nn.Conv2d(c3, 1, 1)
+        self.ll4, self.hi4, self.up4 = nn.Conv2d(c3, c2, 1), nn.Conv2d(c3, 3 * c2, 3, padding=1), _Up(kind, c2)
+        self.f4 = Block(3 * c2, c2, k_in=1)
+        self.head4 = nn.Conv2d(c2, 1, 1)
+        # the guide gate sees the stride-4 decoder state (structure, detail, context) and the guide itself
+        self.head_gate = nn.Sequential(ConvNormReLU(c2 + 1, c2), nn.Conv2d(c2, 1, 1))
+        # guide trust: per-pixel evidence at stride 4 (does the guide's edge sit where the network's own alpha
+        # puts it?), averaged over the guide's boundary into one logit per image of "this guide is accurate"
+        self.head_trust = nn.Sequential(ConvNormReLU(c2 + 2, c2), ConvNormReLU(c2, c2), nn.Conv2d(c2, 1, 1))
+        self.ll2, self.hi2, self.up2 = nn.Conv2d(c2, c1, 1), nn.Conv2d(c2, 3 * c1, 3, padding=1), _Up(kind, c1)
+        self.f2 = Block(3 * c1, c1, extra=0)
+        self.ll1, self.hi1, self.up1 = nn.Conv2d(c1, c0, 1), nn.Conv2d(c1, 3 * c0, 3, padding=1), _Up(kind, c0)
+        self.f1 = nn.Sequential(ConvNormReLU(c0 + 4, c0), nn.Conv2d(c0, 1, 1))
+        # the gate's full-resolution correction: the stride-4 gate is blurry at pixel scale, and an accurate
+        # guide's soft band is 1-2 px wide; opening the gate on the confident pixels beside it would only do harm
+        # it also sees the refinement itself and how far it moves from the guide (detached: the gate's loss judges
+        # the refinement, it does not train it)
+        self.gate1 = nn.Sequential(ConvNormReLU(c0 + 7, 2 * c0), ConvNormReLU(2 * c0, c0),
+                                   nn.Conv2d(c0, 1, 3, padding=1))
+        # Residual on the guide: every head predicts a correction of the guide's logit, so an untrained refiner
+        # returns about its guide (its random corrections are small next to the prior's +-4) and training only
+        # has to learn where the guide is wrong.
+        self.guide_gain = nn.Parameter(torch.tensor(GUIDE_LOGIT_GAIN))
+        # The decoder's predicted high bands start at zero: the inverse DWT then begins as plain upsampling of
+        # the LL band, and detail is added only where training finds it (random high bands would stamp a
+        # checkerboard onto every level's output).
+        for hi in (self.hi4, self.hi2, self.hi1):
+            nn.init.zeros_(hi.weight)
+            nn.init.zeros_(hi.bias)
+        # The gate's last layers start small but not zero: with zero weights the layers before them get no
+        # gradient, the mostly-negative targets drive the weights negative on every (non-negative, post-ReLU)
+        # feature, and the gate ends up only able to close (measured: its maximum stuck at sigmoid(bias) for
+        # 600 steps). Scaled by 0.1 the initial logits stay within ~0.1 of the bias: closed.
+        for last in (self.head_gate[-1], self.gate1[-1]):
+            with torch.no_grad():
+                last.weight.mul_(0.1)
+        nn.init.constant_(self.head_gate[-1].bias, GATE_INIT_BIAS)
+        nn.init.zeros_(self.gate1[-1].bias)
+
+    def prior(self, guide: torch.Tensor, stride: int) -> torch.Tensor:
+        """The guide's logit at ``stride``: gain * (2 * guide - 1), the guide average-pooled to the stride."""
+        return self.guide_gain * (2 * (F.avg_pool2d(guide, stride) if stride > 1 else guide) - 1)
+
+    def trust(self, f4: torch.Tensor, logit4: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        """(N,) logit of "this guide is accurate": per-cell evidence averaged over the guide's boundary.
+
+        Its inputs are detached: the trust head learns to read the refiner, it does not train it (measured: its
+        gradient in the shared decoder cost the coarse-guide results ~15%; bench/RESULTS.md, "learning")."""
+        guide4 = F.avg_pool2d(guide, 4)
+        disagreement = (torch.sigmoid(logit4.detach()) - guide4).abs()
+        evidence = self.head_trust(torch.cat([f4.detach(), guide4 * 2 - 1, disagreement], 1))
+        # the guide's boundary at stride 4 (cells neither all in nor all out, grown by two cells); a guide with no
+        # boundary is judged on the whole frame
+        boundary = F.max_pool2d(((guide4 > 0.01) & (guide4 < 0.99)).to(guide.dtype), 5, stride=1, padding=2) + 1e-3
+        return (evidence * boundary).sum((1, 2, 3)) / boundary.sum((1, 2, 3))
+
+    def forward(self, e: EncoderFeatures, guide: torch.Tensor, radius: tuple[int, int]) -> DecoderOutput:
+        context = F.interpolate(self.ctx(e.context), scale_factor=2.0, mode="bilinear")  # smooth: plain upsampling
+        f = self.f8(torch.cat([e.s3, e.d3, context], 1))
+        logit8 = self.head8(f) + self.prior(guide, 8)
+        up = self.up4(self.ll4(f), self.hi4(e.d3).unflatten(1, (-1, 3)))
+        f = self.f4(torch.cat([up, e.s2, e.d2], 1))
+        logit4 = self.head4(f) + self.prior(guide, 4)
+        gate_logit = self.head_gate(torch.cat([f, F.avg_pool2d(guide, 4) * 2 - 1], 1))
+        trust_logit = self.trust(f, logit4, guide)
+        up = self.up2(self.ll2(f), self.hi2(e.d2).unflatten(1, (-1, 3)))
+        f = self.f2(torch.cat([up, e.s1, e.d1], 1))
+        up = self.up1(self.ll1(f), self.hi1(e.d1).unflatten(1, (-1, 3)))
+        logit1 = self.f1(torch.cat([up, e.x], 1)) + self.prior(guide, 1)
+        gate_logit = F.interpolate(gate_logit, scale_factor=4.0, mode="bilinear")
+
+        # progressive refinement: a finer prediction replaces the coarser one only in the uncertain band
+        r8, r4 = radius
+        a8 = torch.sigmoid(logit8)
+        u8 = F.interpolate(_uncertain(a8, r8), scale_factor=2.0, mode="nearest")
+        merged4 = torch.where(u8 > 0, torch.sigmoid(logit4), F.interpolate(a8, scale_factor=2.0, mode="bilinear"))
+        u4 = F.interpolate(_uncertain(merged4, r4), scale_factor=4.0, mode="nearest")
+        merged4_full = F.interpolate(merged4, scale_factor=4.0, mode="bilinear")
+        refined = torch.where(u4 > 0, torch.sigmoid(logit1), merged4_full)
+        r = refined.detach()
+        gate_logit = gate_logit + self.gate1(torch.cat([up, e.x, gate_logit, 2 * r - 1, (r - guide).abs()], 1))
+        return DecoderOutput(logit8, logit4, logit1, u8, u4, refined, gate_logit, trust_logit)
+
+
+def attention_heads(channels: int) -> int:
+    """Heads of a cross-band attention of this width: one per 32 channels, at least one."""
+    return max(1, channels // 32)
+
+
+def _cut(p: torch.Tensor, threshold: float) -> torch.Tensor:
+    """``p`` cut to exactly 0 below ``threshold``, straight through: the gradient passes as if uncut, so a closed
+    gate still learns from the output's loss (it would otherwise never open)."""
+    return p + (torch.where(p >= threshold, p, torch.zeros_like(p)) - p).detach()
+
+
+def _upgrade_keys(state: dict) -> dict:
+    """State-dict keys of checkpoints written before the encoder and decoder were submodules ("s1.inp.0.weight"),
+    renamed to their place now ("encoder.s1.inp.0.weight"); current keys pass unchanged."""
+    out = type(state)()
+    for key, value in state.items():
+        top = key.split(".")[0]
+        if top in DECODER_MODULES:
+            key = f"decoder.{key}"
+        elif top in ENCODER_MODULES:
+            key = f"encoder.{key}"
+        out[key] = value
+    return out
+
+
+ENCODER_MODULES = ("focus_down", "down0", "s1", "d1", "down_s1", "down_d1", "s2", "d2", "attn2", "down_s2", "down_d2",
+                   "s3", "d3", "attn3", "down_s3", "s4", "aspp")
+DECODER_MODULES = ("ctx", "f8", "head8", "ll4", "hi4", "up4", "f4", "head4", "head_gate", "head_trust", "ll2", "hi2",
+                   "up2", "f2", "ll1", "hi1", "up1", "f1", "gate1", "guide_gain")
+
+
 class Refiner(nn.Module):
     """See the module docstring. Build it with :func:`build_refiner`."""
 
@@ -345,69 +563,11 @@ class Refiner(nn.Module):
         self.accurate_gate_threshold = float(accurate_gate_threshold)
         kind = {"light": "haar", "none": "none"}.get(variant, variant.removeprefix("heavy_"))
         # most width where pixels are few; the full-resolution path has a few channels only
-        c0, c1, c2, c3, c4 = max(4, base_channels // 4), base_channels // 2, base_channels, 4 * base_channels, \
-            8 * base_channels
-        self.widths = (c0, c1, c2, c3, c4)
+        self.widths = (max(4, base_channels // 4), base_channels // 2, base_channels, 4 * base_channels,
+                       8 * base_channels)
         self.pad_multiple = max(16, 8 * window)  # stride-8 features tile into windows; stride 16 exists
-        heads = lambda c: max(1, c // 32)  # noqa: E731
-
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        # focus maps: the variant's transform applied to the luminance, three levels
-        self.focus_down = nn.ModuleList(_Down(kind, 1) for _ in range(3))
-        # encoder
-        self.down0 = _Down(kind, 4)
-        self.s1, self.d1 = Block(4 + 1, c1, extra=0), Block(12 + 1, c1, extra=0)
-        self.down_s1, self.down_d1 = _Down(kind, c1), _Down(kind, c1)
-        self.s2, self.d2 = Block(c1 + 1, c2, k_in=1), Block(4 * c1 + 1, c2, k_in=1)
-        self.attn2 = CrossBandAttention(c2, heads(c2), window, shift=0)
-        self.down_s2, self.down_d2 = _Down(kind, c2), _Down(kind, c2)
-        self.s3, self.d3 = Block(c2 + 1, c3, k_in=1), Block(4 * c2 + 1, c3, k_in=1)
-        self.attn3 = CrossBandAttention(c3, heads(c3), window, shift=window // 2)
-        # context: the LL band of the structure branch once more (stride 16), ASPP at this deepest level
-        self.down_s3 = _Down(kind, c3)
-        self.s4 = Block(c3, c4, k_in=1)
-        self.aspp = ASPP(c4)
-        self.ctx = nn.Conv2d(c4, c3, 1)
-        # decoder: the IDWT's LL comes from the decoder state, its high bands from the detail branch
-        self.f8 = Block(3 * c3, c3, k_in=1)
-        self.head8 = nn.Conv2d(c3, 1, 1)
-        self.ll4, self.hi4, self.up4 = nn.Conv2d(c3, c2, 1), nn.Conv2d(c3, 3 * c2, 3, padding=1), _Up(kind, c2)
-        self.f4 = Block(3 * c2, c2, k_in=1)
-        self.head4 = nn.Conv2d(c2, 1, 1)
-        # the guide gate sees the stride-4 decoder state (structure, detail, context) and the guide itself
-        self.head_gate = nn.Sequential(ConvBNReLU(c2 + 1, c2), nn.Conv2d(c2, 1, 1))
-        # guide trust: per-pixel evidence at stride 4 (does the guide's edge sit where the network's own alpha
-        # puts it?), averaged over the guide's boundary into one logit per image of "this guide is accurate"
-        self.head_trust = nn.Sequential(ConvBNReLU(c2 + 2, c2), ConvBNReLU(c2, c2), nn.Conv2d(c2, 1, 1))
-        self.ll2, self.hi2, self.up2 = nn.Conv2d(c2, c1, 1), nn.Conv2d(c2, 3 * c1, 3, padding=1), _Up(kind, c1)
-        self.f2 = Block(3 * c1, c1, extra=0)
-        self.ll1, self.hi1, self.up1 = nn.Conv2d(c1, c0, 1), nn.Conv2d(c1, 3 * c0, 3, padding=1), _Up(kind, c0)
-        self.f1 = nn.Sequential(ConvBNReLU(c0 + 4, c0), nn.Conv2d(c0, 1, 1))
-        # the gate's full-resolution correction: the stride-4 gate is blurry at pixel scale, and an accurate
-        # guide's soft band is 1-2 px wide; opening the gate on the confident pixels beside it would only do harm
-        # it also sees the refinement itself and how far it moves from the guide (detached: the gate's loss judges
-        # the refinement, it does not train it)
-        self.gate1 = nn.Sequential(ConvBNReLU(c0 + 7, 2 * c0), ConvBNReLU(2 * c0, c0), nn.Conv2d(c0, 1, 3, padding=1))
-        # Residual on the guide: every head predicts a correction of the guide's logit, so an untrained refiner
-        # returns about its guide (its random corrections are small next to the prior's +-4) and training only
-        # has to learn where the guide is wrong.
-        self.guide_gain = nn.Parameter(torch.tensor(GUIDE_LOGIT_GAIN))
-        # The decoder's predicted high bands start at zero: the inverse DWT then begins as plain upsampling of
-        # the LL band, and detail is added only where training finds it (random high bands would stamp a
-        # checkerboard onto every level's output).
-        for hi in (self.hi4, self.hi2, self.hi1):
-            nn.init.zeros_(hi.weight)
-            nn.init.zeros_(hi.bias)
-        # The gate's last layers start small but not zero: with zero weights the layers before them get no
-        # gradient, the mostly-negative targets drive the weights negative on every (non-negative, post-ReLU)
-        # feature, and the gate ends up only able to close (measured: its maximum stuck at sigmoid(bias) for
-        # 600 steps). Scaled by 0.1 the initial logits stay within ~0.1 of the bias: closed.
-        for last in (self.head_gate[-1], self.gate1[-1]):
-            with torch.no_grad():
-                last.weight.mul_(0.1)
-        nn.init.constant_(self.head_gate[-1].bias, GATE_INIT_BIAS)
-        nn.init.zeros_(self.gate1[-1].bias)
+        self.encoder = Encoder(kind, self.widths, window, self.focus_tau)  # built first: the same initial weights
+        self.decoder = Decoder(kind, self.widths)                          # per seed as before the split
         if pretrained:
             self.load_backbone(pretrained)
 
@@ -419,11 +579,13 @@ class Refiner(nn.Module):
                 "gate_threshold": self.gate_threshold, "flip_threshold": self.flip_threshold,
                 "accurate_gate_threshold": self.accurate_gate_threshold}
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``, also for checkpoints from before the encoder/decoder split."""
+        return super().load_state_dict(_upgrade_keys(state_dict), strict=strict, assign=assign)
+
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
-        """The weights a pretrained backbone provides: everything before the decoder."""
-        skip = ("ctx", "f8", "head8", "ll4", "hi4", "up4", "f4", "head4", "head_gate", "head_trust", "ll2", "hi2",
-                "up2", "f2", "ll1", "hi1", "up1", "f1", "gate1")
-        return {k: v for k, v in self.state_dict().items() if not k.startswith(skip)}
+        """The weights a pretrained backbone provides: the encoder's."""
+        return {k: v for k, v in self.state_dict().items() if k.startswith("encoder.")}
 
     def load_backbone(self, path: str | os.PathLike) -> int:
         """Load encoder weights from a local file (a refiner checkpoint or a plain state dict); returns how many
@@ -439,106 +601,44 @@ class Refiner(nn.Module):
         if not isinstance(state, dict):
             raise UserError(f"no state dict in {path}")
         own = self.encoder_state_dict()
-        matched = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+        matched = {k: v for k, v in _upgrade_keys(state).items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
         if not matched:
             raise UserError(f"no encoder weights of this refiner found in {path}")
         self.load_state_dict(matched, strict=False)
         log.info("loaded %d/%d backbone tensors from %s", len(matched), len(own), path)
         return len(matched)
 
-    # -------------------------------------------------------------------------------------------- forward
-    def _focus(self, image: torch.Tensor) -> list[torch.Tensor]:
-        """Focus maps at strides 2, 4, 8: log(1 + local mean of the squared high bands / tau^2)."""
-        gray = (0.299 * image[:, :1] + 0.587 * image[:, 1:2] + 0.114 * image[:, 2:3])
-        maps, ll = [], gray
-        for down in self.focus_down:
-            ll, highs = down(ll)
-            energy = highs.pow(2).mean(dim=2)
-            energy = F.avg_pool2d(energy, 3, stride=1, padding=1, count_include_pad=False)
-            maps.append(torch.log1p(energy / self.focus_tau ** 2))
-            ll = ll * 0.5  # orthonormal LL grows x2 per level: keep the next level's scale comparable
-        return maps
-
     def forward(self, image: torch.Tensor, guide: torch.Tensor, uncertain_radius: tuple[int, int] | None = None,
                 guide_accurate: torch.Tensor | bool | None = None) -> RefinerOutput:
         """image (N,3,H,W) RGB in [0,1] (not normalised), guide (N,1,H,W) in [0,1]; any H, W.
 
         ``guide_accurate``: which output rule to use, per image ((N,) bool or one bool for all); None lets the
-        trust head decide (``trust_logit >= 0``). Training passes what the data loader knows."""
+        trust head decide (``trust_logit >= 0``)."""
         if image.dim() != 4 or image.shape[1] != 3:
             raise ValueError(f"image must be (N,3,H,W), got {tuple(image.shape)}")
         if guide.shape != (image.shape[0], 1, *image.shape[-2:]):
             raise ValueError(f"guide must be (N,1,H,W) matching the image, got {tuple(guide.shape)}")
         h, w = image.shape[-2:]
-        m = self.pad_multiple
-        ph, pw = (-h) % m, (-w) % m
+        ph, pw = (-h) % self.pad_multiple, (-w) % self.pad_multiple
         if ph or pw:  # edge padding, cropped from every output
             image = F.pad(image, (0, pw, 0, ph), mode="replicate")
             guide = F.pad(guide, (0, pw, 0, ph), mode="replicate")
-        r8, r4 = uncertain_radius or self.uncertain_radius
+        features = self.encoder(image, guide)
+        d = self.decoder(features, guide, uncertain_radius or self.uncertain_radius)
+        alpha, gate, accurate = self._guide_gate(guide, d, guide_accurate)
+        return self._output(h, w, features, d, alpha, gate, accurate)
 
-        f2, f4, f8 = self._focus(image)
-        x = torch.cat([(image - self.mean) / self.std, guide * 2 - 1], 1)
-        ll, highs = self.down0(x)
-        s1 = self.s1(torch.cat([ll, f2], 1))
-        d1 = self.d1(torch.cat([highs.flatten(1, 2), f2], 1))
-        ll_s, hi_s = self.down_s1(s1)
-        ll_d, _ = self.down_d1(d1)
-        s2 = self.s2(torch.cat([ll_s, f4], 1))
-        d2 = self.d2(torch.cat([hi_s.flatten(1, 2), ll_d, f4], 1))
-        s2, d2 = self.attn2(s2, d2)
-        ll_s, hi_s = self.down_s2(s2)
-        ll_d, _ = self.down_d2(d2)
-        s3 = self.s3(torch.cat([ll_s, f8], 1))
-        d3 = self.d3(torch.cat([hi_s.flatten(1, 2), ll_d, f8], 1))
-        s3, d3 = self.attn3(s3, d3)
-        ctx = self.ctx(self.aspp(self.s4(self.down_s3(s3)[0])))
-        ctx = F.interpolate(ctx, scale_factor=2.0, mode="bilinear")  # smooth context: plain upsampling
-
-        prior = lambda s: self.guide_gain * (2 * (F.avg_pool2d(guide, s) if s > 1 else guide) - 1)  # noqa: E731
-        f = self.f8(torch.cat([s3, d3, ctx], 1))
-        logit8 = self.head8(f) + prior(8)
-        up = self.up4(self.ll4(f), self.hi4(d3).unflatten(1, (-1, 3)))
-        f = self.f4(torch.cat([up, s2, d2], 1))
-        logit4 = self.head4(f) + prior(4)
-        guide4 = F.avg_pool2d(guide, 4)
-        gate_logit = self.head_gate(torch.cat([f, guide4 * 2 - 1], 1))
-        # detached: the trust head learns to read the refiner, it does not train it (measured: its gradient in the
-        # shared decoder cost the coarse-guide results ~15%; bench/RESULTS.md, "learning")
-        disagreement = (torch.sigmoid(logit4.detach()) - guide4).abs()
-        evidence = self.head_trust(torch.cat([f.detach(), guide4 * 2 - 1, disagreement], 1))
-        # the guide's boundary at stride 4 (cells neither all in nor all out, grown by two cells); a guide with no
-        # boundary is judged on the whole frame
-        boundary = F.max_pool2d(((guide4 > 0.01) & (guide4 < 0.99)).to(guide.dtype), 5, stride=1, padding=2) + 1e-3
-        trust_logit = (evidence * boundary).sum((1, 2, 3)) / boundary.sum((1, 2, 3))
-        up = self.up2(self.ll2(f), self.hi2(d2).unflatten(1, (-1, 3)))
-        f = self.f2(torch.cat([up, s1, d1], 1))
-        up = self.up1(self.ll1(f), self.hi1(d1).unflatten(1, (-1, 3)))
-        logit1 = self.f1(torch.cat([up, x], 1)) + prior(1)
-        gate_logit = F.interpolate(gate_logit, scale_factor=4.0, mode="bilinear")
-
-        # progressive refinement: a finer prediction replaces the coarser one only in the uncertain band
-        a8 = torch.sigmoid(logit8)
-        u8 = F.interpolate(_uncertain(a8, r8), scale_factor=2.0, mode="nearest")
-        merged4 = torch.where(u8 > 0, torch.sigmoid(logit4), F.interpolate(a8, scale_factor=2.0, mode="bilinear"))
-        u4 = F.interpolate(_uncertain(merged4, r4), scale_factor=4.0, mode="nearest")
-        merged4_full = F.interpolate(merged4, scale_factor=4.0, mode="bilinear")
-        refined = torch.where(u4 > 0, torch.sigmoid(logit1), merged4_full)
-        r = refined.detach()
-        gate_logit = gate_logit + self.gate1(torch.cat([up, x, gate_logit, 2 * r - 1, (r - guide).abs()], 1))
-        # the guide gate: the guide passes unchanged wherever the network does not positively flag it as wrong
-        # below the threshold the gate is cut to exactly 0; the cut is a straight-through estimator, so training
-        # still learns from the output's loss where the gate is closed (a closed gate would otherwise never open)
+    def _guide_gate(self, guide: torch.Tensor, d: DecoderOutput, guide_accurate) -> tuple:
+        """Do no harm: the output rule (module docstring) -> (alpha, the gate applied, the rule of each image)."""
         # Two kinds of change, two thresholds: a change that keeps each pixel on its guide's side of 0.5 (soft
         # edges, hair) needs the gate's probability >= gate_threshold; a change that crosses it (the guide is
-        # wrong: a missing arm, a false blob) needs >= flip_threshold. An accurate guide (the truth binarised at
-        # 0.5) never needs a flip, so a flip there is always harm; a coarse guide needs flips, made where the
-        # gate is sure.
-        p = torch.sigmoid(gate_logit)
-        gate = p + (torch.where(p >= self.gate_threshold, p, torch.zeros_like(p)) - p).detach()
-        flip = p + (torch.where(p >= self.flip_threshold, p, torch.zeros_like(p)) - p).detach()
+        # wrong: a missing arm, a false blob) needs >= flip_threshold. Softening only in the band near the
+        # guide's boundary; elsewhere only a flip may change a pixel.
+        p = torch.sigmoid(d.gate_logit)
+        gate, flip = _cut(p, self.gate_threshold), _cut(p, self.flip_threshold)
+        refined = d.refined
         on_side = torch.where(guide >= 0.5, refined.clamp(min=0.5), refined.clamp(max=0.5))
-        edge, band = boundary_ring(guide), boundary_band(guide)
+        ring, band = boundary_ring(guide), boundary_band(guide)
         flipped = (on_side != refined).to(guide.dtype)
         alpha_coarse = guide + band * (gate * (on_side - guide) + flip * (refined - on_side)) \
             + (1 - band) * flip * flipped * (refined - guide)
@@ -546,29 +646,36 @@ class Refiner(nn.Module):
         # sit at its boundary: only the ring of pixels on either side of its 0.5 level may change, only on the
         # guide's side, and only where the gate is surer (accurate_gate_threshold). Measured on make train-cpu's
         # models: wider bands and flips are where they harm accurate guides (bench/RESULTS.md, "learning").
-        gate_acc = p + (torch.where(p >= self.accurate_gate_threshold, p, torch.zeros_like(p)) - p).detach()
-        alpha_accurate = guide + edge * gate_acc * (on_side - guide)
+        gate_acc = _cut(p, self.accurate_gate_threshold)
+        alpha_accurate = guide + ring * gate_acc * (on_side - guide)
         if guide_accurate is None:
-            accurate = trust_logit.detach() >= 0
+            accurate = d.trust_logit.detach() >= 0
         else:
             accurate = torch.as_tensor(guide_accurate, device=guide.device).to(torch.bool).expand(guide.shape[0])
-        alpha = torch.where(accurate.view(-1, 1, 1, 1), alpha_accurate, alpha_coarse)
+        pick = accurate.view(-1, 1, 1, 1)
+        return torch.where(pick, alpha_accurate, alpha_coarse), torch.where(pick, gate_acc, gate), accurate
 
-        crop = lambda t: t[..., :h, :w]  # noqa: E731
-        full = lambda t, s: crop(F.interpolate(t, scale_factor=float(s), mode="bilinear") if s > 1 else t)  # noqa: E731
-        logits_os = {8: full(logit8, 8), 4: full(logit4, 4), 1: crop(logit1)}
-        hs = lambda s: (h + s - 1) // s  # noqa: E731
-        ws = lambda s: (w + s - 1) // s  # noqa: E731
+    @staticmethod
+    def _output(h: int, w: int, e: EncoderFeatures, d: DecoderOutput, alpha: torch.Tensor, gate: torch.Tensor,
+                accurate: torch.Tensor) -> RefinerOutput:
+        """Every map cropped back to the input's HxW (strided ones upsampled first)."""
+        def crop(t: torch.Tensor) -> torch.Tensor:
+            return t[..., :h, :w]
+
+        def full(t: torch.Tensor, stride: int) -> torch.Tensor:
+            return crop(F.interpolate(t, scale_factor=float(stride), mode="bilinear") if stride > 1 else t)
+
+        logits_os = {8: full(d.logit8, 8), 4: full(d.logit4, 4), 1: crop(d.logit1)}
+        f2, f4, f8 = e.focus
         return RefinerOutput(
             alpha=crop(alpha),
             alpha_os={s: torch.sigmoid(v) for s, v in logits_os.items()},
             logits_os=logits_os,
-            uncertain_os={8: crop(F.interpolate(u8, scale_factor=4.0, mode="nearest")), 4: crop(u4)},
+            uncertain_os={8: crop(F.interpolate(d.u8, scale_factor=4.0, mode="nearest")), 4: crop(d.u4)},
             focus_map=full(f2, 2),
-            focus_os={s: f[..., : hs(s), : ws(s)] for s, f in ((2, f2), (4, f4), (8, f8))},
-            refined=crop(refined), gate_logit=crop(gate_logit),
-            gate=crop(torch.where(accurate.view(-1, 1, 1, 1), gate_acc, gate)),
-            trust_logit=trust_logit, accurate=accurate,
+            focus_os={s: f[..., : -(-h // s), : -(-w // s)] for s, f in ((2, f2), (4, f4), (8, f8))},
+            refined=crop(d.refined), gate_logit=crop(d.gate_logit), gate=crop(gate),
+            trust_logit=d.trust_logit, accurate=accurate,
         )
 
 

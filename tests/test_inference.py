@@ -267,13 +267,13 @@ def test_guide_quality_flag_picks_the_output_rule(tmp_path):
     torch.manual_seed(0)
     model = build_refiner("light", base_channels=8).eval()
     with torch.no_grad():
-        for head in (model.head8, model.head4, model.f1[-1]):
+        for head in (model.decoder.head8, model.decoder.head4, model.decoder.f1[-1]):
             head.bias.fill_(-20.0)
-        model.head_gate[-1].weight.zero_()
-        model.gate1[-1].weight.zero_()
-        model.head_gate[-1].bias.fill_(30.0)
-        model.head_trust[-1].weight.zero_()
-        model.head_trust[-1].bias.fill_(30.0)  # auto: the trust head calls every guide accurate
+        model.decoder.head_gate[-1].weight.zero_()
+        model.decoder.gate1[-1].weight.zero_()
+        model.decoder.head_gate[-1].bias.fill_(30.0)
+        model.decoder.head_trust[-1].weight.zero_()
+        model.decoder.head_trust[-1].bias.fill_(30.0)  # auto: the trust head calls every guide accurate
     save_refiner(tmp_path / "open.pt", model)
     write_png(tmp_path / "img.png", _image(64, 64))
     write_png(tmp_path / "mask.png", _mask(64, 64))
@@ -298,13 +298,13 @@ def test_sparse_path_flags(tmp_path, capsys):
     torch.manual_seed(0)
     model = build_refiner("light", base_channels=8).eval()
     with torch.no_grad():
-        for head in (model.head8, model.head4, model.f1[-1]):
+        for head in (model.decoder.head8, model.decoder.head4, model.decoder.f1[-1]):
             head.weight.zero_()
             head.bias.fill_(-2.0)
-        model.guide_gain.zero_()
-        model.head_gate[-1].weight.zero_()
-        model.gate1[-1].weight.zero_()
-        model.head_gate[-1].bias.fill_(30.0)
+        model.decoder.guide_gain.zero_()
+        model.decoder.head_gate[-1].weight.zero_()
+        model.decoder.gate1[-1].weight.zero_()
+        model.decoder.head_gate[-1].bias.fill_(30.0)
     save_refiner(tmp_path / "flat.pt", model)
     write_png(tmp_path / "img.png", _image(160, 200))
     write_png(tmp_path / "mask.png", _mask(160, 200))

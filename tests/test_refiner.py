@@ -122,7 +122,7 @@ def test_pretrained_backbone_from_local_path(tmp_path):
     dst = build_refiner("light", base_channels=TINY, pretrained=str(path))
     for k, v in src.encoder_state_dict().items():
         assert torch.equal(dst.state_dict()[k], v)
-    assert not torch.equal(dst.f1[1].weight, src.f1[1].weight)  # decoder stays randomly initialised
+    assert not torch.equal(dst.decoder.f1[1].weight, src.decoder.f1[1].weight)  # decoder stays randomly initialised
     assert dst.config.get("pretrained") is None  # rebuilding from a checkpoint never needs the file
     with pytest.raises(UserError, match="not found"):
         build_refiner("light", base_channels=TINY, pretrained=str(tmp_path / "nope.pt"))
@@ -176,7 +176,7 @@ def test_gradients_flow(variant):
     grads = {n: p.grad for n, p in model.named_parameters()}
     assert all(g is not None and torch.isfinite(g).all() for g in grads.values()), \
         [n for n, g in grads.items() if g is None]
-    assert grads["s1.inp.0.weight"].abs().sum() > 0 and grads["hi1.weight"].abs().sum() > 0
+    assert grads["encoder.s1.inp.0.weight"].abs().sum() > 0 and grads["decoder.hi1.weight"].abs().sum() > 0
 
 
 @pytest.mark.parametrize("variant", ["light", "heavy_db2", "none"])
@@ -267,7 +267,7 @@ def test_closed_gate_returns_the_guide_bit_for_bit(variant):
     torch.manual_seed(0)
     model = build_refiner(variant, base_channels=TINY).eval()
     with torch.no_grad():  # make the refined prediction far from the guide, so equality cannot be a coincidence
-        for head in (model.head8, model.head4, model.f1[-1]):
+        for head in (model.decoder.head8, model.decoder.head4, model.decoder.f1[-1]):
             head.bias.fill_(-20.0)  # every stride predicts background
     image, guide = _inputs()
     soft = torch.nn.functional.avg_pool2d(guide, 5, 1, 2)  # a soft guide passes unchanged too
@@ -282,8 +282,8 @@ def test_closed_gate_returns_the_guide_bit_for_bit(variant):
 def _constant_gate(model):
     """Zero the gate's last weights, so its probability is sigmoid(bias) everywhere (set by each test)."""
     with torch.no_grad():
-        model.head_gate[-1].weight.zero_()
-        model.gate1[-1].weight.zero_()
+        model.decoder.head_gate[-1].weight.zero_()
+        model.decoder.gate1[-1].weight.zero_()
     return model
 
 
@@ -302,7 +302,7 @@ def test_open_gate_returns_the_refinement_and_the_threshold_cuts():
     image, guide = _inputs(96, 128)
     near, far = _near_far(guide)
     with torch.no_grad():
-        model.head_gate[-1].bias.fill_(30.0)  # sigmoid = 1: gate fully open
+        model.decoder.head_gate[-1].bias.fill_(30.0)  # sigmoid = 1: gate fully open
         out = model(image, guide, guide_accurate=False)
         flipped = (out.refined >= 0.5) != (guide >= 0.5)
         assert out.gate.min() == 1
@@ -310,10 +310,10 @@ def test_open_gate_returns_the_refinement_and_the_threshold_cuts():
         assert torch.allclose(out.alpha[near], out.refined[near], atol=1e-6)
         assert torch.equal(out.alpha[far & ~flipped], guide[far & ~flipped])
         assert torch.allclose(out.alpha[far & flipped], out.refined[far & flipped], atol=1e-6)
-        model.head_gate[-1].bias.fill_(-0.01)  # sigmoid just below the threshold: cut to exactly 0
+        model.decoder.head_gate[-1].bias.fill_(-0.01)  # sigmoid just below the threshold: cut to exactly 0
         out = model(image, guide, guide_accurate=False)
         assert out.gate.max() == 0 and torch.equal(out.alpha, guide)
-        model.head_gate[-1].bias.fill_(float(np.log(3.0)))  # sigmoid = 0.75 >= both thresholds: applied as it is
+        model.decoder.head_gate[-1].bias.fill_(float(np.log(3.0)))  # sigmoid = 0.75 >= both thresholds: applied as it is
         out = model(image, guide, guide_accurate=False)
         assert torch.allclose(out.gate, torch.full_like(out.gate, 0.75), atol=1e-5)
         expected = guide + 0.75 * (out.refined - guide)
@@ -333,15 +333,15 @@ def test_a_flip_needs_the_stricter_threshold():
     near, far = _near_far(guide)
     inside = guide > 0.5
     with torch.no_grad():
-        for head in (model.head8, model.head4, model.f1[-1]):
+        for head in (model.decoder.head8, model.decoder.head4, model.decoder.f1[-1]):
             head.bias.fill_(-20.0)  # the refinement says: background everywhere
-        model.head_gate[-1].bias.fill_(float(np.log(3.0)))  # probability 0.75: between the thresholds
+        model.decoder.head_gate[-1].bias.fill_(float(np.log(3.0)))  # probability 0.75: between the thresholds
         out = model(image, guide, guide_accurate=False)
         assert out.refined[inside].max() < 0.01  # it wants to remove the subject ...
         assert out.alpha[inside].min() >= 0.5 - 1e-6  # ... but may only soften it to the 0.5 level, near the edge
         assert torch.allclose(out.alpha[inside & near], torch.full_like(out.alpha[inside & near], 0.625), atol=1e-4)
         assert torch.equal(out.alpha[inside & far], guide[inside & far])
-        model.head_gate[-1].bias.fill_(30.0)  # probability 1 >= flip_threshold: the flip goes through everywhere
+        model.decoder.head_gate[-1].bias.fill_(30.0)  # probability 1 >= flip_threshold: the flip goes through everywhere
         out = model(image, guide, guide_accurate=False)
         assert out.alpha[inside].max() < 0.01
 
@@ -358,7 +358,7 @@ def test_closed_gate_still_learns_from_the_output_loss():
         assert out.gate.max() == 0
         target = out.refined.detach()  # the refinement is "right": opening the gate lowers the loss
         (out.alpha - target).abs().mean().backward()
-        assert model.head_gate[-1].bias.grad.item() < 0  # gradient descent raises the gate's logit
+        assert model.decoder.head_gate[-1].bias.grad.item() < 0  # gradient descent raises the gate's logit
 
 
 def _ring(guide: torch.Tensor) -> torch.Tensor:
@@ -378,9 +378,9 @@ def test_accurate_guide_rule_changes_only_the_ring_on_its_side_and_never_flips()
     image, guide = _inputs(96, 128)
     ring, inside = _ring(guide), guide >= 0.5
     with torch.no_grad():
-        for head in (model.head8, model.head4, model.f1[-1]):
+        for head in (model.decoder.head8, model.decoder.head4, model.decoder.f1[-1]):
             head.bias.fill_(-20.0)  # the refinement says: background everywhere
-        model.head_gate[-1].bias.fill_(30.0)  # probability 1: above every threshold
+        model.decoder.head_gate[-1].bias.fill_(30.0)  # probability 1: above every threshold
         out = model(image, guide, guide_accurate=True)
         assert out.accurate.all()
         assert torch.equal(out.alpha[~ring], guide[~ring])
@@ -389,7 +389,7 @@ def test_accurate_guide_rule_changes_only_the_ring_on_its_side_and_never_flips()
         assert ring.sum() > 100 and ((out.alpha - guide).abs() > 0.1).sum() == (ring & inside).sum()
         # the coarse rule on the same input flips the whole subject away
         assert model(image, guide, guide_accurate=False).alpha[inside].max() < 0.01
-        model.head_gate[-1].bias.fill_(float(np.log(3.0)))  # probability 0.75: open for coarse guides only
+        model.decoder.head_gate[-1].bias.fill_(float(np.log(3.0)))  # probability 0.75: open for coarse guides only
         assert torch.equal(model(image, guide, guide_accurate=True).alpha, guide)
         assert not torch.equal(model(image, guide, guide_accurate=False).alpha, guide)
 
@@ -400,12 +400,12 @@ def test_trust_head_chooses_the_rule_per_image():
     image, guide = _inputs(64, 64)
     image, guide = image.repeat(2, 1, 1, 1), guide.repeat(2, 1, 1, 1)
     with torch.no_grad():
-        for head in (model.head8, model.head4, model.f1[-1]):
+        for head in (model.decoder.head8, model.decoder.head4, model.decoder.f1[-1]):
             head.bias.fill_(-20.0)
-        model.head_gate[-1].bias.fill_(30.0)
-        model.head_trust[-1].weight.zero_()
+        model.decoder.head_gate[-1].bias.fill_(30.0)
+        model.decoder.head_trust[-1].weight.zero_()
         for bias, accurate in ((30.0, True), (-30.0, False)):
-            model.head_trust[-1].bias.fill_(bias)
+            model.decoder.head_trust[-1].bias.fill_(bias)
             out = model(image, guide)
             assert torch.allclose(out.trust_logit, torch.full((2,), bias)) and bool(out.accurate.all()) == accurate
             assert torch.equal(out.alpha, model(image, guide, guide_accurate=accurate).alpha)
@@ -423,3 +423,21 @@ def test_gate_threshold_round_trips_through_a_checkpoint(tmp_path):
     assert loaded.gate_threshold == 0.3 and loaded.flip_threshold == 0.8 and loaded.accurate_gate_threshold == 0.85
     with pytest.raises(ValueError, match="accurate_gate_threshold"):
         build_refiner("light", base_channels=TINY, accurate_gate_threshold=1.0)
+
+
+def test_encoder_and_decoder_are_submodules_and_older_checkpoints_still_load(tmp_path):
+    """The backbone is the encoder's weights (no hand-kept prefix list); a checkpoint written before the split
+    (flat keys such as "s1.inp.0.weight") loads into the same weights and gives the same alpha."""
+    torch.manual_seed(0)
+    model = build_refiner("light", base_channels=TINY).eval()
+    state = model.state_dict()
+    assert all(k.startswith(("encoder.", "decoder.")) for k in state)
+    assert set(model.encoder_state_dict()) == {k for k in state if k.startswith("encoder.")}
+    flat = {k.split(".", 1)[1]: v for k, v in state.items()}  # the keys an older checkpoint has
+    assert "s1.inp.0.weight" in flat and "guide_gain" in flat
+    torch.save({"format": "defocused_segmentation/refiner", "variant": "light", "config": model.config,
+                "model": flat}, tmp_path / "old.pt")
+    loaded, _ = load_refiner(tmp_path / "old.pt")
+    image, guide = _inputs(64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(image, guide).alpha, model(image, guide).alpha)

@@ -23,17 +23,17 @@ def _forced(gate_bias: float, refine_bias: float | None = None, trust_bias: floa
     torch.manual_seed(0)
     model = build_refiner("light", base_channels=TINY, gate_threshold=0.5, flip_threshold=0.6).eval()
     with torch.no_grad():
-        model.head_gate[-1].weight.zero_()
-        model.gate1[-1].weight.zero_()
-        model.head_gate[-1].bias.fill_(gate_bias)
+        model.decoder.head_gate[-1].weight.zero_()
+        model.decoder.gate1[-1].weight.zero_()
+        model.decoder.head_gate[-1].bias.fill_(gate_bias)
         if refine_bias is not None:
-            for head in (model.head8, model.head4, model.f1[-1]):
+            for head in (model.decoder.head8, model.decoder.head4, model.decoder.f1[-1]):
                 head.weight.zero_()
                 head.bias.fill_(refine_bias)
-            model.guide_gain.zero_()
+            model.decoder.guide_gain.zero_()
         if trust_bias is not None:
-            model.head_trust[-1].weight.zero_()
-            model.head_trust[-1].bias.fill_(trust_bias)
+            model.decoder.head_trust[-1].weight.zero_()
+            model.decoder.head_trust[-1].bias.fill_(trust_bias)
     return model
 
 
