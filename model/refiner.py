@@ -81,6 +81,9 @@ OUTPUT_STRIDES = (8, 4, 1)
 GUIDE_LOGIT_GAIN = 6.0  # initial logit of a guide pixel: sigmoid(+-6) = 0.9975 / 0.0025
 GATE_INIT_BIAS = -1.0  # sigmoid(-1) = 0.27: the gate starts closed (below the default threshold 0.5), yet near
 # enough to it that Adam (steps of about lr per parameter) can open it within a CPU run (from -4 it took >1500 steps)
+TRUST_THRESHOLD = 0.25  # a guide gets the coarse rule only if P(accurate) < 0.25: calling an accurate guide coarse
+# does harm (the wide band and flips), calling a coarse one accurate only forgoes a gain; at 3:1 costs the Bayes
+# threshold on P(accurate) is 1 / (1 + 3) = 0.25 (bench/RESULTS.md, "learning": what it changes, measured)
 GATE_MARGIN = 0.02  # the gate's target: 1 where the refinement is closer to the truth than the guide by this much
 
 
@@ -545,7 +548,7 @@ class Refiner(nn.Module):
     def __init__(self, variant: str = "light", base_channels: int = 32, window: int = 8,
                  uncertain_radius: tuple[int, int] = (4, 4), focus_tau: float = 0.01,
                  gate_threshold: float = 0.7, flip_threshold: float = 0.95, accurate_gate_threshold: float = 0.9,
-                 pretrained: str | None = None):
+                 trust_threshold: float = TRUST_THRESHOLD, pretrained: str | None = None):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown refiner variant {variant!r}: one of {', '.join(VARIANTS)}")
@@ -561,6 +564,9 @@ class Refiner(nn.Module):
         if not 0.0 <= accurate_gate_threshold < 1.0:
             raise ValueError(f"accurate_gate_threshold must be in [0, 1), got {accurate_gate_threshold}")
         self.accurate_gate_threshold = float(accurate_gate_threshold)
+        if not 0.0 < trust_threshold < 1.0:
+            raise ValueError(f"trust_threshold must be in (0, 1), got {trust_threshold}")
+        self.trust_threshold = float(trust_threshold)
         kind = {"light": "haar", "none": "none"}.get(variant, variant.removeprefix("heavy_"))
         # most width where pixels are few; the full-resolution path has a few channels only
         self.widths = (max(4, base_channels // 4), base_channels // 2, base_channels, 4 * base_channels,
@@ -577,7 +583,7 @@ class Refiner(nn.Module):
         return {"variant": self.variant, "base_channels": self.base_channels, "window": self.window,
                 "uncertain_radius": list(self.uncertain_radius), "focus_tau": self.focus_tau,
                 "gate_threshold": self.gate_threshold, "flip_threshold": self.flip_threshold,
-                "accurate_gate_threshold": self.accurate_gate_threshold}
+                "accurate_gate_threshold": self.accurate_gate_threshold, "trust_threshold": self.trust_threshold}
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """``nn.Module.load_state_dict``, also for checkpoints from before the encoder/decoder split."""
@@ -613,7 +619,7 @@ class Refiner(nn.Module):
         """image (N,3,H,W) RGB in [0,1] (not normalised), guide (N,1,H,W) in [0,1]; any H, W.
 
         ``guide_accurate``: which output rule to use, per image ((N,) bool or one bool for all); None lets the
-        trust head decide (``trust_logit >= 0``)."""
+        trust head decide (``sigmoid(trust_logit) >= trust_threshold``)."""
         if image.dim() != 4 or image.shape[1] != 3:
             raise ValueError(f"image must be (N,3,H,W), got {tuple(image.shape)}")
         if guide.shape != (image.shape[0], 1, *image.shape[-2:]):
@@ -649,7 +655,7 @@ class Refiner(nn.Module):
         gate_acc = _cut(p, self.accurate_gate_threshold)
         alpha_accurate = guide + ring * gate_acc * (on_side - guide)
         if guide_accurate is None:
-            accurate = d.trust_logit.detach() >= 0
+            accurate = torch.sigmoid(d.trust_logit.detach()) >= self.trust_threshold
         else:
             accurate = torch.as_tensor(guide_accurate, device=guide.device).to(torch.bool).expand(guide.shape[0])
         pick = accurate.view(-1, 1, 1, 1)

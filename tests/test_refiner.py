@@ -441,3 +441,21 @@ def test_encoder_and_decoder_are_submodules_and_older_checkpoints_still_load(tmp
     image, guide = _inputs(64, 64)
     with torch.no_grad():
         assert torch.equal(loaded(image, guide).alpha, model(image, guide).alpha)
+
+
+def test_trust_threshold_decides_which_guides_get_the_coarse_rule(tmp_path):
+    """A guide gets the coarse rule only when P(accurate) < trust_threshold (default 0.25: doing harm costs
+    more than a missed gain); the threshold is a model key, stored in checkpoints."""
+    torch.manual_seed(0)
+    image, guide = _inputs(64, 64)
+    for threshold, accurate in ((0.25, True), (0.5, False)):
+        model = build_refiner("light", base_channels=TINY, trust_threshold=threshold).eval()
+        with torch.no_grad():
+            model.decoder.head_trust[-1].weight.zero_()
+            model.decoder.head_trust[-1].bias.fill_(float(np.log(0.4 / 0.6)))  # P(accurate) = 0.4
+            assert bool(model(image, guide).accurate.all()) == accurate
+    save_refiner(tmp_path / "t.pt", model)
+    assert load_refiner(tmp_path / "t.pt")[0].trust_threshold == 0.5
+    for bad in (0.0, 1.0):
+        with pytest.raises(ValueError, match="trust_threshold"):
+            build_refiner("light", base_channels=TINY, trust_threshold=bad)
