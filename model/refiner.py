@@ -522,7 +522,7 @@ def _cut(p: torch.Tensor, threshold: float) -> torch.Tensor:
     return p + (torch.where(p >= threshold, p, torch.zeros_like(p)) - p).detach()
 
 
-def _upgrade_keys(state: dict) -> dict:
+def upgrade_state_dict_keys(state: dict) -> dict:
     """State-dict keys of checkpoints written before the encoder and decoder were submodules ("s1.inp.0.weight"),
     renamed to their place now ("encoder.s1.inp.0.weight"); current keys pass unchanged."""
     out = type(state)()
@@ -587,7 +587,7 @@ class Refiner(nn.Module):
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """``nn.Module.load_state_dict``, also for checkpoints from before the encoder/decoder split."""
-        return super().load_state_dict(_upgrade_keys(state_dict), strict=strict, assign=assign)
+        return super().load_state_dict(upgrade_state_dict_keys(state_dict), strict=strict, assign=assign)
 
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights a pretrained backbone provides: the encoder's."""
@@ -607,7 +607,7 @@ class Refiner(nn.Module):
         if not isinstance(state, dict):
             raise UserError(f"no state dict in {path}")
         own = self.encoder_state_dict()
-        matched = {k: v for k, v in _upgrade_keys(state).items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+        matched = {k: v for k, v in upgrade_state_dict_keys(state).items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
         if not matched:
             raise UserError(f"no encoder weights of this refiner found in {path}")
         self.load_state_dict(matched, strict=False)

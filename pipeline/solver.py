@@ -513,7 +513,7 @@ def _build_state(cfg: TrainConfig, place: _Place, ckpt: dict | None) -> _State:
             else torch.bfloat16
     state = _State(model, opt, sched, torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16), amp_dtype)
     if ckpt is not None:
-        opt.load_state_dict(ckpt["optimizer"])
+        opt.load_state_dict(_upgrade_optimizer_state(ckpt["optimizer"], ckpt["model"], model))
         sched.load_state_dict(ckpt["scheduler"])
         state.scaler.load_state_dict(ckpt["scaler"])
         state.step, state.best_value = int(ckpt["step"]), float(ckpt.get("best_value", math.inf))
@@ -522,6 +522,20 @@ def _build_state(cfg: TrainConfig, place: _Place, ckpt: dict | None) -> _State:
         if place.cuda and ckpt["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
     return state
+
+
+def _upgrade_optimizer_state(opt_state: dict, saved_model: dict, model: torch.nn.Module) -> dict:
+    """An optimiser state indexes parameters by position. One saved before the refiner's encoder/decoder split
+    has them in the older order (the refiner's own ``guide_gain`` first): reorder it to this model's order, found
+    from the saved state dict's key order. A current state passes unchanged."""
+    names = [n for n, _ in model.named_parameters()]
+    known = set(names)
+    saved_order = [k for k in refiner_api().upgrade_state_dict_keys(saved_model) if k in known]
+    if saved_order == names or sorted(saved_order) != sorted(names):
+        return opt_state
+    old_index = {name: i for i, name in enumerate(saved_order)}
+    state = {j: opt_state["state"][old_index[n]] for j, n in enumerate(names) if old_index[n] in opt_state["state"]}
+    return {**opt_state, "state": state}
 
 
 def _open_run_dir(cfg: TrainConfig, run_dir: Path, fresh: bool, step: int):
