@@ -116,9 +116,9 @@ train-cpu-seeds:
 # make ablation-cpu: does the wavelet branch use defocus? 36 runs: variants none light heavy_db2 x seeds 0 1 2 x
 # trees frames (defocused) and frames_sharp (all in focus) x sets standard ($(DEMO_ROOT)) and camouflage
 # ($(CAMO_ROOT): make_demo_data --camouflage, backgrounds made of each clip's own person, so colour cannot separate
-# them), all with one budget (pipeline/ablation.py --cpu: make train-cpu's recipe at 800 steps), two runs at a time
+# them), all with one budget (pipeline/ablation.py --cpu: make train-cpu's recipe at 500 steps), two runs at a time
 # with one thread each; finished runs are reused and killed ones resumed, so rerun it after an interruption.
-# Writes $(ABL_OUT)/RESULTS.md (+ stats.json, ablation.png). About 65 minutes on 2 cores, within 90 (README,
+# Writes $(ABL_OUT)/RESULTS.md (+ stats.json, ablation.png). About an hour on 2 cores, within 90 (README,
 # section 9).
 # `python pipeline/ablation.py --cpu --dry-run` lists the grid and what is done; ABL_ARGS="--variants none light heavy_db1 heavy_db2
 # heavy_db4" adds the other wavelets.
