@@ -1,4 +1,5 @@
-"""Stage 3a: per-clip layer folders -> the original work's per-frame layout, optionally keeping a seeded subset of frames.
+"""Stage 3a: per-clip layer folders -> the original work's per-frame layout, optionally keeping a seeded subset of
+frames.
 
 ```
 blurred/<split>/<clip>/{image,alpha,fgr,bgr}/NNNN.png      (--source blurred, the default)
@@ -207,7 +208,8 @@ def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
         found_any = True
         manifest = Manifest(layout.manifest(tree, split))
         upstream = Manifest(layout.manifest(UPSTREAM[args.source], split))
-        for clip in tqdm(shard_items(clips, args.shard), desc=f"{tree}/{split}", unit="clip", leave=False):
+        for clip in tqdm(shard_items(clips, args.shard), desc=f"{tree}/{split}", unit="clip", leave=False,
+                         disable=None):
             info = manifest.info(clip)
             outputs_exist = all(layout.frames(split, layer, clip, tree=tree).is_dir() for layer in FRAME_LAYERS)
             up = upstream.fingerprint(clip)

@@ -499,7 +499,7 @@ def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
         found_any = True
         manifest = Manifest(layout.manifest(f"{args.tree}_mask", split))
         upstream = Manifest(layout.manifest(args.tree, split))  # frame extraction's record of finished clips
-        for clip in tqdm(shard_items(clips, args.shard), desc=f"mask/{split}", unit="clip", leave=False):
+        for clip in tqdm(shard_items(clips, args.shard), desc=f"mask/{split}", unit="clip", leave=False, disable=None):
             frame_paths = list_images(layout.frames(split, "image", clip, tree=args.tree))
             if args.mode == "first_frame":
                 frame_paths = frame_paths[:1]

@@ -1050,7 +1050,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             manifest.mark_done(unit, settings=settings)
             made += 1
         clips = [f"clip_{i:04d}" for i in range(CLIPS_PER_SPLIT[split] * args.scale)]
-        for clip in tqdm(shard_items(clips, args.shard), desc=f"demo clips ({split})", unit="clip"):
+        for clip in tqdm(shard_items(clips, args.shard), desc=f"demo clips ({split})", unit="clip", disable=None):
             unit = f"clip/{clip}"
             info = manifest.info(unit) if manifest.done(unit) else None
             if info and info.get("settings") == settings and not args.overwrite:
