@@ -30,14 +30,13 @@ from typing import Sequence
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from utils.atomic import Manifest, atomic_dir, clean_stale_temps, write_json_atomic
-from utils.cli import (ArgumentParser, UserError,
-                       add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed)
+from utils.cli import ArgumentParser, UserError, add_common_args, run_main, splits_of, unit_seed
 from utils.images import IMAGE_EXTS, read_image, write_png
 from utils.locks import stage_lock
 from utils.paths import DataLayout, frame_name
+from utils.stage import ClipRunner
 from utils.video import VIDEO_EXTS, clip_fps, clip_sources, iter_clip, read_clip
 
 log = logging.getLogger("compose")
@@ -242,7 +241,6 @@ def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
     layout = DataLayout(args.root)
     if not layout.root.is_dir():
         raise UserError(f"data root not found: {layout.root}")
-    failed: dict[str, str] = {}
     locks.enter_context(stage_lock(layout.root, STAGE, args.shard))
     splits = splits_of(args.split)
     if args.split == "all":  # a data set with only raw/train (or only raw/test): compose what is there
@@ -251,35 +249,29 @@ def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
             if s not in present:
                 log.info("compose: no %s split (%s not found), skipped", s, layout.raw(s, "fgr"))
         splits = tuple(present) or splits  # none at all: the first split's error below names the folder
+    runner = ClipRunner(log, args.shard, args.overwrite, fail_format="compose %s/%s failed: %s")
     for split in splits:
         fgr, pha = clip_pairs(layout, split)
         backgrounds = list_backgrounds(layout.backgrounds(split))
         manifest = Manifest(layout.manifest(STAGE, split))
-        clips = shard_items(sorted(fgr), args.shard)
-        skipped = 0
-        for clip in tqdm(clips, desc=f"compose {split}", unit="clip", disable=None):
-            out_dir = layout.composed(split, clip)
-            if manifest.done(clip) and out_dir.is_dir() and not args.overwrite:
-                skipped += 1
-                continue
+
+        def compose_one(clip: str) -> None:
             clean_stale_temps(layout.composed(split), name=clip)  # a killed run's half clip (this shard's own)
-            try:
-                if clip not in pha:
-                    raise UserError(f"{clip}: fgr without pha (expected {layout.raw(split, 'pha') / clip}[.mp4])")
-                meta = compose_clip(layout, split, clip, fgr[clip], pha[clip],
-                                    backgrounds_for(backgrounds, clip, set(fgr)), args.seed,
-                                    args.pan, args.zoom, overwrite=True)
-            except UserError as exc:
-                log.warning("compose %s/%s failed: %s", split, clip, exc)
-                manifest.mark_failed(clip, str(exc))
-                failed[f"{split}/{clip}"] = str(exc)
-                continue
+            if clip not in pha:
+                raise UserError(f"{clip}: fgr without pha (expected {layout.raw(split, 'pha') / clip}[.mp4])")
+            meta = compose_clip(layout, split, clip, fgr[clip], pha[clip],
+                                backgrounds_for(backgrounds, clip, set(fgr)), args.seed,
+                                args.pan, args.zoom, overwrite=True)
             manifest.mark_done(clip, frames=meta["frames"], background=meta["background"])
             log.info("composed %s/%s: %d frames over %s -> %s", split, clip, meta["frames"], meta["background"],
-                     out_dir)
+                     layout.composed(split, clip))
+
+        skipped = runner.run(split, sorted(fgr), manifest, compose_one,
+                             lambda clip: manifest.done(clip) and layout.composed(split, clip).is_dir(),
+                             desc=f"compose {split}")
         if skipped:
             log.info("compose %s: %d clip(s) already done, skipped (use --overwrite to redo)", split, skipped)
-    return finish_units(failed)
+    return runner.exit_code()
 
 
 if __name__ == "__main__":

@@ -32,14 +32,13 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from utils.atomic import Manifest, atomic_path, clean_stale_temps, upstream_fingerprint
-from utils.cli import (ArgumentParser, UserError,
-                       add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed)
+from utils.cli import ArgumentParser, UserError, add_common_args, run_main, splits_of, unit_seed
 from utils.images import read_image
 from utils.locks import stage_lock
 from utils.paths import DataLayout, frame_name
+from utils.stage import ClipRunner
 
 log = logging.getLogger("depth")
 STAGE = "depth"
@@ -385,26 +384,16 @@ def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
         model_cache = {"vda": load_vda(args.vda_root, args.depth_ckpt, args.vda_encoder, args.device)}
     else:
         model_cache = {}
-    failed: dict[str, str] = {}
+    runner = ClipRunner(log, args.shard, args.overwrite, fail_format="depth %s/%s failed: %s")
     for split in splits_of(args.split):
-        clips = shard_items(composed_clips(layout, split), args.shard)
-        manifest = Manifest(layout.manifest(STAGE, split))
-        cached = 0
-        for clip in tqdm(clips, desc=f"depth {split}", unit="clip", disable=None):
-            path = layout.depth(split, clip)
-            if (is_cached(layout, split, clip) and not args.overwrite
-                    and ClipDepth(path).backend == args.depth_backend):
-                cached += 1
-                continue
-            try:
-                ensure_clip_depth(layout, split, clip, args, model_cache)
-            except UserError as exc:
-                log.warning("depth %s/%s failed: %s", split, clip, exc)
-                manifest.mark_failed(clip, str(exc))
-                failed[f"{split}/{clip}"] = str(exc)
+        cached = runner.run(split, composed_clips(layout, split), Manifest(layout.manifest(STAGE, split)),
+                            lambda clip: ensure_clip_depth(layout, split, clip, args, model_cache),
+                            lambda clip: (is_cached(layout, split, clip)
+                                          and ClipDepth(layout.depth(split, clip)).backend == args.depth_backend),
+                            desc=f"depth {split}")
         if cached:
             log.info("depth %s: %d clip(s) already cached, skipped (use --overwrite to redo)", split, cached)
-    return finish_units(failed)
+    return runner.exit_code()
 
 
 if __name__ == "__main__":

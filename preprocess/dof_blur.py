@@ -32,16 +32,15 @@ from typing import Sequence
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from preprocess import depth as depth_stage
 from utils import memory
 from utils.atomic import Manifest, clean_stale_temps, write_json_atomic
-from utils.cli import (ArgumentParser, UsageError, UserError,
-                       add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed)
+from utils.cli import ArgumentParser, UsageError, UserError, add_common_args, run_main, splits_of, unit_seed
 from utils.images import read_image, write_png
 from utils.locks import stage_lock
 from utils.paths import DataLayout, frame_name
+from utils.stage import ClipRunner
 
 KERNELS = ("gaussian", "disk")
 FULL_RES_BELOW = 4.0   # sigmas below this are blurred at full resolution
@@ -530,8 +529,27 @@ def write_preview(path: Path, clip_dir: Path, out_dir: Path, t: int, depth: dept
     write_png(path, np.concatenate([sharp, sep, blurred, sep, alpha, sep, sig_rgb], axis=1))
 
 
-def process_clip(layout: DataLayout, split: str, clip: str, args: argparse.Namespace, model_cache: dict) -> str:
-    """Blur one clip, chunk by chunk, resuming after the last finished chunk. Returns 'done' or 'skipped'."""
+def is_blurred(layout: DataLayout, split: str, clip: str) -> bool:
+    """Whether ``clip`` is blurred (recorded, its meta.json written) from its composed clip and depth as they are
+    now: the stage's skip check."""
+    clips = Manifest(layout.manifest(STAGE, split))
+    info = clips.info(clip)
+    compose_fp = Manifest(layout.manifest("compose", split)).fingerprint(clip)
+    if info is None or compose_fp is None or not (layout.blurred(split, clip) / "meta.json").is_file():
+        return False
+    up = {"compose": compose_fp, "depth": Manifest(layout.manifest(depth_stage.STAGE, split)).fingerprint(clip)}
+    if "upstream" not in info:
+        # recorded before records held fingerprints: it was complete (only complete clips were recorded); take it
+        # as made from its inputs as they are now, rather than re-blurring a whole data set once
+        extra = {k: v for k, v in info.items() if k not in ("unit", "status", "stamp")}
+        clips.mark_done(clip, **extra, upstream=up)
+        return True
+    return info["upstream"] == up
+
+
+def process_clip(layout: DataLayout, split: str, clip: str, args: argparse.Namespace, model_cache: dict) -> None:
+    """Blur one clip (one that :func:`is_blurred` does not take as done), chunk by chunk, resuming after the last
+    finished chunk."""
     clips = Manifest(layout.manifest(STAGE, split))
     chunks = Manifest(layout.manifest(STAGE, split) / "chunks")
     out_dir = layout.blurred(split, clip)
@@ -539,23 +557,14 @@ def process_clip(layout: DataLayout, split: str, clip: str, args: argparse.Names
     compose_fp = depth_stage.compose_fingerprint(layout, split, clip)
     depth_manifest = Manifest(layout.manifest(depth_stage.STAGE, split))
     info = clips.info(clip)
-    current = info is not None and info.get("upstream") == {"compose": compose_fp,
-                                                             "depth": depth_manifest.fingerprint(clip)}
-    if info is not None and "upstream" not in info and (out_dir / "meta.json").is_file():
-        # recorded before records held fingerprints: it was complete (only complete clips were recorded); take it
-        # as made from its inputs as they are now, rather than re-blurring a whole data set once
-        extra = {k: v for k, v in info.items() if k not in ("unit", "status", "stamp")}
-        clips.mark_done(clip, **extra, upstream={"compose": compose_fp, "depth": depth_manifest.fingerprint(clip)})
-        current = True
-    if args.overwrite or (info is not None and not current):
+    if args.overwrite or (info is not None and info.get("upstream") != {"compose": compose_fp,
+                                                                         "depth": depth_manifest.fingerprint(clip)}):
         if not args.overwrite:
             log.info("blur %s/%s: its composed clip or depth changed since it was blurred; redoing it", split, clip)
         clips.clear(clip)
         for unit in chunks.done_units(f"{clip}/chunk"):
             chunks.clear(unit)
         shutil.rmtree(out_dir, ignore_errors=True)
-    elif current and (out_dir / "meta.json").is_file():
-        return "skipped"
     clip_dir = layout.composed(split, clip)
     cmeta = depth_stage.composed_meta(clip_dir)
     n, (h, w) = int(cmeta["frames"]), cmeta["size"]
@@ -594,7 +603,6 @@ def process_clip(layout: DataLayout, split: str, clip: str, args: argparse.Names
     clips.mark_done(clip, frames=n, upstream=up)
     log.info("blurred %s/%s: %d frames, coc_scale %.2f, sigma_max %.2f, focus %s -> %s", split, clip, n,
              params["coc_scale"], params["sigma_max"], params["focus_mode"], out_dir)
-    return "done"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -608,21 +616,14 @@ def run(args: argparse.Namespace) -> int:
         model_cache = {"vda": depth_stage.load_vda(args.vda_root, args.depth_ckpt, args.vda_encoder, args.device)}
     else:
         model_cache = {}
-    failed: dict[str, str] = {}
+    runner = ClipRunner(log, args.shard, args.overwrite, fail_format="blur %s/%s failed: %s")
     for split in splits_of(args.split):
-        clips = shard_items(depth_stage.composed_clips(layout, split), args.shard)
-        manifest = Manifest(layout.manifest(STAGE, split))
-        skipped = 0
-        for clip in tqdm(clips, desc=f"blur {split}", unit="clip", disable=None):
-            try:
-                skipped += process_clip(layout, split, clip, args, model_cache) == "skipped"
-            except UserError as exc:
-                log.warning("blur %s/%s failed: %s", split, clip, exc)
-                manifest.mark_failed(clip, str(exc))
-                failed[f"{split}/{clip}"] = str(exc)
+        skipped = runner.run(split, depth_stage.composed_clips(layout, split), Manifest(layout.manifest(STAGE, split)),
+                             lambda clip: process_clip(layout, split, clip, args, model_cache),
+                             lambda clip: is_blurred(layout, split, clip), desc=f"blur {split}")
         if skipped:
             log.info("blur %s: %d clip(s) already done, skipped (use --overwrite to redo)", split, skipped)
-    return finish_units(failed)
+    return runner.exit_code()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,14 +36,13 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from utils.atomic import Manifest, atomic_dir, clean_stale_temps, upstream_fingerprint
-from utils.cli import (ArgumentParser, UserError,
-                       add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed)
+from utils.cli import ArgumentParser, UserError, add_common_args, run_main, splits_of, unit_seed
 from utils.images import list_images, read_image, to_uint, write_png
 from utils.locks import stage_lock
 from utils.paths import FRAME_LAYERS, DataLayout, frame_index, frame_name
+from utils.stage import ClipRunner
 from utils.video import write_video
 
 log = logging.getLogger("frame_extraction")
@@ -196,8 +195,7 @@ def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
     stage_dir = layout.blurred if args.source == "blurred" else layout.composed
     params = {"source": args.source, "ratio": args.ratio, "sampling": args.sampling, "seed": args.seed,
               "video": not args.no_video}
-    done = skipped = 0
-    failed: dict[str, str] = {}
+    runner = ClipRunner(log, args.shard, args.overwrite, fail_level=logging.ERROR, fail_format="%s/%s: %s")
     found_any = False
     for split in splits_of(args.split):
         src_split = stage_dir(split)
@@ -208,37 +206,30 @@ def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
         found_any = True
         manifest = Manifest(layout.manifest(tree, split))
         upstream = Manifest(layout.manifest(UPSTREAM[args.source], split))
-        for clip in tqdm(shard_items(clips, args.shard), desc=f"{tree}/{split}", unit="clip", leave=False,
-                         disable=None):
-            info = manifest.info(clip)
-            outputs_exist = all(layout.frames(split, layer, clip, tree=tree).is_dir() for layer in FRAME_LAYERS)
-            up = upstream.fingerprint(clip)
-            if (not args.overwrite and info and info.get("params") == params and outputs_exist and up is not None
-                    and info.get("upstream") == up):
-                skipped += 1
-                continue
+
+        def is_done(clip: str) -> bool:  # same settings, made from the source clip as it is now, all layers there
+            info, up = manifest.info(clip), upstream.fingerprint(clip)
+            return bool(info and info.get("params") == params and up is not None and info.get("upstream") == up
+                        and all(layout.frames(split, layer, clip, tree=tree).is_dir() for layer in FRAME_LAYERS))
+
+        def extract_one(clip: str) -> None:
             clip_dir = src_split / clip
-            try:
-                up = upstream_fingerprint(upstream, clip, UPSTREAM_HINT[args.source])
-                total = len(_clip_frames(clip_dir, args.source)[SOURCE_LAYERS[args.source]["alpha"]])
-                rng = np.random.default_rng(unit_seed(args.seed, split, clip))
-                positions = select_positions(total, args.ratio, args.sampling, rng)
-                names = extract_clip(clip_dir, layout, split, clip, args.source, positions,
-                                     fps=_clip_fps(clip_dir), video=not args.no_video)
-            except UserError as exc:
-                log.error("%s/%s: %s", split, clip, exc)
-                manifest.mark_failed(clip, str(exc))
-                failed[f"{split}/{clip}"] = str(exc)
-                continue
+            up = upstream_fingerprint(upstream, clip, UPSTREAM_HINT[args.source])
+            total = len(_clip_frames(clip_dir, args.source)[SOURCE_LAYERS[args.source]["alpha"]])
+            rng = np.random.default_rng(unit_seed(args.seed, split, clip))
+            positions = select_positions(total, args.ratio, args.sampling, rng)
+            names = extract_clip(clip_dir, layout, split, clip, args.source, positions,
+                                 fps=_clip_fps(clip_dir), video=not args.no_video)
             manifest.mark_done(clip, params=params, total_frames=total, frames=names, upstream=up)
-            done += 1
             log.info("%s/%s: %d of %d frames -> %s", split, clip, len(names), total,
                      f"{layout.root / tree / split}/{{{','.join(FRAME_LAYERS)}}}/{clip}")
+
+        runner.run(split, clips, manifest, extract_one, is_done, desc=f"{tree}/{split}", leave=False)
     if not found_any:
         raise UserError(f"no {args.source} clips under {layout.root / args.source} (run the "
                         f"{'blur' if args.source == 'blurred' else 'compose'} stage first)")
-    log.info("%s: %d clip(s) written, %d already done (skipped)", tree, done, skipped)
-    return finish_units(failed)
+    log.info("%s: %d clip(s) written, %d already done (skipped)", tree, runner.done, runner.skipped)
+    return runner.exit_code()
 
 
 if __name__ == "__main__":

@@ -45,16 +45,15 @@ from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from preprocess.perturb import perturb_guide
 from utils.atomic import Manifest, atomic_dir, clean_stale_temps, upstream_fingerprint
-from utils.cli import (ArgumentParser, UserError,
-                       add_common_args, finish_units, run_main, shard_items, splits_of, unit_seed)
+from utils.cli import ArgumentParser, UserError, add_common_args, run_main, splits_of, unit_seed
 from utils.device import resolve_device
 from utils.images import list_images, read_image, to_uint, write_png
 from utils.locks import stage_lock
 from utils.paths import DataLayout, frame_index
+from utils.stage import ClipRunner
 from utils.video import video_fps, write_video
 
 log = logging.getLogger("guide_mask")
@@ -489,9 +488,10 @@ def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
     params = _params(args)
     locks.enter_context(stage_lock(layout.root, f"{args.tree}_mask", args.shard))
     _load_models(args)  # a missing or wrong checkpoint fails here, before anything is written
-    done = skipped = 0
+    # a ModelError (a missing or wrong checkpoint) would fail every clip alike: it stops the stage at once
+    runner = ClipRunner(log, args.shard, args.overwrite, fail_level=logging.ERROR, fail_format="%s/%s: %s",
+                        fatal=(ModelError,))
     found_any = False
-    failed: dict[str, str] = {}
     for split in splits_of(args.split):
         clips = layout.clips(layout.frames(split, "image", tree=args.tree))
         if not clips:
@@ -499,44 +499,39 @@ def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
         found_any = True
         manifest = Manifest(layout.manifest(f"{args.tree}_mask", split))
         upstream = Manifest(layout.manifest(args.tree, split))  # frame extraction's record of finished clips
-        for clip in tqdm(shard_items(clips, args.shard), desc=f"mask/{split}", unit="clip", leave=False, disable=None):
-            frame_paths = list_images(layout.frames(split, "image", clip, tree=args.tree))
-            if args.mode == "first_frame":
-                frame_paths = frame_paths[:1]
-            names = [p.name for p in frame_paths]
-            info = manifest.info(clip)
-            up = upstream.fingerprint(clip)
-            if (not args.overwrite and info and info.get("params") == params and info.get("frames") == names
-                    and up is not None and info.get("upstream") == up
-                    and layout.frames(split, "mask", clip, tree=args.tree).is_dir()):
-                skipped += 1
-                continue
-            try:
-                up = upstream_fingerprint(upstream, clip, "rerun run_frame_extraction.sh")
-                if not frame_paths:
-                    raise UserError(f"no frames in {layout.frames(split, 'image', clip, tree=args.tree)}")
-                video = layout.frames_video(split, "image", clip, tree=args.tree)
-                fps = video_fps(video) if video.is_file() else 25.0
-                count = process_clip(args, split, clip, layout, frame_paths, fps)
-            except ModelError:
-                raise
-            except UserError as exc:
-                log.error("%s/%s: %s", split, clip, exc)
-                manifest.mark_failed(clip, str(exc))
-                failed[f"{split}/{clip}"] = str(exc)
-                continue
-            manifest.mark_done(clip, params=params, frames=names, upstream=up)
-            done += 1
+
+        def frame_paths(clip: str) -> list[Path]:  # the frames that get a mask
+            paths = list_images(layout.frames(split, "image", clip, tree=args.tree))
+            return paths[:1] if args.mode == "first_frame" else paths
+
+        def is_done(clip: str) -> bool:  # same settings and frames, made from the frames as they are now
+            info, up = manifest.info(clip), upstream.fingerprint(clip)
+            return bool(info and info.get("params") == params and up is not None and info.get("upstream") == up
+                        and info.get("frames") == [p.name for p in frame_paths(clip)]
+                        and layout.frames(split, "mask", clip, tree=args.tree).is_dir())
+
+        def mask_one(clip: str) -> None:
+            paths = frame_paths(clip)
+            up = upstream_fingerprint(upstream, clip, "rerun run_frame_extraction.sh")
+            if not paths:
+                raise UserError(f"no frames in {layout.frames(split, 'image', clip, tree=args.tree)}")
+            video = layout.frames_video(split, "image", clip, tree=args.tree)
+            fps = video_fps(video) if video.is_file() else 25.0
+            count = process_clip(args, split, clip, layout, paths, fps)
+            manifest.mark_done(clip, params=params, frames=[p.name for p in paths], upstream=up)
             log.info("%s/%s: %d %s mask(s) -> %s", split, clip, count, args.backend,
                      layout.frames(split, "mask", clip, tree=args.tree))
+
+        runner.run(split, clips, manifest, mask_one, is_done, desc=f"mask/{split}", leave=False)
     if not found_any:
         raise UserError(f"no clips under {layout.root / args.tree} (run run_frame_extraction.sh first)")
-    log.info("masks (%s, %s): %d clip(s) written, %d already done (skipped)", args.backend, args.mode, done, skipped)
+    log.info("masks (%s, %s): %d clip(s) written, %d already done (skipped)", args.backend, args.mode, runner.done,
+             runner.skipped)
     for key, model in _MODELS.items():
         if isinstance(model, YoloSam2) and model.times["frames"]:
             n = model.times["frames"]
             log.info("yolo_sam2 per frame: yolo %.3fs, sam2 %.3fs", model.times["yolo"] / n, model.times["sam2"] / n)
-    return finish_units(failed)
+    return runner.exit_code()
 
 
 if __name__ == "__main__":
