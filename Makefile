@@ -7,7 +7,7 @@ RUN_DIR   ?= runs/demo
 SEED      ?= 0
 
 .PHONY: demo test venv clean-demo demo-data demo-compose demo-blur demo-frames demo-masks demo-train demo-eval demo-ablation demo-infer \
-	train-cpu-data train-cpu train-cpu-eval train-cpu-seeds ablation-cpu
+	train-cpu-data train-cpu train-cpu-eval train-cpu-seeds ablation-cpu train-fine-data train-fine train-fine-eval
 
 venv: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
@@ -111,6 +111,45 @@ train-cpu-eval:
 train-cpu-seeds:
 	for s in 0 1 2; do $(MAKE) train-cpu SEED=$$s || exit 1; done
 	$(MAKE) train-cpu-eval TC_CKPTS="$(TC_RUNS)/s0/best.pt $(TC_RUNS)/s1/best.pt $(TC_RUNS)/s2/best.pt"
+
+# ---------------------------------------------------------------------------------------------------------------
+# make train-fine: the sparse path's fine stage (model/fine.py) for make train-cpu's model, the refiner frozen.
+# Frames above 768 px on the long side run a coarse pass at 1/k and the fine stage in 16-px tiles; it is trained
+# on large frames: data/hires-train (the demo generator at 1152x768, 30 clips of 6 frames, every stage; ~12
+# minutes) and scored on data/hires (3 test clips at 1152x768) beside the dense pass, the fallback and the
+# baselines. 800 steps, about 11 minutes on one core. Writes $(FINE_RUNS)/s$(SEED)/fine.pt (a refiner checkpoint).
+FINE_ROOT ?= data/hires-train
+FINE_TEST_ROOT ?= data/hires
+FINE_RUNS ?= runs/fine
+HIRES     = --size 1152x768 --frames 6 --seed $(SEED)
+train-fine-data: venv
+	$(PY) preprocess/make_demo_data.py --root $(FINE_ROOT) --split train --scale 5 $(HIRES)
+	$(PY) preprocess/make_demo_data.py --root $(FINE_TEST_ROOT) --split test $(HIRES)
+	for r in $(FINE_ROOT):train $(FINE_TEST_ROOT):test; do root=$${r%%:*}; split=$${r##*:}; \
+		$(PY) preprocess/compose_video_bg.py --root $$root --split $$split --seed $(SEED) && \
+		$(PY) preprocess/depth.py --root $$root --split $$split --seed $(SEED) && \
+		PYTHON=$(PY) ./run_blur.sh --root $$root --split $$split --seed $(SEED) && \
+		$(PY) preprocess/frame_extraction.py --root $$root --split $$split --seed $(SEED) && \
+		$(PY) preprocess/guide_mask.py --root $$root --split $$split --seed $(SEED) --mode all_frames --backend perturb \
+		|| exit 1; done
+
+train-fine: train-fine-data
+	$(PY) pipeline/train_fine.py --ckpt $(TC_RUNS)/s$(SEED)/best.pt --root $(FINE_ROOT) --runs_dir $(FINE_RUNS) \
+		--name s$(SEED) --seed $(SEED) $(if $(wildcard $(FINE_RUNS)/s$(SEED)/last.pt),--resume,)
+	$(MAKE) train-fine-eval
+
+# the fine stage (auto: 1/2 at 1152x768; and 1/4, the factor of 1080p) vs the dense pass and the fallback (the
+# whole refiner in tiles), mask-stage and accurate guides, full resolution
+train-fine-eval:
+	for g in files accurate; do o=$(FINE_RUNS)/eval_s$(SEED)/$$g; \
+		$(PY) pipeline/evaluate.py --root $(FINE_TEST_ROOT) --split test --guide_mode $$g --ckpt $(FINE_RUNS)/s$(SEED)/fine.pt \
+			--labels fine_auto --out $$o/fine_auto && \
+		$(PY) pipeline/evaluate.py --root $(FINE_TEST_ROOT) --split test --guide_mode $$g --ckpt $(FINE_RUNS)/s$(SEED)/fine.pt \
+			--labels fine_r025 --downsample_ratio 0.25 --baselines guide --out $$o/fine_r025 && \
+		$(PY) pipeline/evaluate.py --root $(FINE_TEST_ROOT) --split test --guide_mode $$g --ckpt $(TC_RUNS)/s$(SEED)/best.pt \
+			--labels dense --dense --baselines guide --out $$o/dense && \
+		$(PY) pipeline/evaluate.py --root $(FINE_TEST_ROOT) --split test --guide_mode $$g --ckpt $(TC_RUNS)/s$(SEED)/best.pt \
+			--labels fallback --baselines guide --out $$o/fallback || exit 1; done
 
 # ---------------------------------------------------------------------------------------------------------------
 # make ablation-cpu: does the wavelet branch use defocus? 36 runs: variants none light heavy_db2 x seeds 0 1 2 x

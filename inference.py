@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "frame (only its boundary ring is refined, never flipped); coarse: may be wrong by whole "
                         "regions (refined within ~10 px of its edge, flipped where the refiner is sure)")
     p.add_argument("--downsample_ratio", type=ratio_arg, default="auto",
-                   help="coarse pass of the sparse path: 'auto' (long side ~512 px; smaller inputs run dense) or a "
+                   help="coarse pass of the sparse path: 'auto' (1/k bringing the long side nearest 512 px: 0.25 at 1080p; inputs under 768 px on the long side run dense) or a "
                         "number in (0, 1]; full resolution only in tiles where the refiner can change the guide")
     p.add_argument("--dense", action="store_true", help="every pixel at full resolution (the reference path)")
     p.add_argument("--resize_h", type=int, help="network input height (alpha comes back at the input's size)")

@@ -11,11 +11,13 @@
     frame upscaled 2x), with an accurate guide and a mask-stage-like (perturbed) one: GFLOP per frame
     (``torch.utils.flop_counter``, the same counter for every model), tiles and the fraction of pixels they
     cover, peak memory, frames/s side by side, and MAD against the frame's true alpha (dense vs sparse).
-    ``--ckpt`` gives a trained refiner (a random one's gate never opens, so it runs no tiles).
+    ``--ckpt`` gives a trained refiner (a random one's gate never opens, so it runs no tiles); with its fine
+    stage trained (``pipeline/train_fine.py``: runs/fine/s0/fine.pt) the sparse rows are the fine stage's
+    16-px tiles, else the fallback's (the whole refiner in 64-px tiles); the row says which.
 
     python bench/bench_refiner.py                       # default: about 3 minutes on a 2-core CPU
     python bench/bench_refiner.py --repeats 10 --repeats_hd 5 --hd_variants all --dwt_channels 32
-    RVM_ROOT=../rvm python bench/bench_refiner.py --skip_dwt --skip_models --ckpt runs/train-cpu/s0/best.pt
+    RVM_ROOT=../rvm python bench/bench_refiner.py --skip_dwt --skip_models --ckpt runs/fine/s0/fine.pt
 """
 from __future__ import annotations
 
@@ -286,7 +288,8 @@ def bench_sparse(ckpt: str | None, sizes: list[tuple[int, int]], base: int, repe
         info: dict[str, dict] = {}
         for gname, guide in guides.items():
             calls[f"dense/{gname}"] = lambda g=guide: model(image, g).alpha
-            calls[f"sparse/{gname}"] = lambda g=guide: refine_sparse(model, image, g)
+            sparse_name = "sparse (fine stage)" if model.fine_trained else "sparse (fallback)"
+            calls[f"{sparse_name}/{gname}"] = lambda g=guide: refine_sparse(model, image, g)
         if rvm is not None:
             calls["RVM mobilenetv3 (0.25)/-"] = lambda: rvm(image, downsample_ratio=0.25)[0]
         with torch.no_grad():

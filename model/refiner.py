@@ -67,6 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.fine import FineStage
 from model.wavelets import HaarDWT, HaarIDWT, WaveletDWT, WaveletIDWT
 from utils.atomic import atomic_path
 from utils.cli import UserError
@@ -108,6 +109,7 @@ class RefinerOutput:
     focus_map:    (N,1,H,W) the defocus cue: local energy of the image's high-frequency subbands at stride 2,
                   log-scaled (0 = flat or blurred, larger = sharp texture), upsampled to the input size.
     focus_os:     {2, 4, 8: (N,1,ceil(H/s),ceil(W/s))} the focus maps at the strides the network sees them.
+    hidden:       (N,C0,H,W) the decoder's stride-1 hidden state (what the fine stage of ``model.sparse`` reads).
     Wavelet-domain losses apply ``model.wavelets.HaarDWT`` to ``alpha`` and the ground truth (the same fixed
     transform for every variant, so the ablation compares like with like).
     """
@@ -123,6 +125,7 @@ class RefinerOutput:
     gate: torch.Tensor
     trust_logit: torch.Tensor
     accurate: torch.Tensor
+    hidden: torch.Tensor
 
 
 # ------------------------------------------------------------------------------------------ down / up operators
@@ -304,10 +307,27 @@ class CrossBandAttention(nn.Module):
         return s + upd[:, :c], d + upd[:, c:]
 
 
+def max_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """The maximum over each pixel's (2 radius + 1)^2 square (outside the frame counts as -inf): the same numbers
+    as ``F.max_pool2d(x, 2 * radius + 1, stride=1, padding=radius)``, as two passes of shifted maxima, which on a
+    CPU is many times faster on a batch of small tiles (max_pool2d pays a fixed cost per plane)."""
+    if radius == 0:
+        return x
+    h, w = x.shape[-2:]
+    p = F.pad(x, (radius, radius, radius, radius), value=float("-inf"))
+    rows = p[..., :, 0:w]
+    for d in range(1, 2 * radius + 1):
+        rows = torch.maximum(rows, p[..., :, d:d + w])
+    out = rows[..., 0:h, :]
+    for d in range(1, 2 * radius + 1):
+        out = torch.maximum(out, rows[..., d:d + h, :])
+    return out
+
+
 def boundary_ring(guide: torch.Tensor) -> torch.Tensor:
     """(N,1,H,W) 0/1: the pixels on either side of the guide's 0.5 level (a 3x3 neighbourhood holds both sides)."""
-    inside_somewhere = F.max_pool2d(guide, 3, stride=1, padding=1) >= 0.5
-    outside_somewhere = -F.max_pool2d(-guide, 3, stride=1, padding=1) < 0.5
+    inside_somewhere = max_filter(guide, 1) >= 0.5
+    outside_somewhere = -max_filter(-guide, 1) < 0.5
     return (inside_somewhere & outside_somewhere).to(guide.dtype)
 
 
@@ -315,8 +335,9 @@ def boundary_band(guide: torch.Tensor) -> torch.Tensor:
     """(N,1,H,W) 0/1, H and W even: where a coarse guide may be softened. The boundary ring pooled into 2x2 cells
     and grown by 4 cells: every pixel within ~7 px of the boundary, none farther than 10 px (Chebyshev), so none
     16 px or more away. Elsewhere only a flip may change a pixel."""
-    band = F.max_pool2d(F.max_pool2d(boundary_ring(guide), 2), 9, stride=1, padding=4)
-    return F.interpolate(band, scale_factor=2.0, mode="nearest")
+    n, c, h, w = guide.shape
+    cells = boundary_ring(guide).reshape(n, c, h // 2, 2, w // 2, 2).amax(dim=(3, 5))
+    return max_filter(cells, 4).repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
 
 
 def _uncertain(alpha: torch.Tensor, radius: int, eps: float = 1.0 / 255) -> torch.Tensor:
@@ -415,6 +436,7 @@ class DecoderOutput:
     refined: torch.Tensor
     gate_logit: torch.Tensor
     trust_logit: torch.Tensor
+    hidden: torch.Tensor
 
 
 class Decoder(nn.Module):
@@ -495,7 +517,8 @@ class Decoder(nn.Module):
         up = self.up2(self.ll2(f), self.hi2(e.d2).unflatten(1, (-1, 3)))
         f = self.f2(torch.cat([up, e.s1, e.d1], 1))
         up = self.up1(self.ll1(f), self.hi1(e.d1).unflatten(1, (-1, 3)))
-        logit1 = self.f1(torch.cat([up, e.x], 1)) + self.prior(guide, 1)
+        hidden = self.f1[0](torch.cat([up, e.x], 1))  # the stride-1 hidden state (the fine stage's input)
+        logit1 = self.f1[1](hidden) + self.prior(guide, 1)
         gate_logit = F.interpolate(gate_logit, scale_factor=4.0, mode="bilinear")
 
         # progressive refinement: a finer prediction replaces the coarser one only in the uncertain band
@@ -508,7 +531,7 @@ class Decoder(nn.Module):
         refined = torch.where(u4 > 0, torch.sigmoid(logit1), merged4_full)
         r = refined.detach()
         gate_logit = gate_logit + self.gate1(torch.cat([up, e.x, gate_logit, 2 * r - 1, (r - guide).abs()], 1))
-        return DecoderOutput(logit8, logit4, logit1, u8, u4, refined, gate_logit, trust_logit)
+        return DecoderOutput(logit8, logit4, logit1, u8, u4, refined, gate_logit, trust_logit, hidden)
 
 
 def attention_heads(channels: int) -> int:
@@ -540,6 +563,42 @@ ENCODER_MODULES = ("focus_down", "down0", "s1", "d1", "down_s1", "down_d1", "s2"
                    "s3", "d3", "attn3", "down_s3", "s4", "aspp")
 DECODER_MODULES = ("ctx", "f8", "head8", "ll4", "hi4", "up4", "f4", "head4", "head_gate", "head_trust", "ll2", "hi2",
                    "up2", "f2", "ll1", "hi1", "up1", "f1", "gate1", "guide_gain")
+
+
+def output_rule(guide: torch.Tensor, refined: torch.Tensor, gate_logit: torch.Tensor, accurate: torch.Tensor,
+                gate_threshold: float, flip_threshold: float, accurate_gate_threshold: float,
+                ring: torch.Tensor | None = None,
+                band: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Do no harm: (alpha, the gate applied) from the guide (N,1,H,W; H, W even), the refinement, the gate's logit
+    and each image's rule (``accurate`` (N,) bool); the dense pass and the sparse path's fine stage both end here.
+    ``ring`` and ``band``: the guide's boundary ring and band when computed elsewhere (a tile's, from its
+    context), else from ``guide``."""
+    # Two kinds of change, two thresholds: a change that keeps each pixel on its guide's side of 0.5 (soft
+    # edges, hair) needs the gate's probability >= gate_threshold; a change that crosses it (the guide is
+    # wrong: a missing arm, a false blob) needs >= flip_threshold. Softening only in the band near the
+    # guide's boundary; elsewhere only a flip may change a pixel.
+    p = torch.sigmoid(gate_logit)
+    on_side = torch.where(guide >= 0.5, refined.clamp(min=0.5), refined.clamp(max=0.5))
+    any_accurate, all_accurate = bool(accurate.any()), bool(accurate.all())  # skip a rule no image gets
+    if not all_accurate:
+        gate, flip = _cut(p, gate_threshold), _cut(p, flip_threshold)
+        band = boundary_band(guide) if band is None else band
+        flipped = (on_side != refined).to(guide.dtype)
+        alpha_coarse = guide + band * (gate * (on_side - guide) + flip * (refined - on_side)) \
+            + (1 - band) * flip * flipped * (refined - guide)
+        if not any_accurate:
+            return alpha_coarse, gate
+    # An accurate guide (the truth binarised at 0.5, up to a pixel) is wrong only in its soft pixels, which
+    # sit at its boundary: only the ring of pixels on either side of its 0.5 level may change, only on the
+    # guide's side, and only where the gate is surer (accurate_gate_threshold). Measured on make train-cpu's
+    # models: wider bands and flips are where they harm accurate guides (bench/RESULTS.md, "learning").
+    gate_acc = _cut(p, accurate_gate_threshold)
+    ring = boundary_ring(guide) if ring is None else ring
+    alpha_accurate = guide + ring * gate_acc * (on_side - guide)
+    if all_accurate:
+        return alpha_accurate, gate_acc
+    pick = accurate.view(-1, 1, 1, 1)
+    return torch.where(pick, alpha_accurate, alpha_coarse), torch.where(pick, gate_acc, gate)
 
 
 class Refiner(nn.Module):
@@ -574,6 +633,11 @@ class Refiner(nn.Module):
         self.pad_multiple = max(16, 8 * window)  # stride-8 features tile into windows; stride 16 exists
         self.encoder = Encoder(kind, self.widths, window, self.focus_tau)  # built first: the same initial weights
         self.decoder = Decoder(kind, self.widths)                          # per seed as before the split
+        # the sparse path's full-resolution stage (model.fine), trained after the trunk (pipeline/train_fine.py);
+        # built on a forked RNG so the trunk's training draws the same random numbers as before it existed
+        with torch.random.fork_rng(devices=[]):
+            self.fine = FineStage(self.widths[0])
+        self.register_buffer("fine_steps", torch.zeros((), dtype=torch.long))  # its training steps; 0: untrained
         if pretrained:
             self.load_backbone(pretrained)
 
@@ -585,9 +649,23 @@ class Refiner(nn.Module):
                 "gate_threshold": self.gate_threshold, "flip_threshold": self.flip_threshold,
                 "accurate_gate_threshold": self.accurate_gate_threshold, "trust_threshold": self.trust_threshold}
 
+    @property
+    def fine_trained(self) -> bool:
+        """Whether the fine stage has been trained (a checkpoint of ``pipeline/train_fine.py``)."""
+        return bool(self.fine_steps > 0)
+
+    def trunk_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """The parameters the solver trains: all but the fine stage's (trained on its own, afterwards)."""
+        return [(n, p) for n, p in self.named_parameters() if not n.startswith("fine.")]
+
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """``nn.Module.load_state_dict``, also for checkpoints from before the encoder/decoder split."""
-        return super().load_state_dict(upgrade_state_dict_keys(state_dict), strict=strict, assign=assign)
+        """``nn.Module.load_state_dict``, also for checkpoints from before the encoder/decoder split and from
+        before the fine stage existed (its weights then stay as built, untrained: ``fine_steps`` 0)."""
+        state = upgrade_state_dict_keys(state_dict)
+        if not any(k.startswith("fine.") for k in state):
+            own = {k: v for k, v in self.state_dict().items() if k.startswith("fine.") or k == "fine_steps"}
+            state = {**state, **{k: torch.zeros_like(v) if k == "fine_steps" else v for k, v in own.items()}}
+        return super().load_state_dict(state, strict=strict, assign=assign)
 
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights a pretrained backbone provides: the encoder's."""
@@ -636,30 +714,13 @@ class Refiner(nn.Module):
 
     def _guide_gate(self, guide: torch.Tensor, d: DecoderOutput, guide_accurate) -> tuple:
         """Do no harm: the output rule (module docstring) -> (alpha, the gate applied, the rule of each image)."""
-        # Two kinds of change, two thresholds: a change that keeps each pixel on its guide's side of 0.5 (soft
-        # edges, hair) needs the gate's probability >= gate_threshold; a change that crosses it (the guide is
-        # wrong: a missing arm, a false blob) needs >= flip_threshold. Softening only in the band near the
-        # guide's boundary; elsewhere only a flip may change a pixel.
-        p = torch.sigmoid(d.gate_logit)
-        gate, flip = _cut(p, self.gate_threshold), _cut(p, self.flip_threshold)
-        refined = d.refined
-        on_side = torch.where(guide >= 0.5, refined.clamp(min=0.5), refined.clamp(max=0.5))
-        ring, band = boundary_ring(guide), boundary_band(guide)
-        flipped = (on_side != refined).to(guide.dtype)
-        alpha_coarse = guide + band * (gate * (on_side - guide) + flip * (refined - on_side)) \
-            + (1 - band) * flip * flipped * (refined - guide)
-        # An accurate guide (the truth binarised at 0.5, up to a pixel) is wrong only in its soft pixels, which
-        # sit at its boundary: only the ring of pixels on either side of its 0.5 level may change, only on the
-        # guide's side, and only where the gate is surer (accurate_gate_threshold). Measured on make train-cpu's
-        # models: wider bands and flips are where they harm accurate guides (bench/RESULTS.md, "learning").
-        gate_acc = _cut(p, self.accurate_gate_threshold)
-        alpha_accurate = guide + ring * gate_acc * (on_side - guide)
         if guide_accurate is None:
             accurate = torch.sigmoid(d.trust_logit.detach()) >= self.trust_threshold
         else:
             accurate = torch.as_tensor(guide_accurate, device=guide.device).to(torch.bool).expand(guide.shape[0])
-        pick = accurate.view(-1, 1, 1, 1)
-        return torch.where(pick, alpha_accurate, alpha_coarse), torch.where(pick, gate_acc, gate), accurate
+        alpha, gate = output_rule(guide, d.refined, d.gate_logit, accurate, self.gate_threshold, self.flip_threshold,
+                                  self.accurate_gate_threshold)
+        return alpha, gate, accurate
 
     @staticmethod
     def _output(h: int, w: int, e: EncoderFeatures, d: DecoderOutput, alpha: torch.Tensor, gate: torch.Tensor,
@@ -681,7 +742,7 @@ class Refiner(nn.Module):
             focus_map=full(f2, 2),
             focus_os={s: f[..., : -(-h // s), : -(-w // s)] for s, f in ((2, f2), (4, f4), (8, f8))},
             refined=crop(d.refined), gate_logit=crop(d.gate_logit), gate=crop(gate),
-            trust_logit=d.trust_logit, accurate=accurate,
+            trust_logit=d.trust_logit, accurate=accurate, hidden=crop(d.hidden),
         )
 
 

@@ -1,4 +1,4 @@
-"""Sparse inference: the refiner at full resolution only where the matte can change.
+"""Sparse inference: a coarse pass, then full resolution only where the matte can change.
 
 The refiner's output equals its guide, bit for bit, everywhere except (a) the band around the guide's
 boundary (the pixels a coarse guide may soften; only its 1-px ring for an accurate guide) and (b) where it
@@ -6,35 +6,48 @@ flips the guide (crosses its 0.5 level: a missing arm, a false blob). So a frame
 pass over every pixel:
 
 1. coarse pass: the whole refiner on the frame downsampled to about ``COARSE_LONG_SIDE`` px on the long side
-   (``downsample_ratio="auto"``, RobustVideoMatting's recommendation for its own coarse pass); it decides, per
-   frame, which rule the guide gets (its trust head: accurate or coarse), and its guide gate is the error map:
-   where the gate opens, the refiner wants to change the guide;
-2. fine pass: full-resolution tiles (``tile`` px, each run with ``margin`` px of context on every side, so a
-   crop is ``tile + 2 * margin`` px square, the size the refiner is trained on) where the coarse gate opened
-   (grown by ``grow`` px) inside what the rule lets change at full resolution: (a), plus the coarse flips;
-   each tile's centre is pasted into the guide.
+   (``downsample_ratio="auto"``, RobustVideoMatting's recommendation for its own coarse pass; a 1080p person then
+   has about the size the refiner is trained at); it decides, per frame, which rule the guide gets (its trust
+   head: accurate or coarse), and its guide gate is the error map: where it opens, the refiner wants to change
+   the guide;
+2. fine pass: the fine stage (``model.fine``: three unpadded 3x3 convolutions on the Haar bands of the
+   full-resolution image, guide and upsampled coarse alpha, fed the coarse hidden state) in ``tile``-px tiles
+   where the coarse gate opened inside what the rule lets change at full resolution: (a), plus the coarse
+   flips. Its alpha and gate go through the refiner's own output rule (``model.refiner.output_rule``); outside
+   the tiles the gate is closed, so the output there is the guide.
 
-Everything outside the tiles is the guide. The dense pass returns the guide there too, except where its
-full-resolution gate opens although the coarse one did not: what the sparse path gives up is measured in
-bench/RESULTS.md (bench_refiner, quality). BackgroundMattingV2 refines the patches its error map selects and
-MaGGIe the uncertain region; here the error map is the refiner's own gate and the selection never leaves what
-its do-no-harm rule allows. The wavelet path is untouched: each tile is the refiner's full DWT network.
+A tile carries ``model.fine.RADIUS`` half-resolution pixels of context, the stage's whole receptive field, so the
+tiles give exactly what the fine stage gives over the whole frame (:func:`fine_dense`, what it is trained with;
+tested). BackgroundMattingV2 refines the patches its error map selects with a small network on the coarse hidden
+state, MaGGIe only the uncertain region; here the error map is the refiner's own gate, the selection never leaves
+what its do-no-harm rule allows, and the full-resolution network works on wavelet bands. A checkpoint whose fine
+stage was never trained (``fine_steps`` 0: trained by the solver only) gets the older fallback: the whole refiner
+in 64-px tiles with 32 px of context (slow but as good as the dense pass there; a warning says so).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import logging
 import math
 
 import torch
 import torch.nn.functional as F
 
-from model.refiner import Refiner, boundary_band, boundary_ring
+from model.fine import RADIUS, fine_output
+from model.refiner import Refiner, RefinerOutput, boundary_band, boundary_ring, output_rule
+
+log = logging.getLogger(__name__)
 
 COARSE_LONG_SIDE = 512  # px on the long side of the coarse pass with downsample_ratio="auto"
+FINE_TILE = 16  # full-resolution px of a fine-stage tile (8 half-resolution px of output, 14 with its context)
+FINE_BATCH = 1024  # fine-stage tiles per call (bounds memory on large frames: ~6 MB of input each 1024)
+BAND_REACH = 10  # px: no pixel of a guide's boundary band is farther than this from its ring (refiner.boundary_band)
+# the fallback for checkpoints with an untrained fine stage: the whole refiner in tiles with context
 TILE, MARGIN = 64, 32  # full-resolution tiles pasted back, and the context each one is run with (crop 128 px)
-GROW = 8  # px (full resolution) the coarse gate's open region grows by: a coarse pixel is up to 1/ratio px wide
 TILE_BATCH = 16  # tiles per forward pass (bounds memory on large frames)
+GROW = 8  # px (full resolution) the fallback grows the coarse gate's open region by
 
 
 @dataclasses.dataclass
@@ -50,8 +63,10 @@ class SparseOutput:
 
 
 def auto_ratio(h: int, w: int, long_side: int = COARSE_LONG_SIDE) -> float:
-    """The coarse pass's downsample ratio: ``long_side / max(h, w)``, never above 1."""
-    return min(1.0, long_side / max(h, w))
+    """The coarse pass's downsample ratio: 1/k for the integer k that brings the long side nearest to
+    ``long_side`` (1 below 1.5 x ``long_side``). An integer factor makes the downsampling an exact box filter;
+    with 512 px it is RobustVideoMatting's recommendation (0.25 at 1080p, 0.125 at 4K)."""
+    return 1.0 / max(1, round(max(h, w) / long_side))
 
 
 def parse_ratio(text: str | float) -> float | str:
@@ -75,6 +90,12 @@ def ratio_arg(text: str) -> float | str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+@functools.cache
+def _warn_untrained_fine() -> None:
+    log.warning("this checkpoint's fine stage is untrained (train it with pipeline/train_fine.py): the sparse path "
+                "runs the whole refiner in tiles instead (as good, several times slower)")
+
+
 def allowed(guide: torch.Tensor, accurate: bool, flips: torch.Tensor | None) -> torch.Tensor:
     """(1,1,H,W) bool: every pixel the refiner may change at full resolution under the given rule: the boundary
     ring (accurate) or band (coarse) of the guide, and the coarse pass's flips (coarse rule only)."""
@@ -87,51 +108,222 @@ def allowed(guide: torch.Tensor, accurate: bool, flips: torch.Tensor | None) -> 
 
 @torch.no_grad()
 def refine_sparse(model: Refiner, image: torch.Tensor, guide: torch.Tensor, downsample_ratio: float | str = "auto",
-                  guide_accurate: bool | None = None, tile: int = TILE, margin: int = MARGIN,
-                  grow: int = GROW) -> SparseOutput:
+                  guide_accurate: bool | None = None, tile: int = FINE_TILE) -> SparseOutput:
     """Alpha of ``image`` (N,3,H,W in [0,1]) given ``guide`` (N,1,H,W): a coarse pass at ``downsample_ratio``
-    and full-resolution tiles where the refiner can change the guide (module docstring). A ratio of 1 (what
-    "auto" gives for frames up to ``COARSE_LONG_SIDE`` px) is the dense pass itself. ``guide_accurate`` forces
-    the rule (None: the trust head's call on the coarse pass)."""
-    if tile < 8 or margin < 0 or grow < 0:
-        raise ValueError(f"tile must be >= 8, margin and grow >= 0, got {tile}, {margin}, {grow}")
+    and the fine stage in ``tile``-px tiles where the refiner can change the guide (module docstring). A ratio of
+    1 (what "auto" gives below ``1.5 * COARSE_LONG_SIDE`` px on the long side) is the dense pass itself.
+    ``guide_accurate`` forces the rule (None: the trust head's call on the coarse pass)."""
+    if tile < 4 or tile % 4:
+        raise ValueError(f"tile must be a positive multiple of 4, got {tile}")
     n, _, h, w = image.shape
     ratio = auto_ratio(h, w) if downsample_ratio == "auto" else float(downsample_ratio)
     if ratio >= 1.0:
         out = model(image, guide, guide_accurate=guide_accurate)
         ones = torch.ones(n, device=image.device)
         return SparseOutput(out.alpha, out.accurate, ones, ones * 0, 1.0)
+    if not model.fine_trained:
+        _warn_untrained_fine()
     alphas, rules, coverage, counts = [], [], [], []
     for i in range(n):
-        a, accurate, cov, count = _refine_one(model, image[i:i + 1], guide[i:i + 1], ratio, guide_accurate, tile,
-                                              margin, grow)
+        a, accurate, cov, count = _refine_one(model, image[i:i + 1], guide[i:i + 1], ratio, guide_accurate, tile)
         alphas.append(a), rules.append(accurate), coverage.append(cov), counts.append(count)
     dev = image.device
     return SparseOutput(torch.cat(alphas), torch.tensor(rules, device=dev), torch.tensor(coverage, device=dev),
                         torch.tensor(counts, device=dev), ratio)
 
 
-def _refine_one(model: Refiner, image: torch.Tensor, guide: torch.Tensor, ratio: float,
-                guide_accurate: bool | None, tile: int, margin: int,
-                grow: int) -> tuple[torch.Tensor, bool, float, int]:
+def _factor(ratio: float) -> int | None:
+    """k when ``ratio`` is 1/k for an integer k (the coarse pass then box-filters k x k blocks), else None."""
+    k = round(1.0 / ratio)
+    return k if abs(k * ratio - 1.0) < 1e-6 else None
+
+
+def coarse_pass(model: Refiner, image: torch.Tensor, guide: torch.Tensor, ratio: float,
+                guide_accurate: bool | torch.Tensor | None = None) -> tuple[RefinerOutput, torch.Tensor, tuple]:
+    """The refiner on the frame downsampled by ``ratio``, its guide binarised again after the resize (guides are
+    masks). Returns (its output, that small guide, the full-resolution size its grid covers). A ratio of 1/k is
+    an exact box filter over k x k blocks (the frame edge-padded to whole blocks), any other ratio area
+    interpolation."""
     h, w = image.shape[-2:]
-    size = (max(8, round(h * ratio)), max(8, round(w * ratio)))
-    small_image = F.interpolate(image, size=size, mode="area")
-    small_guide = (F.interpolate(guide, size=size, mode="area") >= 0.5).to(guide.dtype)  # guides are masks
-    coarse = model(small_image, small_guide, guide_accurate=guide_accurate)
+    k = _factor(ratio)
+    if k is not None:
+        hc, wc = -(-h // k), -(-w // k)
+        pad = (0, wc * k - w, 0, hc * k - h)
+        if any(pad):
+            image, guide = F.pad(image, pad, mode="replicate"), F.pad(guide, pad, mode="replicate")
+        small_image, small_guide = F.avg_pool2d(image, k), F.avg_pool2d(guide, k)
+        covers = (hc * k, wc * k)
+    else:
+        size = (max(8, round(h * ratio)), max(8, round(w * ratio)))
+        small_image = F.interpolate(image, size=size, mode="area")
+        small_guide = F.interpolate(guide, size=size, mode="area")
+        covers = (h, w)
+    small_guide = (small_guide >= 0.5).to(guide.dtype)
+    return model(small_image, small_guide, guide_accurate=guide_accurate), small_guide, covers
+
+
+@dataclasses.dataclass
+class CoarseMaps:
+    """What the fine stage reads of the coarse pass, upsampled (bilinear) to the frame: its refined alpha and
+    gate logit at full resolution (N,1,H,W), its gate logit and hidden state at half resolution
+    (N,1+C0,ceil(H/2),ceil(W/2))."""
+
+    base: torch.Tensor
+    gate: torch.Tensor
+    half: torch.Tensor
+
+
+def upsample_coarse(coarse: RefinerOutput, covers: tuple[int, int], size: tuple[int, int]) -> CoarseMaps:
+    """The coarse pass's maps resized to ``covers`` (the full-resolution extent of its grid) and cropped to the
+    frame's ``size``."""
+    h, w = size
+    half_cover = (-(-covers[0] // 2), -(-covers[1] // 2))
+
+    def up(t: torch.Tensor, to: tuple[int, int], crop: tuple[int, int]) -> torch.Tensor:
+        return F.interpolate(t, size=to, mode="bilinear", align_corners=False)[..., :crop[0], :crop[1]]
+
+    return CoarseMaps(up(coarse.refined, covers, size), up(coarse.gate_logit, covers, size),
+                      up(torch.cat([coarse.gate_logit, coarse.hidden], 1), half_cover, (-(-h // 2), -(-w // 2))))
+
+
+def _fine_windows(model: Refiner, image: torch.Tensor, guide: torch.Tensor, base: torch.Tensor, gate: torch.Tensor,
+                  half: torch.Tensor, accurate: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fine stage on windows: ``image``, ``guide``, ``base`` (n,C,L+4R,L+4R) at full resolution with 2R px
+    of context per side, ``half`` (n,1+C0,L/2+2R,...) with R, ``gate`` (n,1,L,L) the window's centre. Returns
+    (refined alpha, gate logit) of the centre (n,1,L,L); the gate is corrected for coarse guides only."""
+    m = 2 * RADIUS
+    x = model.fine.inputs(image, guide, base, half[:, :1], half[:, 1:])
+    return fine_output(base[..., m:-m, m:-m], gate, model.fine(x), correct_gate=not accurate)
+
+
+def fine_dense(model: Refiner, image: torch.Tensor, guide: torch.Tensor, maps: CoarseMaps,
+               accurate: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fine stage over whole frames (N,3,H,W), H and W even, edge-padded by its receptive field: (refined
+    alpha, gate logit) (N,1,H,W). What it is trained with; the tiles of :func:`refine_sparse` give exactly this
+    (tested)."""
+    m = 2 * RADIUS
+
+    def pad(t: torch.Tensor, p: int) -> torch.Tensor:
+        return F.pad(t, (p,) * 4, mode="replicate")
+
+    return _fine_windows(model, pad(image, m), pad(guide, m), pad(maps.base, m), maps.gate, pad(maps.half, RADIUS),
+                         accurate)
+
+
+def _gather(t: torch.Tensor, starts_y: torch.Tensor, starts_x: torch.Tensor, length: int) -> torch.Tensor:
+    """Windows of ``t`` (1,C,H,W): (n,C,length,length) from the given top-left corners; rows and columns outside
+    the frame repeat its edge (the same as edge padding). One ``index_select`` on the flattened frame: on a CPU
+    several times faster than 2-D advanced indexing."""
+    c, h, w = t.shape[1:]
+    offsets = torch.arange(length, device=t.device)
+    rows = (starts_y[:, None] + offsets).clamp(0, h - 1)
+    cols = (starts_x[:, None] + offsets).clamp(0, w - 1)
+    flat = (rows[:, :, None] * w + cols[:, None, :]).reshape(-1)
+    if c == 1:
+        return t.reshape(h * w).index_select(0, flat).reshape(len(starts_y), 1, length, length)
+    return t.reshape(c, h * w).index_select(1, flat).reshape(c, len(starts_y), length, length).transpose(0, 1)
+
+
+def _tile_grid(mask: torch.Tensor, tile: int, context: int) -> torch.Tensor:
+    """(ceil(H/tile), ceil(W/tile)) bool: the tiles whose square, grown by ``context`` px, holds both a pixel of
+    ``mask`` (1,1,H,W in [0,1]) at or above 0.5 and one below it (a tile then holds the 0.5 level's boundary
+    ring when ``context`` is 1, or pixels within ``context - 1`` px of it). Rows then columns: the same maxima
+    as one square window, at a fraction of the reads."""
+    k = tile + 2 * context
+
+    def window_max(t: torch.Tensor) -> torch.Tensor:
+        t = F.max_pool2d(t, (k, 1), (tile, 1), (context, 0), ceil_mode=True)
+        return F.max_pool2d(t, (1, k), (1, tile), (0, context), ceil_mode=True)
+
+    return ((window_max(mask) >= 0.5) & (-window_max(-mask) < 0.5))[0, 0]
+
+
+def _coarse_grid(mask: torch.Tensor, covers: tuple[int, int], size: tuple[int, int], tile: int) -> torch.Tensor:
+    """A coarse-pass mask (1,1,h,w) grown by one coarse pixel, on the tile grid of the full-resolution frame."""
+    grown = F.max_pool2d(mask.to(torch.float32), 3, stride=1, padding=1)
+    grid = (-(-size[0] // tile), -(-size[1] // tile))
+    k = covers[0] // mask.shape[-2]
+    if covers == (mask.shape[-2] * k, mask.shape[-1] * k) and tile % k == 0:  # a 1/k pass: a tile is whole cells
+        return F.max_pool2d(grown, tile // k, ceil_mode=True)[0, 0, :grid[0], :grid[1]] > 0
+    full = F.interpolate(grown, size=covers, mode="nearest")[..., :size[0], :size[1]]
+    return F.max_pool2d(full, tile, tile, ceil_mode=True)[0, 0] > 0
+
+
+@dataclasses.dataclass
+class Windows:
+    """The fine stage's windows (n,1,L,L): the ruled alpha, the refined alpha and gate logit before the rule, the
+    guide, and the pixels the rule lets change (the guide's ring for an accurate guide, else its band)."""
+
+    alpha: torch.Tensor
+    refined: torch.Tensor
+    gate: torch.Tensor
+    guide: torch.Tensor
+    region: torch.Tensor
+
+
+def refine_windows(model: Refiner, image: torch.Tensor, guide: torch.Tensor, maps: CoarseMaps, ys: torch.Tensor,
+                   xs: torch.Tensor, size: int, accurate: bool) -> Windows:
+    """The fine stage and the output rule on the ``size``-px windows of a frame (image (1,3,H,W), guide
+    (1,1,H,W), its coarse maps) whose top-left corners are (ys, xs), even: each window is gathered with its whole
+    context (the fine stage's receptive field, the guide's ring or band), edges repeated outside the frame, so it
+    gets exactly what a pass over the whole frame gives there. The tiles of :func:`refine_sparse`, and the
+    training windows of ``pipeline/train_fine.py``."""
+    m = 2 * RADIUS
+    ctx = m if accurate else max(m, BAND_REACH + 2)  # the output rule's context: the ring (1 px) or band
+    guide_w = _gather(guide, ys - ctx, xs - ctx, size + 2 * ctx)
+    refined, gate = _fine_windows(model, _gather(image, ys - m, xs - m, size + 2 * m),
+                                  guide_w[..., ctx - m: size + ctx + m, ctx - m: size + ctx + m],
+                                  _gather(maps.base, ys - m, xs - m, size + 2 * m), _gather(maps.gate, ys, xs, size),
+                                  _gather(maps.half, ys // 2 - RADIUS, xs // 2 - RADIUS, size // 2 + 2 * RADIUS),
+                                  accurate)
+    centre = (..., slice(ctx, ctx + size), slice(ctx, ctx + size))
+    region = boundary_ring(guide_w)[centre] if accurate else boundary_band(guide_w)[centre]
+    rule = torch.full((len(ys),), accurate, device=image.device)
+    alpha, _ = output_rule(guide_w[centre], refined, gate, rule, model.gate_threshold, model.flip_threshold,
+                           model.accurate_gate_threshold, ring=region if accurate else None,
+                           band=None if accurate else region)
+    return Windows(alpha, refined, gate, guide_w[centre], region)
+
+
+def _refine_one(model: Refiner, image: torch.Tensor, guide: torch.Tensor, ratio: float,
+                guide_accurate: bool | None, tile: int) -> tuple[torch.Tensor, bool, float, int]:
+    h, w = image.shape[-2:]
+    coarse, small_guide, covers = coarse_pass(model, image, guide, ratio, guide_accurate)
     accurate = bool(coarse.accurate[0])
+    if not model.fine_trained:
+        flips = None if accurate else _grown_full((coarse.alpha >= 0.5) != (small_guide >= 0.5), covers, (h, w))
+        need = allowed(guide, accurate, flips) & _grown_full(coarse.gate > 0, covers, (h, w))
+        alpha, coverage, count = _tiles(model, image, guide, need, accurate, TILE, MARGIN)
+        return alpha, accurate, coverage, count
 
-    def grown(coarse_mask: torch.Tensor) -> torch.Tensor:  # a coarse-pass mask at full resolution, grown
-        full = F.interpolate(coarse_mask.to(guide.dtype), size=(h, w), mode="nearest")
-        return F.max_pool2d(full, 2 * grow + 1, stride=1, padding=grow) > 0
+    # the tiles the rule lets change (the guide's ring, or its band plus the coarse flips) where the coarse gate
+    # opened; a band pixel is at most BAND_REACH px from a ring pixel
+    if accurate:
+        grid = _tile_grid(guide, tile, 1)
+    else:
+        grid = _tile_grid(guide, tile, BAND_REACH + 1)
+        grid |= _coarse_grid((coarse.alpha >= 0.5) != (small_guide >= 0.5), covers, (h, w), tile)
+    grid &= _coarse_grid(coarse.gate > 0, covers, (h, w), tile)
+    rows, cols = grid.nonzero(as_tuple=True)
+    if not len(rows):
+        return guide.clone(), accurate, 0.0, 0
+    maps = upsample_coarse(coarse, covers, (h, w))
+    th, tw = grid.shape
+    canvas = F.pad(guide, (0, tw * tile - w, 0, th * tile - h))
+    cells = canvas.unfold(2, tile, tile).unfold(3, tile, tile)  # (1,1,th,tw,tile,tile): a view, written in place
+    for start in range(0, len(rows), FINE_BATCH):
+        r, c = rows[start:start + FINE_BATCH], cols[start:start + FINE_BATCH]
+        cells[0, :, r, c] = refine_windows(model, image, guide, maps, r * tile, c * tile, tile,
+                                           accurate).alpha.permute(1, 0, 2, 3).to(canvas.dtype)
+    heights = (h - rows * tile).clamp(max=tile)
+    widths = (w - cols * tile).clamp(max=tile)
+    return canvas[..., :h, :w], accurate, float((heights * widths).sum()) / (h * w), len(rows)
 
-    flips = None
-    if not accurate:  # where the coarse pass crosses the guide's 0.5 level
-        flips = grown((coarse.alpha >= 0.5) != (small_guide >= 0.5))
-    need = allowed(guide, accurate, flips) & grown(coarse.gate > 0)
 
-    alpha, coverage, count = _tiles(model, image, guide, need, accurate, tile, margin)
-    return alpha, accurate, coverage, count
+def _grown_full(coarse_mask: torch.Tensor, covers: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """The fallback's selection: a coarse-pass mask at full resolution, grown by ``GROW`` px."""
+    full = F.interpolate(coarse_mask.to(torch.float32), size=covers, mode="nearest")[..., :size[0], :size[1]]
+    return F.max_pool2d(full, 2 * GROW + 1, stride=1, padding=GROW) > 0
 
 
 def _tiles(model: Refiner, image: torch.Tensor, guide: torch.Tensor, need: torch.Tensor, accurate: bool, tile: int,

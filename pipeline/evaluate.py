@@ -295,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval_long_side", "--long_side", dest="eval_long_side", type=int, default=0,
                    help="downscale frames so the long side is at most this (0: full resolution)")
     p.add_argument("--downsample_ratio", type=ratio_arg, default="auto",
-                   help="coarse pass of the sparse path: 'auto' (long side ~512 px; smaller frames run dense) or a "
+                   help="coarse pass of the sparse path: 'auto' (1/k bringing the long side nearest 512 px: 0.25 at 1080p; frames under 768 px run dense) or a "
                         "number in (0, 1]")
     p.add_argument("--dense", action="store_true", help="the dense path (every pixel at full resolution)")
     p.add_argument("--max_frames", type=int, default=0, help="at most this many frames per clip (0: all)")

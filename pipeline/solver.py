@@ -341,7 +341,7 @@ def validate(model, dataset: MattingFrames, device, amp_dtype=None) -> dict[str,
     for i in range(len(dataset)):
         item = _to({k: v[None] for k, v in dataset[i].items()}, device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            out = refine_sparse(model, item["image"], item["guide"])  # inference's path (dense up to 512 px)
+            out = refine_sparse(model, item["image"], item["guide"])  # inference's path (dense under 768 px)
         pred = out.alpha.float()[0, 0].cpu().numpy()
         gt = item["alpha"][0, 0].cpu().numpy()
         guide = item["guide"][0, 0].cpu().numpy()
@@ -359,7 +359,7 @@ def validate(model, dataset: MattingFrames, device, amp_dtype=None) -> dict[str,
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
 
-def _append_csv(path: Path, row: dict) -> None:
+def append_csv(path: Path, row: dict) -> None:
     new = not path.exists()
     with open(path, "a", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(row))
@@ -368,7 +368,7 @@ def _append_csv(path: Path, row: dict) -> None:
         w.writerow(row)
 
 
-def _truncate_csv(path: Path, step: int) -> None:
+def truncate_csv(path: Path, step: int) -> None:
     """Drop rows a killed run logged after its last checkpoint, so a resumed log has each step once."""
     if not path.exists():
         return
@@ -505,7 +505,8 @@ def _build_state(cfg: TrainConfig, place: _Place, ckpt: dict | None) -> _State:
                                         accurate_gate_threshold=cfg.accurate_gate_threshold).to(place.device)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model.fine.requires_grad_(False)  # the fine stage trains afterwards, on its own (pipeline/train_fine.py)
+    opt = torch.optim.AdamW([p for _, p in model.trunk_named_parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(cfg, s))
     amp_dtype = None
     if place.cuda and cfg.amp != "off":
@@ -528,7 +529,7 @@ def _upgrade_optimizer_state(opt_state: dict, saved_model: dict, model: torch.nn
     """An optimiser state indexes parameters by position. One saved before the refiner's encoder/decoder split
     has them in the older order (the refiner's own ``guide_gain`` first): reorder it to this model's order, found
     from the saved state dict's key order. A current state passes unchanged."""
-    names = [n for n, _ in model.named_parameters()]
+    names = [n for n, _ in model.trunk_named_parameters()]
     known = set(names)
     saved_order = [k for k in refiner_api().upgrade_state_dict_keys(saved_model) if k in known]
     if saved_order == names or sorted(saved_order) != sorted(names):
@@ -548,8 +549,8 @@ def _open_run_dir(cfg: TrainConfig, run_dir: Path, fresh: bool, step: int):
         for old in ("last.pt", "best.pt", "train.csv", "val.csv"):
             (run_dir / old).unlink(missing_ok=True)
     write_bytes_atomic(run_dir / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False).encode())
-    _truncate_csv(run_dir / "train.csv", step)
-    _truncate_csv(run_dir / "val.csv", step)
+    truncate_csv(run_dir / "train.csv", step)
+    truncate_csv(run_dir / "val.csv", step)
     return SummaryWriter(str(run_dir / "tb"), purge_step=None if fresh else step)
 
 
@@ -592,7 +593,7 @@ def _evaluate(cfg: TrainConfig, state: _State, place: _Place, val_set: MattingFr
               writer) -> None:
     """Validate, log val.csv, and keep best.pt by ``cfg.best_metric``."""
     vals = validate(state.model, val_set, place.device, state.amp_dtype)
-    _append_csv(run_dir / "val.csv", {"step": state.step, **vals})
+    append_csv(run_dir / "val.csv", {"step": state.step, **vals})
     for k, v in vals.items():
         writer.add_scalar(f"val/{k}", v, state.step)
     written = [str(run_dir / "val.csv")]
@@ -665,7 +666,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Ru
             if place.master and (state.step % cfg.log_every == 0 or state.step == cfg.steps):
                 row = _log_row(cfg, state, phase, gnorm, time.time() - t0, place.world)
                 t0 = time.time()
-                _append_csv(run_dir / "train.csv", row)
+                append_csv(run_dir / "train.csv", row)
                 for k, v in row.items():
                     if k not in ("step", "phase"):
                         writer.add_scalar(f"train/{k}", v, state.step)

@@ -173,7 +173,8 @@ def test_gradients_flow(variant):
     loss = loss + torch.nn.functional.binary_cross_entropy_with_logits(out.gate_logit, 1 - guide)
     loss = loss + torch.nn.functional.binary_cross_entropy_with_logits(out.trust_logit, torch.ones(2))
     loss.backward()
-    grads = {n: p.grad for n, p in model.named_parameters()}
+    grads = {n: p.grad for n, p in model.trunk_named_parameters()}  # the fine stage is not in the dense pass
+    assert all(g is None for n, g in ((n, p.grad) for n, p in model.named_parameters()) if n.startswith("fine."))
     assert all(g is not None and torch.isfinite(g).all() for g in grads.values()), \
         [n for n, g in grads.items() if g is None]
     assert grads["encoder.s1.inp.0.weight"].abs().sum() > 0 and grads["decoder.hi1.weight"].abs().sum() > 0
@@ -431,13 +432,15 @@ def test_encoder_and_decoder_are_submodules_and_older_checkpoints_still_load(tmp
     torch.manual_seed(0)
     model = build_refiner("light", base_channels=TINY).eval()
     state = model.state_dict()
-    assert all(k.startswith(("encoder.", "decoder.")) for k in state)
+    assert all(k.startswith(("encoder.", "decoder.", "fine.")) or k == "fine_steps" for k in state)
     assert set(model.encoder_state_dict()) == {k for k in state if k.startswith("encoder.")}
-    flat = {k.split(".", 1)[1]: v for k, v in state.items()}  # the keys an older checkpoint has
+    # the keys an older checkpoint has: flat, and no fine stage
+    flat = {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith(("encoder.", "decoder."))}
     assert "s1.inp.0.weight" in flat and "guide_gain" in flat
     torch.save({"format": "defocused_segmentation/refiner", "variant": "light", "config": model.config,
                 "model": flat}, tmp_path / "old.pt")
     loaded, _ = load_refiner(tmp_path / "old.pt")
+    assert not loaded.fine_trained
     image, guide = _inputs(64, 64)
     with torch.no_grad():
         assert torch.equal(loaded(image, guide).alpha, model(image, guide).alpha)
@@ -459,3 +462,34 @@ def test_trust_threshold_decides_which_guides_get_the_coarse_rule(tmp_path):
     for bad in (0.0, 1.0):
         with pytest.raises(ValueError, match="trust_threshold"):
             build_refiner("light", base_channels=TINY, trust_threshold=bad)
+
+
+def test_max_filter_and_boundaries_equal_max_pool():
+    """max_filter (two passes of shifted maxima, fast on batches of small tiles) gives max_pool2d's numbers, and
+    the guide's ring and band built on it are max_pool2d's."""
+    from model.refiner import boundary_band, boundary_ring, max_filter
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 2, 17, 23)
+    for r in (0, 1, 2, 4):
+        assert torch.equal(max_filter(x, r), x if r == 0 else torch.nn.functional.max_pool2d(x, 2 * r + 1, 1, r))
+    guide = (torch.rand(4, 1, 30, 42) > 0.6).float()
+    ring = ((torch.nn.functional.max_pool2d(guide, 3, 1, 1) >= 0.5)
+            & (-torch.nn.functional.max_pool2d(-guide, 3, 1, 1) < 0.5)).float()
+    band = torch.nn.functional.interpolate(torch.nn.functional.max_pool2d(torch.nn.functional.max_pool2d(ring, 2), 9, 1, 4),
+                                           scale_factor=2.0, mode="nearest")
+    assert torch.equal(boundary_ring(guide), ring) and torch.equal(boundary_band(guide), band)
+
+
+def test_output_rule_of_a_mixed_batch_is_each_image_s_own():
+    """The rule skips the branch no image needs; a batch mixing both rules gets each image's rule exactly."""
+    from model.refiner import output_rule
+
+    torch.manual_seed(1)
+    guide = (torch.rand(4, 1, 24, 32) > 0.5).float()
+    refined, gate_logit = torch.rand(4, 1, 24, 32), torch.randn(4, 1, 24, 32) * 3
+    rule = torch.tensor([True, False, True, False])
+    mixed, mixed_gate = output_rule(guide, refined, gate_logit, rule, 0.5, 0.8, 0.9)
+    for i in range(4):
+        one, one_gate = output_rule(guide[i:i + 1], refined[i:i + 1], gate_logit[i:i + 1], rule[i:i + 1], 0.5, 0.8, 0.9)
+        assert torch.equal(mixed[i:i + 1], one) and torch.equal(mixed_gate[i:i + 1], one_gate)

@@ -25,14 +25,17 @@ print(json.dumps(out))
 """,
     "pipeline": """
 import json
-from pipeline import ablation, evaluate
+from pipeline import ablation, evaluate, train_fine
 from pipeline.solver import TrainConfig
 e, a = evaluate.build_parser().parse_args([]), ablation.build_parser().parse_args([])
+f = train_fine.build_parser().parse_args(["--ckpt", "x.pt"])
 print(json.dumps({"solver.root": TrainConfig.root, "solver.runs_dir": TrainConfig.runs_dir, "evaluate.root": e.root,
-                  "evaluate.out": e.out, "ablation.root": a.root, "ablation.out": a.out}))
+                  "evaluate.out": e.out, "ablation.root": a.root, "ablation.out": a.out,
+                  "train_fine.root": f.root, "train_fine.runs_dir": f.runs_dir}))
 """,
 }
-EXPECTED = {"solver.runs_dir": "runs", "evaluate.out": "runs/eval", "ablation.out": "runs/ablation"}
+EXPECTED = {"solver.runs_dir": "runs", "evaluate.out": "runs/eval", "ablation.out": "runs/ablation",
+            "train_fine.root": "data/hires-train", "train_fine.runs_dir": "runs/fine"}
 
 
 def _env() -> dict:

@@ -1,10 +1,15 @@
-"""Sparse inference (model.sparse): a coarse pass plus full-resolution tiles where the refiner can change its guide."""
+"""Sparse inference (model.sparse): a coarse pass plus full-resolution tiles where the refiner can change its guide:
+the fine stage's tiles (a trained fine stage), or the whole refiner's (the fallback for an untrained one)."""
+import logging
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from model.refiner import build_refiner
-from model.sparse import allowed, auto_ratio, parse_ratio, refine_sparse
+from model.refiner import boundary_ring, build_refiner, output_rule
+from model.sparse import (allowed, auto_ratio, coarse_pass, fine_dense, parse_ratio, refine_sparse,
+                          upsample_coarse)
 
 TINY = 8
 
@@ -38,7 +43,9 @@ def _forced(gate_bias: float, refine_bias: float | None = None, trust_bias: floa
 
 
 def test_auto_ratio_and_parse():
-    assert auto_ratio(1080, 1920) == pytest.approx(512 / 1920) and auto_ratio(256, 384) == 1.0
+    """An integer factor bringing the long side nearest 512 px: RVM's 0.25 at 1080p and 0.125 at 4K."""
+    assert auto_ratio(1080, 1920) == 0.25 and auto_ratio(2160, 3840) == 0.125 and auto_ratio(768, 1152) == 0.5
+    assert auto_ratio(256, 384) == 1.0 and auto_ratio(720, 720) == 1.0 and auto_ratio(800, 800) == 0.5
     assert parse_ratio("auto") == "auto" and parse_ratio("0.25") == 0.25 and parse_ratio(1) == 1.0
     for bad in ("0", "1.5", "-0.1", "fast", "nan"):
         with pytest.raises(ValueError, match="downsample_ratio"):
@@ -88,13 +95,123 @@ def test_trust_head_of_the_coarse_pass_picks_the_rule():
         assert torch.allclose(out.alpha, model(image, guide, guide_accurate=accurate).alpha, atol=1e-6)
 
 
-def test_coverage_counts_the_pixels_of_the_chosen_tiles():
+def test_coverage_counts_the_pixels_of_the_chosen_tiles(monkeypatch):
+    import model.sparse as sparse
+
+    monkeypatch.setattr(sparse, "MARGIN", 16)
     model = _forced(gate_bias=30.0)
     image, guide = _frame(130, 150)  # tiles at the right and bottom edges are partial
-    out = refine_sparse(model, image, guide, downsample_ratio=0.5, guide_accurate=True, tile=64, margin=16)
+    out = refine_sparse(model, image, guide, downsample_ratio=0.5, guide_accurate=True)
     need = allowed(guide, True, None)[0, 0].numpy()  # the open gate's coarse region covers every pixel
     cells = {(r // 64, c // 64) for r, c in zip(*np.nonzero(need))}
     area = sum(min(64, 130 - r * 64) * min(64, 150 - c * 64) for r, c in cells)
     assert int(out.tiles[0]) == len(cells) and float(out.coverage[0]) == pytest.approx(area / (130 * 150))
     with pytest.raises(ValueError, match="tile"):
-        refine_sparse(model, image, guide, downsample_ratio=0.5, tile=4)
+        refine_sparse(model, image, guide, downsample_ratio=0.5, tile=6)
+
+
+# ------------------------------------------------------------------------------------------ the fine stage
+def _with_fine(gate_bias: float = 5.0, seed: int = 0):
+    """A tiny refiner with a trained-looking fine stage: random (non-zero) last layer, fine_steps > 0."""
+    torch.manual_seed(seed)
+    model = build_refiner("light", base_channels=TINY).eval()
+    with torch.no_grad():
+        for p in model.fine.net[-1].parameters():
+            torch.nn.init.normal_(p, std=0.3)
+        model.fine_steps.fill_(1)
+        model.decoder.head_gate[-1].bias.fill_(gate_bias)
+    return model
+
+
+def _dense_reference(model, image, guide, ratio, accurate):
+    """The fine stage over the whole frame (edge-padded to even size) and the output rule over the whole frame."""
+    h, w = image.shape[-2:]
+    coarse, _, covers = coarse_pass(model, image, guide, ratio, accurate)
+    hp, wp = h + h % 2, w + w % 2
+
+    def pad(t, size):
+        return F.pad(t, (0, size[1] - t.shape[-1], 0, size[0] - t.shape[-2]), mode="replicate")
+
+    maps = upsample_coarse(coarse, covers, (h, w))
+    maps.base, maps.gate = pad(maps.base, (hp, wp)), pad(maps.gate, (hp, wp))
+    maps.half = pad(maps.half, (hp // 2, wp // 2))
+    with torch.no_grad():
+        refined, gate = fine_dense(model, pad(image, (hp, wp)), pad(guide, (hp, wp)), maps, accurate)
+        alpha, _ = output_rule(pad(guide, (hp, wp)), refined, gate, torch.tensor([accurate]), model.gate_threshold,
+                               model.flip_threshold, model.accurate_gate_threshold)
+    return alpha[..., :h, :w]
+
+
+@pytest.mark.parametrize("size,ratio", [((200, 264), 0.5), ((203, 259), 1 / 3), ((96, 128), 0.3)])
+@pytest.mark.parametrize("accurate", [True, False])
+def test_fine_tiles_are_the_dense_fine_stage_and_the_rest_is_the_guide(size, ratio, accurate):
+    """Each tile carries the fine stage's whole receptive field (and the output rule's: the guide's ring or band),
+    so inside the tiles the sparse path gives exactly what the fine stage and the rule give over the whole frame
+    (odd sizes and non-integer ratios included); outside them the guide, bit for bit."""
+    model = _with_fine()
+    h, w = size
+    image, guide = _frame(h, w)
+    out = refine_sparse(model, image, guide, downsample_ratio=ratio, guide_accurate=accurate)
+    dense = _dense_reference(model, image, guide, ratio, accurate)
+    changed = out.alpha != guide
+    assert int(out.tiles[0]) > 0 and changed.sum() > 50
+    assert torch.equal(out.alpha[changed], dense[changed])
+    # the tiles are where the rule may change the guide: for an accurate guide exactly its ring
+    if accurate:
+        assert torch.equal(changed, (dense != guide) & changed) and not changed[boundary_ring(guide) == 0].any()
+        assert torch.equal(dense != guide, changed)  # nothing outside the tiles would have changed either
+
+
+def test_an_untrained_fine_stage_falls_back_to_the_whole_refiner_in_tiles(caplog):
+    model = _forced(gate_bias=30.0, refine_bias=-2.0)
+    assert not model.fine_trained
+    image, guide = _frame()
+    import model.sparse as sparse
+
+    sparse._warn_untrained_fine.cache_clear()  # said once per process
+    with caplog.at_level(logging.WARNING):
+        out = refine_sparse(model, image, guide, downsample_ratio=0.5, guide_accurate=True)
+    assert "fine stage is untrained" in caplog.text
+    assert torch.allclose(out.alpha, model(image, guide, guide_accurate=True).alpha, atol=1e-6)
+
+
+def test_coarse_pass_box_filters_integer_factors():
+    model = build_refiner("light", base_channels=TINY).eval()
+    image, guide = _frame(130, 150)
+    with torch.no_grad():
+        coarse, small_guide, covers = coarse_pass(model, image, guide, 0.25)
+    assert covers == (132, 152) and coarse.alpha.shape[-2:] == (33, 38)
+    padded = F.pad(guide, (0, 2, 0, 2), mode="replicate")
+    assert torch.equal(small_guide, (F.avg_pool2d(padded, 4) >= 0.5).float())
+    with torch.no_grad():
+        _, _, covers = coarse_pass(model, image, guide, 0.3)  # not 1/k: area interpolation over the frame
+    assert covers == (130, 150)
+
+
+def test_fine_stage_closed_coarse_gate_runs_no_tile():
+    image, guide = _frame()
+    out = refine_sparse(_with_fine(gate_bias=-30.0), image, guide, downsample_ratio=0.25, guide_accurate=False)
+    assert torch.equal(out.alpha, guide) and int(out.tiles[0]) == 0
+
+
+def test_fine_stage_starts_as_the_upsampled_coarse_pass_and_sees_only_its_radius():
+    """Zero-initialised last layer: the refined alpha is the upsampled coarse alpha (Haar forward then inverse) and
+    the gate the coarse one. Its receptive field is RADIUS half-resolution pixels: a change farther away from an
+    output pixel's 2x2 block does not reach it."""
+    from model.fine import RADIUS, FineStage, fine_output
+
+    torch.manual_seed(0)
+    stage = FineStage(hidden=4)
+    base, gate = torch.rand(2, 1, 32, 32), torch.randn(2, 1, 32, 32)
+    x = torch.randn(2, stage.in_channels, 16 + 2 * RADIUS, 16 + 2 * RADIUS)
+    refined, gate_out = fine_output(base, gate, stage(x))
+    assert torch.allclose(refined, base, atol=1e-6) and torch.equal(gate_out, gate)
+    torch.nn.init.normal_(stage.net[-1].weight)
+    y = stage(x)
+    x2 = x.clone()
+    x2[..., 0, 0] += 10.0  # the input's corner is inside the window of output (0, 0) only
+    diff = (stage(x2) - y).abs().sum(1)[0]
+    assert y.shape[-1] == x.shape[-1] - 2 * RADIUS  # each output sees 2 RADIUS + 1 inputs per axis
+    assert diff[0, 0] > 0 and diff[1:, :].sum() == 0 and diff[:, 1:].sum() == 0
+    _, kept = fine_output(base, gate, y, correct_gate=False)
+    assert torch.equal(kept, gate)
