@@ -117,7 +117,7 @@ train-cpu-seeds:
 # Frames above 768 px on the long side run a coarse pass at 1/k and the fine stage in 16-px tiles; it is trained
 # on large frames: data/hires-train (the demo generator at 1152x768, 30 clips of 6 frames, every stage; ~12
 # minutes) and scored on data/hires (3 test clips at 1152x768) beside the dense pass, the fallback and the
-# baselines. 800 steps, about 11 minutes on one core. Writes $(FINE_RUNS)/s$(SEED)/fine.pt (a refiner checkpoint).
+# baselines. 2000 steps, about 20 minutes on a free core. Writes $(FINE_RUNS)/s$(SEED)/fine.pt (a refiner checkpoint).
 FINE_ROOT ?= data/hires-train
 FINE_TEST_ROOT ?= data/hires
 FINE_RUNS ?= runs/fine

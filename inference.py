@@ -368,8 +368,9 @@ def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
         raise UserError("--fp16 needs a CUDA device (use --device cuda, or drop --fp16 on CPU)")
     guides = Guides(args, inp, kind, names)  # validates the guide (or the guide-stage checkpoints) up front
     model, _ = load_refiner(args.ckpt, map_location=device)
-    log.info("refiner %s (%s) from %s on %s%s", model.variant, model.config, args.ckpt, device,
-             ", fp16" if args.fp16 else "")
+    log.info("refiner %s (%s) from %s on %s%s; frames of 768 px and more: %s", model.variant, model.config,
+             args.ckpt, device, ", fp16" if args.fp16 else "",
+             f"fine stage ({int(model.fine_steps)} steps)" if model.fine_trained else "fallback tiles (fine stage untrained)")
 
     bits = 16 if args.bits16 else 8
     out.parent.mkdir(parents=True, exist_ok=True)

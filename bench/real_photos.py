@@ -173,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             s = no_harm_stats(alpha, guide)
             rows.append(f"| {name} | {ckpt} | {s['far_max']:.4f} | {s['holes']} | {s['changed_pct']:.2f} | "
                         f"{s['changed_near_pct']:.1f} |")
-            tag = (Path(ckpt).parent.name or "model") + (f"_x{args.upscale}" if args.upscale > 1 else "")
+            tag = "_".join(Path(ckpt).resolve().parent.parts[-2:]) + (f"_x{args.upscale}" if args.upscale > 1 else "")
             path = write_png(Path(args.out) / f"{name}_{tag}_panel.png", panel(image, guide, alpha))
             log.info("%s with %s -> %s", name, ckpt, path)
     if models:

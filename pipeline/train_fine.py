@@ -49,7 +49,7 @@ class FineConfig:
     tree: str = "frames"
     name: str = "fine"
     runs_dir: str = "runs/fine"
-    steps: int = 800
+    steps: int = 2000
     batch_size: int = 4
     crop: int = 768  # px square of a frame the coarse pass sees (scale-augmented like the solver's crops)
     fine_crop: int = 192  # px square of it the fine stage is trained on (a multiple of 16)

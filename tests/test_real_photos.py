@@ -15,6 +15,6 @@ def test_upscaled_photos_take_the_fine_stage(tmp_path, capsys):
                              "--out", str(tmp_path / "out")]) == 0
     rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| camera |")]
     assert len(rows) == 1
-    assert (tmp_path / "out" / f"camera_{tmp_path.name}_x2_panel.png").is_file()
+    assert (tmp_path / "out" / f"camera_{tmp_path.parent.name}_{tmp_path.name}_x2_panel.png").is_file()
     image, guide = real_photos.upscaled(real_photos.load_photo("camera"), real_photos.guide_for("camera"), 2)
     assert image.shape[:2] == guide.shape == (1024, 1024) and set(map(float, guide.ravel()[::97])) <= {0.0, 1.0}
