@@ -13,7 +13,8 @@
     cover, peak memory, frames/s side by side, and MAD against the frame's true alpha (dense vs sparse).
     ``--ckpt`` gives a trained refiner (a random one's gate never opens, so it runs no tiles); with its fine
     stage trained (``pipeline/train_fine.py``: runs/fine/s0/fine.pt) the sparse rows are the fine stage's
-    16-px tiles, else the fallback's (the whole refiner in 64-px tiles); the row says which.
+    16-px tiles, else the fallback's (the whole refiner in 64-px tiles); the row says which. With ``--device
+    cuda`` the same table runs on the GPU, fp16 autocast (``--fp32`` for fp32), every frame timed, RVM beside it.
 
     python bench/bench_refiner.py                       # default: about 3 minutes on a 2-core CPU
     python bench/bench_refiner.py --repeats 10 --repeats_hd 5 --hd_variants all --dwt_channels 32
@@ -268,22 +269,47 @@ def gflop(fn: Callable[[], object]) -> float:
 
 
 def bench_sparse(ckpt: str | None, sizes: list[tuple[int, int]], base: int, repeats: int,
-                 timed_max_pixels: int = 2_100_000) -> list[dict]:
+                 timed_max_pixels: int = 2_100_000, device: torch.device = torch.device("cpu"),
+                 fp16: bool = False) -> list[dict]:
     """Section (d); prints one markdown table and returns its rows (name, size, guide, gflop, tiles, coverage,
-    peak_mib, fps or None, mad or None). Frames above ``timed_max_pixels`` are counted and measured for memory
-    but not timed (on a 2-core CPU a dense 4K pass takes a minute)."""
+    peak_mib, fps or None, mad or None). On the CPU, frames above ``timed_max_pixels`` are counted and measured
+    for memory but not timed (on a 2-core CPU a dense 4K pass takes a minute); on CUDA every frame is timed, in
+    fp16 autocast when ``fp16``."""
+    import contextlib
+
     from model.refiner import load_refiner
     from model.sparse import refine_sparse
 
-    model = load_refiner(ckpt)[0] if ckpt else build_refiner("light", base).eval()
+    model = (load_refiner(ckpt)[0] if ckpt else build_refiner("light", base).eval()).to(device)
     rvm = load_rvm(os.environ["RVM_ROOT"]) if os.environ.get("RVM_ROOT") else None
-    print(f"\n### (d) sparse vs dense path, CPU fp32, one thread unless --threads, refiner "
+    rvm = rvm.to(device) if rvm is not None else None
+    cuda = device.type == "cuda"
+    where = f"CUDA {'fp16 autocast' if fp16 else 'fp32'}" if cuda else "CPU fp32, one thread unless --threads"
+    print(f"\n### (d) sparse vs dense path, {where}, refiner "
           f"{ckpt or f'random light base_channels={base}'} (base_channels {model.base_channels})\n")
+
+    def autocast():
+        return torch.autocast("cuda", dtype=torch.float16) if cuda and fp16 else contextlib.nullcontext()
+
+    def peak_of(fn):  # (output, peak MiB of one call): CUDA max allocated above the start, CPU sampled RSS growth
+        if cuda:
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
+            out = fn()
+            torch.cuda.synchronize(device)
+            return out, (torch.cuda.max_memory_allocated(device) - before) / 2**20
+        with PeakRSS() as peak:
+            out = fn()
+        return out, peak.mib
+
     print("| path | size | guide | GFLOP | tiles | pixels in tiles | peak MiB | frames/s | MAD x1e3 |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     rows = []
     for h, w in sizes:
         image, alpha, guides = person_frame(h, w)
+        image, alpha = image.to(device), alpha.to(device)
+        guides = {k: g.to(device) for k, g in guides.items()}
         calls: dict[str, Callable[[], object]] = {}
         info: dict[str, dict] = {}
         for gname, guide in guides.items():
@@ -292,24 +318,24 @@ def bench_sparse(ckpt: str | None, sizes: list[tuple[int, int]], base: int, repe
             calls[f"{sparse_name}/{gname}"] = lambda g=guide: refine_sparse(model, image, g)
         if rvm is not None:
             calls["RVM mobilenetv3 (0.25)/-"] = lambda: rvm(image, downsample_ratio=0.25)[0]
+        calls = {name: (lambda fn=fn: _autocast_call(fn, autocast)) for name, fn in calls.items()}
         with torch.no_grad():
             for name, fn in calls.items():
-                with PeakRSS() as peak:
-                    out = fn()
+                out, peak_mib = peak_of(fn)
                 row = {"name": name.split("/")[0], "size": f"{w}x{h}", "guide": name.split("/")[1],
-                       "gflop": gflop(fn), "peak_mib": peak.mib, "tiles": "-", "coverage": "-", "fps": None,
+                       "gflop": gflop(fn), "peak_mib": peak_mib, "tiles": "-", "coverage": "-", "fps": None,
                        "mad": None}
                 if name.startswith("sparse"):
                     sp, out = out, out.alpha  # the measured call's own tiles: no extra pass
                     row["tiles"], row["coverage"] = int(sp.tiles[0]), f"{float(sp.coverage[0]) * 100:.1f}%"
                 if not name.startswith("RVM"):
-                    row["mad"] = float((out - alpha).abs().mean()) * 1e3
+                    row["mad"] = float((out.float() - alpha).abs().mean()) * 1e3
                 info[name] = row
-            if h * w <= timed_max_pixels:
+            if cuda or h * w <= timed_max_pixels:
                 times: dict[str, list[float]] = {n: [] for n in calls}
                 for _ in range(repeats):  # round-robin: load changes hit every path alike
                     for name, fn in calls.items():
-                        times[name].append(time_it(fn, torch.device("cpu"), 0, 1))
+                        times[name].append(time_it(fn, device, 0, 1))
                 for name in calls:
                     info[name]["fps"] = 1 / sorted(times[name])[len(times[name]) // 2]
         for row in info.values():
@@ -319,6 +345,11 @@ def bench_sparse(ckpt: str | None, sizes: list[tuple[int, int]], base: int, repe
                   f"{row['coverage']} | {row['peak_mib']:.0f} | {fps} | {mad} |", flush=True)
             rows.append(row)
     return rows
+
+
+def _autocast_call(fn: Callable[[], object], autocast: Callable[[], object]) -> object:
+    with autocast():
+        return fn()
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -374,7 +405,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      fp16=cuda and not args.fp32, compile_=args.compile)
     if not args.skip_sparse:
         bench_sparse(args.ckpt, [parse_size(s) for s in args.sparse_sizes.split(",")], args.base_channels,
-                     args.sparse_repeats)
+                     args.sparse_repeats if not cuda else max(args.sparse_repeats, 20), device=device,
+                     fp16=cuda and not args.fp32)
     return 0
 
 

@@ -16,14 +16,14 @@ Input per half-resolution pixel (``in_channels`` = 22 + c0): the Haar bands of t
 (12), of the guide (4) and of the upsampled coarse alpha (4: also the base the prediction corrects), the coarse
 pass's guide-gate logit (1), how far the coarse alpha's LL band is from the guide's (1) and the coarse pass's
 stride-1 hidden state (c0). Output (8): the corrections of the alpha's four bands, and a correction of the coarse
-pass's upsampled gate logit on a 2x2 sub-pixel grid. The gate correction is used for coarse guides only: with it
-the mask-stage guides gained 13% and accurate ones lost 3% (their rule changes only the 1-px ring, where the
-coarse gate was already right; bench/RESULTS.md, the fine stage's round).
+pass's upsampled gate logit on a 2x2 sub-pixel grid. The gate correction is used for coarse guides only: trained
+and used for both rules it gained 13% on mask-stage guides and lost 3% on accurate ones, whose rule changes only
+the 1-px ring (bench/RESULTS.md, (d2)).
 
 Every convolution is unpadded (``valid``): an output pixel depends on the ``RADIUS`` half-resolution pixels
 around it and on nothing else, so a tile run with that much context gives exactly what a pass over the whole
 frame gives (tested), and there is no normalisation layer that would see the tile's extent. The last layer starts
-at zero: an untrained fine stage returns the upsampled coarse pass exactly.
+at zero: an untrained fine stage returns the upsampled coarse pass (up to the rounding of a Haar round trip).
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from torch import nn
 from model.wavelets import haar_dwt, haar_idwt
 
 RADIUS = 3  # half-resolution pixels of context per side: three unpadded 3x3 convolutions
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the refiner's normalisation (model.refiner imports this module)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
