@@ -17,8 +17,8 @@ pass over every pixel:
    the tiles the gate is closed, so the output there is the guide.
 
 A tile carries ``model.fine.RADIUS`` half-resolution pixels of context, the stage's whole receptive field, so the
-tiles give exactly what the fine stage gives over the whole frame (:func:`fine_dense`, what it is trained with;
-tested). BackgroundMattingV2 refines the patches its error map selects with a small network on the coarse hidden
+tiles give exactly what the fine stage gives run over the whole frame (tested against that dense run; training
+uses the same windows, :func:`refine_windows`). BackgroundMattingV2 refines the patches its error map selects with a small network on the coarse hidden
 state, MaGGIe only the uncertain region; here the error map is the refiner's own gate, the selection never leaves
 what its do-no-harm rule allows, and the full-resolution network works on wavelet bands. A checkpoint whose fine
 stage was never trained (``fine_steps`` 0: trained by the solver only) gets the older fallback: the whole refiner
@@ -194,20 +194,6 @@ def _fine_windows(model: Refiner, image: torch.Tensor, guide: torch.Tensor, base
     m = 2 * RADIUS
     x = model.fine.inputs(image, guide, base, half[:, :1], half[:, 1:])
     return fine_output(base[..., m:-m, m:-m], gate, model.fine(x), correct_gate=not accurate)
-
-
-def fine_dense(model: Refiner, image: torch.Tensor, guide: torch.Tensor, maps: CoarseMaps,
-               accurate: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fine stage over whole frames (N,3,H,W), H and W even, edge-padded by its receptive field: (refined
-    alpha, gate logit) (N,1,H,W). What it is trained with; the tiles of :func:`refine_sparse` give exactly this
-    (tested)."""
-    m = 2 * RADIUS
-
-    def pad(t: torch.Tensor, p: int) -> torch.Tensor:
-        return F.pad(t, (p,) * 4, mode="replicate")
-
-    return _fine_windows(model, pad(image, m), pad(guide, m), pad(maps.base, m), maps.gate, pad(maps.half, RADIUS),
-                         accurate)
 
 
 def _gather(t: torch.Tensor, starts_y: torch.Tensor, starts_x: torch.Tensor, length: int) -> torch.Tensor:

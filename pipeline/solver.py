@@ -278,7 +278,8 @@ def phase_at(cfg: TrainConfig, step: int) -> tuple[str, LossWeights]:
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
-    """Multiplier of ``cfg.lr``: linear warmup, then cosine down to ``min_lr_ratio``."""
+    """Multiplier of ``cfg.lr``: linear warmup, then cosine down to ``min_lr_ratio`` (any config with ``steps``,
+    ``warmup_steps`` and ``min_lr_ratio``: ``pipeline.train_fine`` uses it too)."""
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from model.refiner import Refiner, boundary_ring, load_refiner, save_refiner
 from model.sparse import coarse_pass, refine_windows, upsample_coarse
 from pipeline.data import MattingFrames, list_clips, list_frames
 from pipeline.losses import gate_target, laplacian_loss
-from pipeline.solver import append_csv, truncate_csv
+from pipeline.solver import append_csv, lr_at, truncate_csv
 from utils.atomic import atomic_path
 from utils.cli import ArgumentParser, UserError, run_main, unit_seed
 from utils.paths import repo_default
@@ -59,19 +58,12 @@ class FineConfig:
     gate_weight: float = 0.3  # the gate correction's BCE (coarse-rule windows, their band); 1.0 measured worse
     lr: float = 2e-3
     warmup_steps: int = 50
+    min_lr_ratio: float = 0.1  # the solver's schedule (pipeline.solver.lr_at): warmup, then cosine to lr * this
     weight_decay: float = 0.0
     seed: int = 0
     threads: int = 1
     log_every: int = 25
     ckpt_every: int = 100
-
-
-def lr_at(cfg: FineConfig, step: int) -> float:
-    """Linear warmup, then cosine to a tenth."""
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
 def fine_window(model: Refiner, item: dict, factor: int, fine_crop: int,

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from model.refiner import boundary_ring, build_refiner, output_rule
-from model.sparse import (allowed, auto_ratio, coarse_pass, fine_dense, parse_ratio, refine_sparse,
-                          upsample_coarse)
+from model.fine import RADIUS
+from model.sparse import _fine_windows, allowed, auto_ratio, coarse_pass, parse_ratio, refine_sparse, upsample_coarse
 
 TINY = 8
 
@@ -121,6 +121,18 @@ def _with_fine(gate_bias: float = 5.0, seed: int = 0):
         model.fine_steps.fill_(1)
         model.decoder.head_gate[-1].bias.fill_(gate_bias)
     return model
+
+
+def fine_dense(model, image, guide, maps, accurate):
+    """The fine stage over whole frames (H, W even), edge-padded by its receptive field: (refined alpha, gate
+    logit). The reference the tiles must equal."""
+    m = 2 * RADIUS
+
+    def pad(t, p):
+        return F.pad(t, (p,) * 4, mode="replicate")
+
+    return _fine_windows(model, pad(image, m), pad(guide, m), pad(maps.base, m), maps.gate, pad(maps.half, RADIUS),
+                         accurate)
 
 
 def _dense_reference(model, image, guide, ratio, accurate):
