@@ -464,21 +464,23 @@ def test_trust_threshold_decides_which_guides_get_the_coarse_rule(tmp_path):
             build_refiner("light", base_channels=TINY, trust_threshold=bad)
 
 
-def test_max_filter_and_boundaries_equal_max_pool():
-    """max_filter (two passes of shifted maxima, fast on batches of small tiles) gives max_pool2d's numbers, and
-    the guide's ring and band built on it are max_pool2d's."""
-    from model.refiner import boundary_band, boundary_ring, max_filter
+def test_dilate_and_boundaries_equal_max_pool():
+    """dilate (separable ORs on bytes, fast on frames and on batches of small tiles) gives max_pool2d's numbers on
+    a 0/1 mask, and the guide's ring and band built on it are max_pool2d's, for binary and soft guides."""
+    from model.refiner import boundary_band, boundary_ring, dilate
 
+    F = torch.nn.functional
     torch.manual_seed(0)
-    x = torch.randn(3, 2, 17, 23)
-    for r in (0, 1, 2, 4):
-        assert torch.equal(max_filter(x, r), x if r == 0 else torch.nn.functional.max_pool2d(x, 2 * r + 1, 1, r))
-    guide = (torch.rand(4, 1, 30, 42) > 0.6).float()
-    ring = ((torch.nn.functional.max_pool2d(guide, 3, 1, 1) >= 0.5)
-            & (-torch.nn.functional.max_pool2d(-guide, 3, 1, 1) < 0.5)).float()
-    band = torch.nn.functional.interpolate(torch.nn.functional.max_pool2d(torch.nn.functional.max_pool2d(ring, 2), 9, 1, 4),
-                                           scale_factor=2.0, mode="nearest")
-    assert torch.equal(boundary_ring(guide), ring) and torch.equal(boundary_band(guide), band)
+    mask = torch.rand(3, 2, 17, 23) > 0.8
+    for r in (0, 1, 2, 3, 4, 5, 7):
+        expect = mask.float() if r == 0 else F.max_pool2d(mask.float(), 2 * r + 1, 1, r)
+        got = dilate(mask, r)
+        assert got.dtype == torch.uint8 and torch.equal(got.float(), expect), r
+    for guide in ((torch.rand(4, 1, 30, 42) > 0.6).float(), torch.rand(2, 1, 22, 18)):
+        ring = ((F.max_pool2d(guide, 3, 1, 1) >= 0.5) & (-F.max_pool2d(-guide, 3, 1, 1) < 0.5)).float()
+        band = F.interpolate(F.max_pool2d(F.max_pool2d(ring, 2), 9, 1, 4), scale_factor=2.0, mode="nearest")
+        assert torch.equal(boundary_ring(guide), ring) and torch.equal(boundary_band(guide), band)
+        assert boundary_ring(guide).dtype == boundary_band(guide).dtype == guide.dtype
 
 
 def test_output_rule_of_a_mixed_batch_is_each_image_s_own():
@@ -493,3 +495,28 @@ def test_output_rule_of_a_mixed_batch_is_each_image_s_own():
     for i in range(4):
         one, one_gate = output_rule(guide[i:i + 1], refined[i:i + 1], gate_logit[i:i + 1], rule[i:i + 1], 0.5, 0.8, 0.9)
         assert torch.equal(mixed[i:i + 1], one) and torch.equal(mixed_gate[i:i + 1], one_gate)
+
+
+def test_attention_pads_its_own_windows_and_the_refiner_pads_only_to_stride_16():
+    """Features whose size is not a multiple of the window: each window wholly inside them gives what it gives
+    on its own (attention never crosses windows, so the edge padding changes only the windows it enters), the
+    output is cropped back to the input's size; and the refiner pads its input to multiples of 16 only (a 1080p
+    frame's 480x270 coarse pass runs at 480x272, not at 512x320)."""
+    from model.refiner import CrossBandAttention
+
+    torch.manual_seed(2)
+    attn = CrossBandAttention(16, 1, 8, shift=0).eval()
+    s, d = torch.randn(2, 16, 13, 21), torch.randn(2, 16, 13, 21)
+    with torch.no_grad():
+        out_s, out_d = attn(s, d)
+        whole_s, whole_d = attn(s[..., :8, :16], d[..., :8, :16])
+    assert out_s.shape == s.shape and out_d.shape == d.shape
+    assert torch.allclose(out_s[..., :8, :16], whole_s, atol=1e-6) and torch.allclose(out_d[..., :8, :16], whole_d, atol=1e-6)
+    assert not torch.allclose(out_s[..., 8:, :], s[..., 8:, :])  # the partial windows are attended too
+
+    model = build_refiner("light", base_channels=TINY).eval()
+    seen = []
+    model.encoder.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape[-2:])))
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 270, 120), torch.ones(1, 1, 270, 120))
+    assert seen == [(272, 128)] and out.alpha.shape == (1, 1, 270, 120)

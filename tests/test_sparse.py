@@ -227,3 +227,33 @@ def test_fine_stage_starts_as_the_upsampled_coarse_pass_and_sees_only_its_radius
     assert diff[0, 0] > 0 and diff[1:, :].sum() == 0 and diff[:, 1:].sum() == 0
     _, kept = fine_output(base, gate, y, correct_gate=False)
     assert torch.equal(kept, gate)
+
+
+def test_tile_grid_equals_a_max_pool_over_each_grown_tile():
+    """The tile selection (ORs on bytes) marks exactly the tiles whose square grown by the context holds both
+    sides of the 0.5 level, as a float max-pool over each square says; edges, odd sizes and soft masks included."""
+    from model.sparse import _tile_grid
+
+    F = torch.nn.functional
+    torch.manual_seed(3)
+    for h, w, tile, context in ((37, 50, 8, 1), (64, 48, 16, 11), (33, 29, 16, 3), (40, 40, 4, 0)):
+        for mask in ((torch.rand(1, 1, h, w) > 0.97).float(), torch.rand(1, 1, h, w) * 0.55):
+            k = tile + 2 * context
+            hi = F.max_pool2d(mask, k, tile, context, ceil_mode=True) >= 0.5
+            lo = -F.max_pool2d(-mask, k, tile, context, ceil_mode=True) < 0.5
+            got = _tile_grid(mask, tile, context)
+            assert got.dtype == torch.bool and torch.equal(got, (hi & lo)[0, 0]), (h, w, tile, context)
+
+
+def test_box_filter_is_avg_pool_for_both_layouts():
+    """The coarse pass's k x k mean equals avg_pool2d (to float rounding) on NCHW and on channels-last images
+    (an HWC array permuted, as the CLI builds them), and its result is NCHW-contiguous either way."""
+    from model.sparse import box_filter
+
+    torch.manual_seed(4)
+    for k in (1, 2, 3, 4):
+        hwc = torch.rand(2, 6 * k, 5 * k, 3)
+        for x in (hwc.permute(0, 3, 1, 2), hwc.permute(0, 3, 1, 2).contiguous(), torch.rand(1, 1, 3 * k, 2 * k)):
+            got = box_filter(x, k)
+            assert got.is_contiguous() or k == 1
+            assert torch.allclose(got, torch.nn.functional.avg_pool2d(x, k), atol=1e-6, rtol=0), k
