@@ -44,8 +44,8 @@ In code: ``Refiner.encoder`` (:class:`Encoder`, the upper half of the diagram: i
 ``Refiner.decoder`` (:class:`Decoder`: heads, progressive refinement, gate and trust logits), and the output rule
 (``Refiner._guide_gate``: what may change, given the gate and the trust head's call).
 
-The input is edge-padded to a multiple of ``8 * window`` (stride-8 windows tile exactly) and every output is
-cropped back, so any H, W works.
+The input is edge-padded to a multiple of 16 (the deepest stride), the attention's features to whole windows,
+and every output is cropped back, so any H, W works.
 
 Variants (``build_refiner``): ``'light'`` the plain-torch Haar of ``model.wavelets``; ``'heavy_db1|2|4'``
 pytorch_wavelets in periodization mode; ``'none'`` the ablation without a DWT: a learned strided depthwise
@@ -293,7 +293,8 @@ class CrossBandAttention(nn.Module):
         h, w = s.shape[-2:]
         ph, pw = (-h) % self.win, (-w) % self.win
         if ph or pw:
-            s, d = self._windowed(F.pad(s, (0, pw, 0, ph), mode="replicate"), F.pad(d, (0, pw, 0, ph), mode="replicate"))
+            pad = (0, pw, 0, ph)
+            s, d = self._windowed(F.pad(s, pad, mode="replicate"), F.pad(d, pad, mode="replicate"))
             return s[..., :h, :w], d[..., :h, :w]
         return self._windowed(s, d)
 

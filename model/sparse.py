@@ -225,28 +225,26 @@ def _gather(t: torch.Tensor, starts_y: torch.Tensor, starts_x: torch.Tensor, len
     n = len(starts_y)
     if c == 1:
         return t.reshape(h * w).index_select(0, flat).reshape(n, 1, length, length)
-    if t.stride(1) == 1:  # channels last (an HWC image, permuted): gather whole pixels, no copy of the frame
+    if t.stride(1) == 1:  # channels last (an HWC image, permuted): gather whole pixels, no copy of the frame; the
+        # windows come back NCHW (what the stage's Haar transform reads fastest)
         return t[0].permute(1, 2, 0).reshape(h * w, c).index_select(0, flat).reshape(n, length, length, c) \
-            .permute(0, 3, 1, 2)
+            .permute(0, 3, 1, 2).contiguous()
     return t.reshape(c, h * w).index_select(1, flat).reshape(c, n, length, length).transpose(0, 1)
 
 
 def _tile_grid(mask: torch.Tensor, tile: int, context: int) -> torch.Tensor:
     """(ceil(H/tile), ceil(W/tile)) bool: the tiles whose square, grown by ``context`` px, holds both a pixel of
     ``mask`` (1,1,H,W in [0,1]) at or above 0.5 and one below it (a tile then holds the 0.5 level's boundary
-    ring when ``context`` is 1, or pixels within ``context - 1`` px of it). Rows then columns, ORs on bytes: the
-    same answer as a float max-pool over each square, at a fraction of the cost."""
+    ring when ``context`` is 1, or pixels within ``context - 1`` px of it). One byte per pixel, bit 1 for a pixel
+    at or above 0.5 and bit 2 for one below, ORed over each square (rows, then columns): both bits set means
+    both sides. The same answer as two float max-pools, at a fraction of the cost."""
     h, w = mask.shape[-2:]
     th, tw = -(-h // tile), -(-w // tile)
     k = tile + 2 * context
-
-    def any_in_square(m: torch.Tensor) -> torch.Tensor:
-        m = F.pad(m.to(torch.uint8), (context, tw * tile - w + context, context, th * tile - h + context))
-        m = or_window(m, k, -2)[..., ::tile, :]
-        return or_window(m, k, -1)[..., ::tile]
-
-    inside = mask >= 0.5
-    return (any_in_square(inside) & any_in_square(~inside))[0, 0].bool()
+    sides = 2 - (mask >= 0.5).to(torch.uint8)  # 1: at or above 0.5; 2: below; 0: outside the frame (padding)
+    sides = F.pad(sides, (context, tw * tile - w + context, context, th * tile - h + context))
+    sides = or_window(or_window(sides, k, -2)[..., ::tile, :], k, -1)[..., ::tile]
+    return (sides == 3)[0, 0]
 
 
 def _coarse_grid(mask: torch.Tensor, covers: tuple[int, int], size: tuple[int, int], tile: int) -> torch.Tensor:

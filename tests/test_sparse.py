@@ -229,6 +229,26 @@ def test_fine_stage_starts_as_the_upsampled_coarse_pass_and_sees_only_its_radius
     assert torch.equal(kept, gate)
 
 
+def test_fine_stage_input_layout_is_each_source_s_haar_bands():
+    """The stage's input channels, in the order its trained weights read them: the Haar bands (model.wavelets) of
+    the normalised image, of 2 guide - 1 and of the coarse alpha, the gate logit / 4, |LL(alpha) - LL(guide)|,
+    the hidden state; exactly, for NCHW and channels-last images."""
+    from model.fine import IMAGENET_MEAN, IMAGENET_STD, FineStage, bands
+
+    torch.manual_seed(5)
+    stage = FineStage(hidden=4)
+    hwc = torch.rand(3, 20, 24, 3)
+    guide, base = (torch.rand(3, 1, 20, 24) > 0.5).float(), torch.rand(3, 1, 20, 24)
+    gate, hidden = torch.randn(3, 1, 10, 12), torch.randn(3, 4, 10, 12)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    image = hwc.permute(0, 3, 1, 2)
+    expect = torch.cat([bands((image - mean) / std), bands(guide * 2 - 1), bands(base), gate * 0.25,
+                        (bands(base)[:, :1] - bands(guide)[:, :1]).abs(), hidden], 1)
+    for img in (image, image.contiguous()):
+        got = stage.inputs(img, guide, base, gate, hidden)
+        assert got.shape[1] == stage.in_channels and torch.equal(got, expect)
+
+
 def test_tile_grid_equals_a_max_pool_over_each_grown_tile():
     """The tile selection (ORs on bytes) marks exactly the tiles whose square grown by the context holds both
     sides of the 0.5 level, as a float max-pool over each square says; edges, odd sizes and soft masks included."""
