@@ -7,7 +7,7 @@ RUN_DIR   ?= runs/demo
 SEED      ?= 0
 
 .PHONY: demo test venv clean-demo demo-data demo-compose demo-blur demo-frames demo-masks demo-train demo-eval demo-ablation demo-infer \
-	train-cpu-data train-cpu train-cpu-eval train-cpu-seeds ablation-cpu train-fine-data train-fine train-fine-eval
+	train-cpu-data train-cpu train-cpu-eval train-cpu-seeds ablation-cpu train-fine-data train-fine train-fine-eval hd-data hd-eval
 
 venv: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
@@ -118,6 +118,12 @@ train-cpu-seeds:
 # on large frames: data/hires-train (the demo generator at 1152x768, 30 clips of 6 frames, every stage; ~12
 # minutes) and scored on data/hires (3 test clips at 1152x768) beside the dense pass, the fallback and the
 # baselines. 2000 steps, about 20 minutes on a free core. Writes $(FINE_RUNS)/s$(SEED)/fine.pt (a refiner checkpoint).
+# every pipeline stage after the generator over one root's split, perturbed-truth guides: $(call stages,ROOT,SPLIT)
+stages = $(PY) preprocess/compose_video_bg.py --root $(1) --split $(2) --seed $(SEED) && \
+	$(PY) preprocess/depth.py --root $(1) --split $(2) --seed $(SEED) && \
+	PYTHON=$(PY) ./run_blur.sh --root $(1) --split $(2) --seed $(SEED) && \
+	$(PY) preprocess/frame_extraction.py --root $(1) --split $(2) --seed $(SEED) && \
+	$(PY) preprocess/guide_mask.py --root $(1) --split $(2) --seed $(SEED) --mode all_frames --backend perturb
 FINE_ROOT ?= data/hires-train
 FINE_TEST_ROOT ?= data/hires
 FINE_RUNS ?= runs/fine
@@ -125,13 +131,8 @@ HIRES     = --size 1152x768 --frames 6 --seed $(SEED)
 train-fine-data: venv
 	$(PY) preprocess/make_demo_data.py --root $(FINE_ROOT) --split train --scale 5 $(HIRES)
 	$(PY) preprocess/make_demo_data.py --root $(FINE_TEST_ROOT) --split test $(HIRES)
-	for r in $(FINE_ROOT):train $(FINE_TEST_ROOT):test; do root=$${r%%:*}; split=$${r##*:}; \
-		$(PY) preprocess/compose_video_bg.py --root $$root --split $$split --seed $(SEED) && \
-		$(PY) preprocess/depth.py --root $$root --split $$split --seed $(SEED) && \
-		PYTHON=$(PY) ./run_blur.sh --root $$root --split $$split --seed $(SEED) && \
-		$(PY) preprocess/frame_extraction.py --root $$root --split $$split --seed $(SEED) && \
-		$(PY) preprocess/guide_mask.py --root $$root --split $$split --seed $(SEED) --mode all_frames --backend perturb \
-		|| exit 1; done
+	$(call stages,$(FINE_ROOT),train)
+	$(call stages,$(FINE_TEST_ROOT),test)
 
 train-fine: train-fine-data
 	$(PY) pipeline/train_fine.py --ckpt $(TC_RUNS)/s$(SEED)/best.pt --root $(FINE_ROOT) --runs_dir $(FINE_RUNS) \
@@ -150,6 +151,25 @@ train-fine-eval:
 			--labels dense --dense --baselines guide --out $$o/dense && \
 		$(PY) pipeline/evaluate.py --root $(FINE_TEST_ROOT) --split test --guide_mode $$g --ckpt $(TC_RUNS)/s$(SEED)/best.pt \
 			--labels fallback --baselines guide --out $$o/fallback || exit 1; done
+
+# 1080p, the size bench_refiner times: data/hd (the demo generator at 1920x1080, 3 test clips of 6 frames, every
+# stage; ~6 minutes) and the default path there (auto: a 1/4 coarse pass and the fine stage) for the three seeds,
+# beside the dense pass, the guide and closed form; mask-stage and accurate guides. Closed form on 2-Mpixel frames
+# is the slow part (~1 min a frame).
+HD_ROOT ?= data/hd
+FINE_SEEDS ?= 0 1 2
+hd-data: venv
+	$(PY) preprocess/make_demo_data.py --root $(HD_ROOT) --split test --size 1920x1080 --frames 6 --seed $(SEED)
+	$(call stages,$(HD_ROOT),test)
+
+hd-eval: hd-data
+	for g in files accurate; do o=$(FINE_RUNS)/eval_hd/$$g; \
+		$(PY) pipeline/evaluate.py --root $(HD_ROOT) --split test --guide_mode $$g \
+			--ckpt $(foreach s,$(FINE_SEEDS),$(FINE_RUNS)/s$(s)/fine.pt) --labels $(foreach s,$(FINE_SEEDS),sparse) \
+			--out $$o/sparse && \
+		$(PY) pipeline/evaluate.py --root $(HD_ROOT) --split test --guide_mode $$g --dense --baselines guide \
+			--ckpt $(foreach s,$(FINE_SEEDS),$(TC_RUNS)/s$(s)/best.pt) --labels $(foreach s,$(FINE_SEEDS),dense) \
+			--out $$o/dense || exit 1; done
 
 # ---------------------------------------------------------------------------------------------------------------
 # make ablation-cpu: does the wavelet branch use defocus? 36 runs: variants none light heavy_db2 x seeds 0 1 2 x

@@ -44,7 +44,8 @@ In code: ``Refiner.encoder`` (:class:`Encoder`, the upper half of the diagram: i
 ``Refiner.decoder`` (:class:`Decoder`: heads, progressive refinement, gate and trust logits), and the output rule
 (``Refiner._guide_gate``: what may change, given the gate and the trust head's call).
 
-The input is edge-padded to a multiple of 16 (the deepest stride), the attention's features to whole windows,
+The input is edge-padded to a multiple of ``8 * window`` (stride-8 windows tile exactly; the sparse path's
+coarse pass pads only to 16, the deepest stride, and the attention then pads its own features to whole windows)
 and every output is cropped back, so any H, W works.
 
 Variants (``build_refiner``): ``'light'`` the plain-torch Haar of ``model.wavelets``; ``'heavy_db1|2|4'``
@@ -259,8 +260,9 @@ class CrossBandAttention(nn.Module):
 
     ``shift = win // 2`` gives shifted windows (with their mask), so alternating levels connect neighbouring
     windows. Features whose size is not a multiple of ``win`` are edge-padded to one for the windows and cropped
-    back (the refiner pads its input only to its deepest stride, 16: padding it to whole windows at stride 8
-    cost a 1080p frame's coarse pass 20% more pixels through every layer).
+    back: the refiner pads its input to whole windows (what training sees) unless told to pad less (the sparse
+    path's coarse pass pads to 16: whole windows at stride 8 cost a 1080p frame's 480x270 coarse pass 26% more
+    pixels through every layer).
     """
 
     def __init__(self, dim: int, heads: int, win: int, shift: int = 0):
@@ -652,7 +654,7 @@ class Refiner(nn.Module):
         # most width where pixels are few; the full-resolution path has a few channels only
         self.widths = (max(4, base_channels // 4), base_channels // 2, base_channels, 4 * base_channels,
                        8 * base_channels)
-        self.pad_multiple = 16  # the deepest level is stride 16 (the attention windows pad their own features)
+        self.pad_multiple = max(16, 8 * window)  # stride-8 features tile into windows; stride 16 exists
         self.encoder = Encoder(kind, self.widths, window, self.focus_tau)  # built first: the same initial weights
         self.decoder = Decoder(kind, self.widths)                          # per seed as before the split
         # the sparse path's full-resolution stage (model.fine), trained after the trunk (pipeline/train_fine.py);
@@ -715,17 +717,23 @@ class Refiner(nn.Module):
         return len(matched)
 
     def forward(self, image: torch.Tensor, guide: torch.Tensor, uncertain_radius: tuple[int, int] | None = None,
-                guide_accurate: torch.Tensor | bool | None = None) -> RefinerOutput:
+                guide_accurate: torch.Tensor | bool | None = None, pad_multiple: int | None = None) -> RefinerOutput:
         """image (N,3,H,W) RGB in [0,1] (not normalised), guide (N,1,H,W) in [0,1]; any H, W.
 
         ``guide_accurate``: which output rule to use, per image ((N,) bool or one bool for all); None lets the
-        trust head decide (``sigmoid(trust_logit) >= trust_threshold``)."""
+        trust head decide (``sigmoid(trust_logit) >= trust_threshold``). ``pad_multiple``: the input is
+        edge-padded to a multiple of it (default ``self.pad_multiple``, whole attention windows at stride 8, what
+        training sees); any multiple of 16 works, the attention then pads its own features to whole windows (the
+        sparse path's coarse pass: 16)."""
         if image.dim() != 4 or image.shape[1] != 3:
             raise ValueError(f"image must be (N,3,H,W), got {tuple(image.shape)}")
         if guide.shape != (image.shape[0], 1, *image.shape[-2:]):
             raise ValueError(f"guide must be (N,1,H,W) matching the image, got {tuple(guide.shape)}")
         h, w = image.shape[-2:]
-        ph, pw = (-h) % self.pad_multiple, (-w) % self.pad_multiple
+        multiple = pad_multiple or self.pad_multiple
+        if multiple % 16:
+            raise ValueError(f"pad_multiple must be a multiple of 16 (the deepest stride), got {multiple}")
+        ph, pw = (-h) % multiple, (-w) % multiple
         if ph or pw:  # edge padding, cropped from every output
             image = F.pad(image, (0, pw, 0, ph), mode="replicate")
             guide = F.pad(guide, (0, pw, 0, ph), mode="replicate")

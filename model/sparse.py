@@ -41,6 +41,9 @@ from model.refiner import Refiner, RefinerOutput, boundary_band, boundary_ring, 
 log = logging.getLogger(__name__)
 
 COARSE_LONG_SIDE = 512  # px on the long side of the coarse pass with downsample_ratio="auto"
+# the coarse pass's input padding: the deepest stride only, not whole attention windows at stride 8 (a 1080p frame's
+# 480x270 pass runs at 480x272, not 512x320; measured on 1080p test frames: the same quality, bench/RESULTS.md (d3))
+COARSE_PAD_MULTIPLE = 16
 FINE_TILE = 16  # full-resolution px of a fine-stage tile (8 half-resolution px of output, 14 with its context)
 FINE_BATCH = 1024  # fine-stage tiles per call (bounds memory on large frames: ~6 MB of input each 1024)
 BAND_REACH = 10  # px: no pixel of a guide's boundary band is farther than this from its ring (refiner.boundary_band)
@@ -176,7 +179,8 @@ def coarse_pass(model: Refiner, image: torch.Tensor, guide: torch.Tensor, ratio:
         small_guide = F.interpolate(guide, size=size, mode="area")
         covers = (h, w)
     small_guide = (small_guide >= 0.5).to(guide.dtype)
-    return model(small_image, small_guide, guide_accurate=guide_accurate), small_guide, covers
+    out = model(small_image, small_guide, guide_accurate=guide_accurate, pad_multiple=COARSE_PAD_MULTIPLE)
+    return out, small_guide, covers
 
 
 @dataclasses.dataclass

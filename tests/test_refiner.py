@@ -497,11 +497,11 @@ def test_output_rule_of_a_mixed_batch_is_each_image_s_own():
         assert torch.equal(mixed[i:i + 1], one) and torch.equal(mixed_gate[i:i + 1], one_gate)
 
 
-def test_attention_pads_its_own_windows_and_the_refiner_pads_only_to_stride_16():
+def test_attention_pads_its_own_windows_and_the_coarse_pass_pads_only_to_stride_16():
     """Features whose size is not a multiple of the window: each window wholly inside them gives what it gives
     on its own (attention never crosses windows, so the edge padding changes only the windows it enters), the
-    output is cropped back to the input's size; and the refiner pads its input to multiples of 16 only (a 1080p
-    frame's 480x270 coarse pass runs at 480x272, not at 512x320)."""
+    output is cropped back to the input's size; and the refiner pads its input to whole windows at stride 8
+    unless told otherwise (the sparse path's coarse pass: a 1080p frame's 480x270 runs at 480x272, not 512x320)."""
     from model.refiner import CrossBandAttention
 
     torch.manual_seed(2)
@@ -517,6 +517,16 @@ def test_attention_pads_its_own_windows_and_the_refiner_pads_only_to_stride_16()
     model = build_refiner("light", base_channels=TINY).eval()
     seen = []
     model.encoder.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape[-2:])))
+    image, guide = torch.rand(1, 3, 270, 120), torch.ones(1, 1, 270, 120)
     with torch.no_grad():
-        out = model(torch.rand(1, 3, 270, 120), torch.ones(1, 1, 270, 120))
-    assert seen == [(272, 128)] and out.alpha.shape == (1, 1, 270, 120)
+        out = model(image, guide)
+        small = model(image, guide, pad_multiple=16)
+    assert seen == [(320, 128), (272, 128)] and out.alpha.shape == small.alpha.shape == (1, 1, 270, 120)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        model(image, guide, pad_multiple=24)
+
+    from model.sparse import COARSE_PAD_MULTIPLE, coarse_pass
+    seen.clear()
+    with torch.no_grad():
+        coarse_pass(model, torch.rand(1, 3, 1080, 480), torch.ones(1, 1, 1080, 480), 0.25)
+    assert COARSE_PAD_MULTIPLE == 16 and seen == [(272, 128)]
