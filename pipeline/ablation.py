@@ -364,6 +364,21 @@ def results_table(results: dict, trees: list[str], variants: list[str], seeds: l
     return "\n".join(lines) + "\n"
 
 
+def returned_the_guide(results: dict, trees: list[str], variants: list[str]) -> list[str]:
+    """The variants whose every run, in every tree, scored exactly what the guide baseline scores: they returned
+    their guide unchanged (the gate never opened), so their rows and their DWT effect say nothing about the DWT."""
+    def same(a: float, b: float) -> bool:
+        return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=0.0, abs_tol=1e-9)
+
+    found = []
+    for v in variants:
+        if all("guide" in results[t] and v in results[t]
+               and all(same(r[k], results[t]["guide"][0][k]) for r in results[t][v] for k in REPORT)
+               for t in trees):
+            found.append(v)
+    return found
+
+
 def plot(path: Path, results: dict, sets: list[str], trees: list[str], variants: list[str]) -> None:
     """One panel per set: MAD in the unknown region per variant and tree (bars: mean over seeds, whiskers: std)."""
     import matplotlib
@@ -443,6 +458,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "matting) need no training. Lower is better for every metric; scale factors in the headers. Evaluation "
             "details: " + ", ".join(str(eval_dir(args, ds, t) / "table.md") for ds in args.sets for t in args.trees)
             + ".\n")
+    for ds in args.sets:
+        idle = returned_the_guide(results[ds], args.trees, args.variants)
+        if idle:
+            what = "every variant" if len(idle) == len(args.variants) else ", ".join(idle)
+            text += (f"\n**This budget does not answer the question{' on ' + ds if len(args.sets) > 1 else ''}:** "
+                     f"{what} returned its guide unchanged in every run (the guide's scores exactly): the gate "
+                     f"never opened in {args.steps} steps, so {'their' if len(idle) > 1 else 'its'} rows and DWT "
+                     "effect are the guide's by construction. `make ablation-cpu` is the budget that answers it.\n")
     for ds in args.sets:
         table = results_table(results[ds], args.trees, args.variants, args.seeds)
         text += (f"\n## Set: {ds}\n" + table.replace("\n### ", "\n### " + f"{ds} / ") if len(args.sets) > 1

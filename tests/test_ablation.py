@@ -21,6 +21,8 @@ def test_tiny_ablation_table_plot_and_rerun(tmp_path, caplog):
                  "| guide |", "DWT effect", "MAD unk. (x1e3)", "steps 4,", "seeds [0]"):
         assert part in text, part
     assert (tmp_path / "abl" / "ablation.png").read_bytes()[:4] == b"\x89PNG"
+    # 4 steps never open the gate: the report says its rows are the guide's, not a finding about the DWT
+    assert "**This budget does not answer the question:** every variant returned its guide unchanged" in text
     for tree in ("frames", "frames_sharp"):
         for v in ("none", "light"):
             assert (tmp_path / "abl" / "runs" / f"{tree}_{v}_s0" / "last.pt").is_file()
@@ -118,3 +120,18 @@ def test_paired_tests_pair_frames_across_trees():
     assert d[("frames_sharp", "mad")] == pytest.approx(np.mean([0, 0.5, 1]))
     inter = tests["interaction"][0]
     assert inter["n"] == 3 and inter["mean"] == pytest.approx(np.mean([-1.5 - 0, -1 - 0.5, -0.5 - 1]))
+
+
+def test_returned_the_guide_names_only_variants_scoring_exactly_the_guide_everywhere():
+    """A variant is flagged only when every run, in every tree, has the guide's scores on every reported metric
+    (NaN where the guide has NaN); one differing run or tree clears it."""
+    def row(mad, unknown=float("nan")):
+        return {k: (unknown if k.endswith("unknown") else mad) for k in ablation.REPORT}
+
+    guide = {"guide": [row(40.0)]}
+    results = {"frames": {**guide, "none": [row(40.0), row(40.0)], "light": [row(40.0), row(39.5)]},
+               "frames_sharp": {**guide, "none": [row(40.0), row(40.0)], "light": [row(40.0), row(40.0)]}}
+    assert ablation.returned_the_guide(results, ["frames", "frames_sharp"], ["none", "light"]) == ["none"]
+    results["frames_sharp"]["none"][1] = row(40.0, unknown=3.0)
+    assert ablation.returned_the_guide(results, ["frames", "frames_sharp"], ["none", "light"]) == []
+    assert ablation.returned_the_guide(results, ["frames"], ["none", "light"]) == ["none"]
