@@ -35,7 +35,7 @@ import torch
 from tqdm import tqdm
 
 from model.refiner import Refiner, load_refiner
-from model.sparse import ratio_arg, refine_sparse
+from model.sparse import RATIO_HELP, ratio_arg, refine_sparse
 from utils.atomic import clean_stale_temps, make_temp_dir
 from utils.cli import ArgumentParser, UserError, require_existing, run_main
 from utils.device import resolve_device
@@ -65,8 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "frame (only its boundary ring is refined, never flipped); coarse: may be wrong by whole "
                         "regions (refined within ~10 px of its edge, flipped where the refiner is sure)")
     p.add_argument("--downsample_ratio", type=ratio_arg, default="auto",
-                   help="coarse pass of the sparse path: 'auto' (1/k bringing the long side nearest 512 px: 0.25 at 1080p; inputs under 768 px on the long side run dense) or a "
-                        "number in (0, 1]; full resolution only in tiles where the refiner can change the guide")
+                   help=RATIO_HELP + "; full resolution only in tiles where the refiner can change the guide")
     p.add_argument("--dense", action="store_true", help="every pixel at full resolution (the reference path)")
     p.add_argument("--resize_h", type=int, help="network input height (alpha comes back at the input's size)")
     p.add_argument("--resize_w", type=int, help="network input width (one of the two keeps the aspect ratio)")

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from model.fine import RADIUS, fine_output
-from model.refiner import Refiner, RefinerOutput, boundary_band, boundary_ring, or_window, output_rule
+from model.refiner import Refiner, RefinerOutput, boundary_band, boundary_ring, dilate, or_window, output_rule
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,10 @@ def parse_ratio(text: str | float) -> float | str:
     if not 0 < value <= 1 or not math.isfinite(value):
         raise ValueError(f"downsample_ratio must be 'auto' or a number in (0, 1], got {text!r}")
     return value
+
+
+RATIO_HELP = ("coarse pass of the sparse path: 'auto' (1/k bringing the long side nearest 512 px: 0.25 at 1080p; "
+              "frames under 768 px on the long side run dense) or a number in (0, 1]")
 
 
 def ratio_arg(text: str) -> float | str:
@@ -252,8 +256,8 @@ def _tile_grid(mask: torch.Tensor, tile: int, context: int) -> torch.Tensor:
 
 
 def _coarse_grid(mask: torch.Tensor, covers: tuple[int, int], size: tuple[int, int], tile: int) -> torch.Tensor:
-    """A coarse-pass mask (1,1,h,w) grown by one coarse pixel, on the tile grid of the full-resolution frame."""
-    grown = F.max_pool2d(mask.to(torch.float32), 3, stride=1, padding=1)
+    """A coarse-pass mask (1,1,h,w, bool) grown by one coarse pixel, on the tile grid of the full-resolution frame."""
+    grown = dilate(mask, 1).to(torch.float32)
     grid = (-(-size[0] // tile), -(-size[1] // tile))
     k = covers[0] // mask.shape[-2]
     if covers == (mask.shape[-2] * k, mask.shape[-1] * k) and tile % k == 0:  # a 1/k pass: a tile is whole cells
@@ -334,9 +338,9 @@ def _refine_one(model: Refiner, image: torch.Tensor, guide: torch.Tensor, ratio:
 
 
 def _grown_full(coarse_mask: torch.Tensor, covers: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
-    """The fallback's selection: a coarse-pass mask at full resolution, grown by ``GROW`` px."""
+    """The fallback's selection: a coarse-pass mask (bool) at full resolution, grown by ``GROW`` px."""
     full = F.interpolate(coarse_mask.to(torch.float32), size=covers, mode="nearest")[..., :size[0], :size[1]]
-    return F.max_pool2d(full, 2 * GROW + 1, stride=1, padding=GROW) > 0
+    return dilate(full > 0, GROW) > 0
 
 
 def _tiles(model: Refiner, image: torch.Tensor, guide: torch.Tensor, need: torch.Tensor, accurate: bool, tile: int,

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.sparse import auto_ratio, ratio_arg, refine_sparse
+from model.sparse import RATIO_HELP, auto_ratio, ratio_arg, refine_sparse
 from pipeline import metrics as M
 from pipeline.data import Frame, MattingFrames, list_clips, list_frames
 from utils.atomic import atomic_path, write_bytes_atomic, write_json_atomic
@@ -295,8 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval_long_side", "--long_side", dest="eval_long_side", type=int, default=0,
                    help="downscale frames so the long side is at most this (0: full resolution)")
     p.add_argument("--downsample_ratio", type=ratio_arg, default="auto",
-                   help="coarse pass of the sparse path: 'auto' (1/k bringing the long side nearest 512 px: 0.25 at 1080p; frames under 768 px run dense) or a "
-                        "number in (0, 1]")
+                   help=RATIO_HELP)
     p.add_argument("--dense", action="store_true", help="the dense path (every pixel at full resolution)")
     p.add_argument("--max_frames", type=int, default=0, help="at most this many frames per clip (0: all)")
     p.add_argument("--save_pred", action="store_true", help="also write predictions to <out>/pred/<method>/")
