@@ -5,20 +5,30 @@ measured side by side in one run so the bottleneck shows.
     python bench/bench_train.py --quick                          # a CPU-sized run (128x128, batch 2, 3 steps)
     python bench/bench_train.py --root data/demo --variants light heavy_db2 --num_workers 8
 
+``--recipe`` instead times the real solver (``make train-cpu``'s flags, its strategy and data loader) as whole
+training runs, for the working tree and, with ``--baseline REF``, for an older commit checked out as a git
+worktree, side by side in one run (alternating, so drift of the machine hits both), in two thread layouts:
+one process on two threads (``1x2``) and two processes at once on one thread each (``2x1``, their rates added):
+
+    python bench/bench_train.py --recipe --baseline HEAD~3 --root data/train-cpu --variants light none heavy_db2
+
 Without ``--root`` it writes synthetic frames (``--frame_size``, PNG like the real layout) to a temporary folder,
 so PNG decoding, resizing, cropping and guide perturbation cost what they cost on real data. On CUDA the model
 step runs under AMP (bf16 when supported, else fp16), as the solver does; on CPU in fp32.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-
 import utils.offline  # noqa: F401
 
 import argparse
+import csv
+import os
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -51,19 +61,134 @@ def rate(n_samples: int, seconds: float) -> float:
     return n_samples / max(seconds, 1e-9)
 
 
+REPO = Path(__file__).resolve().parent.parent
+# make train-cpu's solver flags (Makefile TRAIN_CPU_ARGS), less the data root, run name, steps and logging
+RECIPE_ARGS = ["--guide_mode", "mixed", "--accurate_guide_prob", "0.5", "--batch_size", "4", "--crop", "128",
+               "--base_channels", "16", "--num_workers", "0", "--warmup_steps", "100", "--lr", "1e-3",
+               "--val_max_frames", "1", "--best_metric", "mad"]
+
+
+def recipe_rate(tree: Path, root: str, variant: str, steps: int, log_every: int, runs: Path, procs: int,
+                extra: list[str]) -> float:
+    """samples/s of ``procs`` simultaneous solver runs of ``tree`` (one thread each when ``procs`` > 1, else two),
+    added up; each run's rate is its train.csv rows after the first (start-up and first steps excluded)."""
+    threads = "2" if procs == 1 else "1"
+    env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": threads}
+    jobs = []
+    for i in range(procs):
+        name = f"{tree.name}-{variant}-{procs}x{threads}-{i}"
+        cmd = [sys.executable, str(tree / "pipeline" / "solver_refiner_maggie.py"), "--root", root,
+               "--runs_dir", str(runs), "--name", name, "--model", variant, "--steps", str(steps),
+               "--log_every", str(log_every), "--eval_every", str(10 * steps), "--ckpt_every", str(10 * steps),
+               "--threads", threads, "--seed", str(i), "--overwrite", *RECIPE_ARGS, *extra]
+        jobs.append((runs / name, subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.DEVNULL,
+                                                   stderr=subprocess.PIPE, text=True)))
+    total = 0.0
+    for run_dir, job in jobs:  # noqa: B007  (the last run folder is returned)
+        _, err = job.communicate()
+        if job.returncode:
+            raise SystemExit(f"bench_train: {job.args[1]} exited {job.returncode}: {err.strip().splitlines()[-1:]}")
+        with open(run_dir / "train.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))[1:]
+        total += sum(float(r["samples_per_s"]) for r in rows) / len(rows)
+    return total, jobs[0][0] / "train.csv"
+
+
+def csv_difference(a: Path, b: Path) -> tuple[float, str]:
+    """The largest relative difference between two train.csv files (every numeric column but the wall-clock
+    samples_per_s; relative to the larger magnitude, floored at 1e-8) and the column it is in."""
+    with open(a, newline="") as fa, open(b, newline="") as fb:
+        rows_a, rows_b = list(csv.DictReader(fa)), list(csv.DictReader(fb))
+    if len(rows_a) != len(rows_b):
+        return float("inf"), f"{len(rows_a)} vs {len(rows_b)} rows"
+    worst, where = 0.0, "-"
+    for ra, rb in zip(rows_a, rows_b):
+        for key in ra:
+            if key in ("samples_per_s", "phase") or key not in rb:
+                continue
+            x, y = float(ra[key]), float(rb[key])
+            rel = abs(x - y) / max(abs(x), abs(y), 1e-8)
+            if rel > worst:
+                worst, where = rel, f"{key} at step {ra['step']}"
+    return worst, where
+
+
+def bench_recipe(args) -> int:
+    """The working tree against ``--baseline`` (if given), per variant and thread layout, alternating runs."""
+    trees = {"new": REPO}
+    tmp = Path(tempfile.mkdtemp(prefix="bench_train_"))
+    try:
+        if args.baseline:
+            base = tmp / "baseline"
+            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(base), args.baseline],
+                           check=True)
+            trees = {"baseline": base, "new": REPO}
+        commit = {k: subprocess.run(["git", "-C", str(t), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                    text=True).stdout.strip() for k, t in trees.items()}
+        print(f"recipe: make train-cpu's flags, {args.steps} steps per run (rate from the rows after the first "
+              f"{args.log_every}), root {args.root}, {args.repeats} alternating repeats; trees "
+              + ", ".join(f"{k} {t} ({commit[k]}{'+changes' if k == 'new' else ''})" for k, t in trees.items()))
+        print(f"{'variant':<11}{'layout':<8}" + "".join(f"{k:>12}" for k in trees) + ("   new/baseline" if args.baseline
+                                                                                    else ""))
+        for variant in args.variants or ["light", "none", "heavy_db2"]:
+            for layout in args.layouts:
+                procs = {"1x2": 1, "2x1": 2}[layout]
+                rates: dict[str, list[float]] = {k: [] for k in trees}
+                logs: dict[str, Path] = {}
+                for _ in range(args.repeats):
+                    for k, tree in trees.items():
+                        rate, logs[k] = recipe_rate(tree, args.root, variant, args.steps, args.log_every,
+                                                    tmp / "runs", procs, args.solver_args)
+                        rates[k].append(rate)
+                best = {k: max(v) for k, v in rates.items()}  # the least disturbed of the repeats
+                line = f"{variant:<11}{layout:<8}" + "".join(f"{best[k]:>12.2f}" for k in trees)
+                if args.baseline:
+                    line += f"   {best['new'] / best['baseline']:.2f}x  (all: " + ", ".join(
+                        f"{k} {' '.join(f'{x:.1f}' for x in v)}" for k, v in rates.items()) + ")"
+                    if procs == 1:  # the same seed in both trees: the same model should log the same numbers
+                        rel, where = csv_difference(logs["baseline"], logs["new"])
+                        line += f"; train.csv max rel. difference {rel:.2e} ({where})"
+                print(line, flush=True)
+    finally:
+        if args.baseline:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tmp / "baseline")],
+                           capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", default=None, help="a data root with frames/train (default: synthetic frames)")
     p.add_argument("--variants", nargs="+", default=None, help="default: every variant of model.refiner")
     p.add_argument("--crop", type=int, default=512)
     p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--steps", type=int, default=10, help="timed steps (after 2 warm-up steps)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="timed steps (after 2 warm-up steps; default 10), or --recipe: steps per run (default 100)")
     p.add_argument("--num_workers", type=int, default=4)
     p.add_argument("--base_channels", type=int, default=32)
     p.add_argument("--frame_size", type=int, nargs=2, default=(540, 960), help="synthetic frame H W")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--quick", action="store_true", help="crop 128, batch 2, 3 steps, 0 workers, 270x480 frames")
+    p.add_argument("--recipe", action="store_true", help="time make train-cpu's solver runs (see the docstring)")
+    p.add_argument("--baseline", default=None, help="--recipe: a git commit to time beside the working tree")
+    p.add_argument("--layouts", nargs="+", default=["1x2", "2x1"], choices=("1x2", "2x1"),
+                   help="--recipe: processes x threads")
+    p.add_argument("--log_every", type=int, default=20, help="--recipe: train.csv interval (the first is skipped)")
+    p.add_argument("--repeats", type=int, default=1, help="--recipe: alternating runs per tree (the best counts)")
+    p.add_argument("--solver_args", nargs=argparse.REMAINDER, default=[],
+                   help="--recipe: further solver flags, given last")
     args = p.parse_args(argv)
+    if args.recipe:
+        args.steps = args.steps or 100
+        if args.steps < 2 * args.log_every:
+            raise SystemExit("bench_train: --recipe needs --steps >= 2 * --log_every (the first interval is skipped)")
+        if args.root is None:
+            raise SystemExit("bench_train: --recipe needs --root (a data root with frames/train and masks, "
+                             "e.g. data/train-cpu from make train-cpu-data)")
+        args.root = str(Path(args.root).resolve())  # the runs start in each tree's folder
+        return bench_recipe(args)
+    args.steps = args.steps or 10
     if args.quick:
         args.crop, args.batch_size, args.steps, args.num_workers, args.frame_size = 128, 2, 3, 0, (270, 480)
     if args.threads:

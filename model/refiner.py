@@ -366,10 +366,7 @@ def boundary_band(guide: torch.Tensor) -> torch.Tensor:
 
 def _uncertain(alpha: torch.Tensor, radius: int, eps: float = 1.0 / 255) -> torch.Tensor:
     """1 where ``alpha`` is neither ~0 nor ~1, dilated by ``radius`` pixels (a square max-pool); else 0."""
-    band = ((alpha > eps) & (alpha < 1 - eps)).to(alpha.dtype)
-    if radius > 0:
-        band = F.max_pool2d(band, 2 * radius + 1, stride=1, padding=radius)
-    return band
+    return dilate((alpha > eps) & (alpha < 1 - eps), radius).to(alpha.dtype)
 
 
 # ------------------------------------------------------------------------------------------------------- model
@@ -526,7 +523,7 @@ class Decoder(nn.Module):
         evidence = self.head_trust(torch.cat([f4.detach(), guide4 * 2 - 1, disagreement], 1))
         # the guide's boundary at stride 4 (cells neither all in nor all out, grown by two cells); a guide with no
         # boundary is judged on the whole frame
-        boundary = F.max_pool2d(((guide4 > 0.01) & (guide4 < 0.99)).to(guide.dtype), 5, stride=1, padding=2) + 1e-3
+        boundary = dilate((guide4 > 0.01) & (guide4 < 0.99), 2).to(guide.dtype) + 1e-3
         return (evidence * boundary).sum((1, 2, 3)) / boundary.sum((1, 2, 3))
 
     def forward(self, e: EncoderFeatures, guide: torch.Tensor, radius: tuple[int, int]) -> DecoderOutput:

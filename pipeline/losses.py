@@ -26,49 +26,34 @@ import torch
 import torch.nn.functional as F
 
 from model.refiner import GATE_MARGIN  # the gate's target is defined with the model
+from model.refiner import dilate as dilate_mask  # a square max-filter of a bool mask, on bytes
+from model.wavelets import haar_dwt  # the light Haar (pywt.dwt2's convention; odd sizes edge-padded)
 
 TERMS = ("l1", "lap", "grad", "comp", "wll", "whigh")
 
-try:  # the model's differentiable Haar transform (issue 6); same convention as pywt.dwt2
-    from model.wavelets import HaarDWT as _HaarDWT
-except ImportError:  # pragma: no cover - only before model/wavelets.py is merged
-    _HaarDWT = None
+# The fixed filters below are written as separable sums of shifted slices, not as convolutions: on a CPU a
+# one-channel convolution (and its backward) is the slowest thing in a training step (measured: the Sobel and
+# Gaussian convolutions of these losses were ~25% of a `make train-cpu` step; bench/RESULTS.md, "bench_train").
+GAUSS_5 = (1.0 / 16, 4.0 / 16, 6.0 / 16, 4.0 / 16, 1.0 / 16)  # binomial, the Laplacian pyramid's low-pass
 
 
-def haar_dwt(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One-level orthonormal Haar DWT: (ll (N,C,H/2,W/2), highs (N,C,3,H/2,W/2)); odd sizes are padded by
-    replication. Uses ``model.wavelets.HaarDWT`` when present."""
-    if x.shape[-2] % 2 or x.shape[-1] % 2:
-        x = F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2), mode="replicate")
-    if _HaarDWT is not None:
-        ll, highs = _HaarDWT()(x)
-        if isinstance(highs, (list, tuple)):
-            highs = highs[0]
-        return ll, highs
-    a, b = x[..., 0::2, 0::2], x[..., 0::2, 1::2]
-    c, d = x[..., 1::2, 0::2], x[..., 1::2, 1::2]
-    ll = (a + b + c + d) / 2
-    h = (a + b - c - d) / 2
-    v = (a - b + c - d) / 2
-    dd = (a - b - c + d) / 2
-    return ll, torch.stack([h, v, dd], dim=2)
-
-
-def _gauss_kernel(device, dtype) -> torch.Tensor:
-    k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], device=device, dtype=dtype)
-    k = torch.outer(k, k)
-    return (k / k.sum())[None, None]
+def _gauss_down(x: torch.Tensor) -> torch.Tensor:
+    """The 5x5 binomial blur (reflect padding) of (N,C,H,W), kept at even rows and columns only: ``blur[::2, ::2]``
+    of the full blur, computed at those positions alone (rows first, then columns)."""
+    h, w = x.shape[-2:]
+    hh, ww = (h + 1) // 2, (w + 1) // 2
+    xp = F.pad(x, (2, 2, 2, 2), mode="reflect")
+    rows = sum(g * xp[..., u:u + 2 * hh - 1:2, :] for u, g in enumerate(GAUSS_5))
+    return sum(g * rows[..., v:v + 2 * ww - 1:2] for v, g in enumerate(GAUSS_5))
 
 
 def laplacian_pyramid(x: torch.Tensor, levels: int = 5) -> list[torch.Tensor]:
     """Laplacian pyramid of (N,1,H,W): band-pass levels then the low-pass residual."""
-    k = _gauss_kernel(x.device, x.dtype)
     out, cur = [], x
     for _ in range(levels - 1):
         if min(cur.shape[-2:]) < 4:
             break
-        blur = F.conv2d(F.pad(cur, (2, 2, 2, 2), mode="reflect"), k)
-        down = blur[..., ::2, ::2]
+        down = _gauss_down(cur)
         up = F.interpolate(down, size=cur.shape[-2:], mode="bilinear", align_corners=False)
         out.append(cur - up)
         cur = down
@@ -76,25 +61,32 @@ def laplacian_pyramid(x: torch.Tensor, levels: int = 5) -> list[torch.Tensor]:
     return out
 
 
+def _level_weights(n: int) -> list[float]:
+    weights = [2.0 ** i for i in range(n)]
+    return [w / sum(weights) for w in weights]
+
+
 def laplacian_loss(pred: torch.Tensor, gt: torch.Tensor, levels: int = 5) -> torch.Tensor:
     """L1 between Laplacian pyramids, level i weighted 2^i, the weights normalised to sum to 1: on the scale of
     the plain L1 term (un-normalised, the 2^4-weighted low-pass residual made this term ~20x the L1 term and
     the whole loss a blurred-alpha loss)."""
     pairs = list(zip(laplacian_pyramid(pred, levels), laplacian_pyramid(gt, levels)))
-    weights = [2.0 ** i for i in range(len(pairs))]
-    return sum(w * F.l1_loss(p, g) for w, (p, g) in zip(weights, pairs)) / sum(weights)
+    return sum(w * F.l1_loss(p, g) for w, (p, g) in zip(_level_weights(len(pairs)), pairs))
 
 
 def sobel(x: torch.Tensor) -> torch.Tensor:
-    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=x.device, dtype=x.dtype) / 4
-    k = torch.stack([kx, kx.t()])[:, None]
-    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k)
+    """Sobel gradients of (N,1,H,W) (replicate padding, kernels /4) -> (N,2,H,W): d/dx, then d/dy."""
+    xp = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    down = xp[..., :-2, :] + 2 * xp[..., 1:-1, :] + xp[..., 2:, :]  # [1 2 1] down the rows
+    across = xp[..., :, :-2] + 2 * xp[..., :, 1:-1] + xp[..., :, 2:]  # [1 2 1] across the columns
+    gx = (down[..., 2:] - down[..., :-2]) / 4
+    gy = (across[..., 2:, :] - across[..., :-2, :]) / 4
+    return torch.cat([gx, gy], 1)
 
 
 def uncertain_weight(gt: torch.Tensor, dilate: int = 3) -> torch.Tensor:
     """1 on the (dilated) region where 0 < gt < 1, else 0."""
-    band = ((gt > 0.01) & (gt < 0.99)).to(gt.dtype)
-    return F.max_pool2d(band, 2 * dilate + 1, stride=1, padding=dilate) if dilate > 0 else band
+    return dilate_mask((gt > 0.01) & (gt < 0.99), dilate).to(gt.dtype)
 
 
 DEFAULT_STRIDE_WEIGHTS = {8: 0.25, 4: 0.5, 1: 1.0, "final": 1.0}
@@ -118,42 +110,64 @@ class LossWeights:
     stride_weights: dict = field(default_factory=lambda: dict(DEFAULT_STRIDE_WEIGHTS))
 
 
+def _stride_weight(stride_weights: dict, s) -> float:
+    return float(stride_weights.get(s, stride_weights.get(str(s), 0.0)))
+
+
+def _per_stride_l1(a: torch.Tensor, b: torch.Tensor, strides: int) -> torch.Tensor:
+    """(strides,) mean |a - b| of each stride's slice; ``a`` holds the strides stacked on the batch axis, ``b`` one
+    stride's worth (broadcast)."""
+    diff = a.unflatten(0, (strides, -1)) - b.unsqueeze(0)
+    return diff.abs().flatten(1).mean(1)
+
+
 def matting_losses(alpha_os: dict[int, torch.Tensor], gt: torch.Tensor, w: LossWeights,
                    image: torch.Tensor | None = None, fgr: torch.Tensor | None = None,
                    bgr: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted total loss over strides and terms, and each term's (unweighted, stride-weighted) value."""
+    """Weighted total loss over strides and terms, and each term's (unweighted, stride-weighted) value.
+
+    Every supervised stride's alpha goes through each term in one batched pass (the strides stacked on the batch
+    axis), and the ground truth's side of each term is computed once: the same sums as term by term and stride
+    by stride, in a quarter of the operations."""
     weights = {t: getattr(w, t) for t in TERMS}
     if image is None or fgr is None or bgr is None:
         weights["comp"] = 0.0
-    parts = {t: gt.new_zeros(()) for t in TERMS if weights[t] > 0}
-    unc = uncertain_weight(gt) if weights["whigh"] > 0 else None
-    gt_dwt = haar_dwt(gt) if (weights["wll"] > 0 or weights["whigh"] > 0) else None
-    for s, a in alpha_os.items():
-        sw = float(w.stride_weights.get(s, w.stride_weights.get(str(s), 0.0)))
-        if sw == 0:
-            continue
-        a = a.float()
-        if bool(((a < 0) | (a > 1)).any()):  # logits passed where probabilities belong: refuse, do not squash
-            raise ValueError(f"alpha at stride {s} is outside [0, 1]: pass probabilities (alpha_os), not logits")
-        if "l1" in parts:
-            parts["l1"] = parts["l1"] + sw * F.l1_loss(a, gt)
-        if "lap" in parts:
-            parts["lap"] = parts["lap"] + sw * laplacian_loss(a, gt)
-        if "grad" in parts:
-            parts["grad"] = parts["grad"] + sw * F.l1_loss(sobel(a), sobel(gt))
-        if "comp" in parts:
-            comp = a * fgr + (1 - a) * bgr
-            parts["comp"] = parts["comp"] + sw * F.l1_loss(comp, image)
-        if gt_dwt is not None:
-            ll, highs = haar_dwt(a)
-            if "wll" in parts:
-                parts["wll"] = parts["wll"] + sw * F.l1_loss(ll, gt_dwt[0])
-            if "whigh" in parts:
-                # the uncertain region at the band's resolution (max over each 2x2 block)
-                wt = F.max_pool2d(F.pad(unc, (0, unc.shape[-1] % 2, 0, unc.shape[-2] % 2)), 2)
-                wt = (wt + w.whigh_floor)[:, :, None]
-                err = (highs - gt_dwt[1]).abs() * wt
-                parts["whigh"] = parts["whigh"] + sw * err.sum() / (wt.expand_as(err).sum() + 1e-6)
+    used = [(s, _stride_weight(w.stride_weights, s)) for s in alpha_os]
+    used = [(s, sw) for s, sw in used if sw != 0]
+    terms = [t for t in TERMS if weights[t] > 0]
+    if not used or not terms:
+        return gt.new_zeros(()), {t: 0.0 for t in terms}
+    a = torch.cat([alpha_os[s].float() for s, _ in used], 0)
+    if bool(((a < 0) | (a > 1)).any()):  # logits passed where probabilities belong: refuse, do not squash
+        raise ValueError("alpha outside [0, 1]: pass probabilities (alpha_os), not logits")
+    sw = gt.new_tensor([x for _, x in used])
+    k = len(used)
+    per: dict[str, torch.Tensor] = {}  # each term's value per stride, (k,)
+    if "l1" in terms:
+        per["l1"] = _per_stride_l1(a, gt, k)
+    if "lap" in terms:
+        pyr_a, pyr_g = laplacian_pyramid(a), laplacian_pyramid(gt)
+        per["lap"] = sum(lw * _per_stride_l1(pa, pg, k)
+                         for lw, pa, pg in zip(_level_weights(len(pyr_a)), pyr_a, pyr_g))
+    if "grad" in terms:
+        per["grad"] = _per_stride_l1(sobel(a), sobel(gt), k)
+    if "comp" in terms:
+        a_k = a.unflatten(0, (k, -1))
+        comp = a_k * fgr + (1 - a_k) * bgr
+        per["comp"] = (comp - image).abs().flatten(1).mean(1)
+    if "wll" in terms or "whigh" in terms:
+        ll, highs = haar_dwt(a)
+        gt_ll, gt_highs = haar_dwt(gt)
+        if "wll" in terms:
+            per["wll"] = _per_stride_l1(ll, gt_ll, k)
+        if "whigh" in terms:
+            # the uncertain region at the band's resolution (max over each 2x2 block), plus a floor elsewhere
+            unc = uncertain_weight(gt)
+            wt = F.max_pool2d(F.pad(unc, (0, unc.shape[-1] % 2, 0, unc.shape[-2] % 2)), 2)
+            wt = (wt + w.whigh_floor)[:, :, None]
+            err = (highs.unflatten(0, (k, -1)) - gt_highs.unsqueeze(0)).abs() * wt
+            per["whigh"] = err.flatten(1).sum(1) / (wt.expand_as(gt_highs).sum() + 1e-6)
+    parts = {t: (sw * v).sum() for t, v in per.items()}
     total = sum(weights[t] * v for t, v in parts.items())
     return total, {t: float(v.detach()) for t, v in parts.items()}
 

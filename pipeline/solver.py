@@ -78,6 +78,7 @@ class TrainConfig:
     unknown_crop_prob: float = 0.7
     jitter: float = 0.15
     num_workers: int = 4
+    cache_mb: float = 2048.0        # decoded training frames kept in memory per loader process (0: decode each time)
     # model
     model: str = "light"            # none | light | heavy_db1 | heavy_db2 | heavy_db4
     base_channels: int = 32
@@ -229,7 +230,7 @@ def _check_config(cfg: TrainConfig) -> None:
     for key in _POSITIVE_INTS:
         if getattr(cfg, key) < 1:
             raise UserError(f"--{key} must be >= 1, got {getattr(cfg, key)}")
-    for key in ("num_workers", "warmup_steps", "val_max_frames", "threads", "eval_long_side"):
+    for key in ("num_workers", "warmup_steps", "val_max_frames", "threads", "eval_long_side", "cache_mb"):
         if getattr(cfg, key) < 0:
             raise UserError(f"--{key} must be >= 0, got {getattr(cfg, key)}")
     if not 0 <= cfg.val_fraction < 1:
@@ -463,7 +464,7 @@ def _datasets(cfg: TrainConfig) -> tuple[MattingFrames, MattingFrames, str]:
     train_set = MattingFrames(cfg.root, train_frames, cfg.tree, cfg.guide_mode, crop=cfg.crop,
                               scale_range=(cfg.scale_min, cfg.scale_max), unknown_crop_prob=cfg.unknown_crop_prob,
                               jitter=cfg.jitter, with_fb=cfg.w_comp > 0, seed=cfg.seed,
-                              accurate_prob=cfg.accurate_guide_prob)
+                              accurate_prob=cfg.accurate_guide_prob, cache_mb=cfg.cache_mb)
     val_set = MattingFrames(cfg.root, val_frames, cfg.tree, cfg.guide_mode, with_fb=False,
                             eval_long_side=cfg.eval_long_side, seed=cfg.seed)
     summary = (f"{len(train_frames)} train frames ({len(train_clips)} clips), {len(val_frames)} val frames "
@@ -507,7 +508,9 @@ def _build_state(cfg: TrainConfig, place: _Place, ckpt: dict | None) -> _State:
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
     model.fine.requires_grad_(False)  # the fine stage trains afterwards, on its own (pipeline/train_fine.py)
-    opt = torch.optim.AdamW([p for _, p in model.trunk_named_parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fused: one kernel over every parameter (on a CPU 3x faster than the per-tensor loop, equal to ~1e-8)
+    opt = torch.optim.AdamW([p for _, p in model.trunk_named_parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(cfg, s))
     amp_dtype = None
     if place.cuda and cfg.amp != "off":
@@ -516,6 +519,8 @@ def _build_state(cfg: TrainConfig, place: _Place, ckpt: dict | None) -> _State:
     state = _State(model, opt, sched, torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16), amp_dtype)
     if ckpt is not None:
         opt.load_state_dict(_upgrade_optimizer_state(ckpt["optimizer"], ckpt["model"], model))
+        for group in opt.param_groups:  # a state saved before the fused optimiser carries its older switches
+            group.update(fused=True, foreach=None)
         sched.load_state_dict(ckpt["scheduler"])
         state.scaler.load_state_dict(ckpt["scaler"])
         state.step, state.best_value = int(ckpt["step"]), float(ckpt.get("best_value", math.inf))

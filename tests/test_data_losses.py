@@ -192,3 +192,95 @@ def test_laplacian_loss_is_on_the_l1_scale():
     gt = torch.rand(1, 1, 64, 64)
     loss = L.laplacian_loss(gt + 0.1, gt, levels=5)
     assert abs(loss.item() - 0.1 * 16 / 31) < 1e-5
+
+
+# ---------------------------------------------------------------------------------------------- fast loss forms
+def _conv_sobel(x):
+    """The Sobel gradients as a plain 3x3 cross-correlation (the reference the sliced form must equal)."""
+    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=x.dtype) / 4
+    k = torch.stack([kx, kx.t()])[:, None]
+    return torch.nn.functional.conv2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), k)
+
+
+def _conv_pyramid(x, levels=5):
+    """The Laplacian pyramid with a full 5x5 binomial convolution, then every second row and column."""
+    F = torch.nn.functional
+    g = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], dtype=x.dtype)
+    k = (torch.outer(g, g) / 256)[None, None]
+    out, cur = [], x
+    for _ in range(levels - 1):
+        if min(cur.shape[-2:]) < 4:
+            break
+        down = F.conv2d(F.pad(cur, (2, 2, 2, 2), mode="reflect"), k)[..., ::2, ::2]
+        out.append(cur - F.interpolate(down, size=cur.shape[-2:], mode="bilinear", align_corners=False))
+        cur = down
+    return out + [cur]
+
+
+@pytest.mark.parametrize("size", [(16, 16), (37, 50), (9, 4)])
+def test_sobel_and_pyramid_equal_their_convolutions(size):
+    x = torch.rand(2, 1, *size, dtype=torch.float64)
+    assert torch.allclose(L.sobel(x), _conv_sobel(x), atol=1e-12)
+    ours, ref = L.laplacian_pyramid(x), _conv_pyramid(x)
+    assert len(ours) == len(ref) and all(torch.allclose(a, b, atol=1e-12) for a, b in zip(ours, ref))
+
+
+def test_batched_losses_equal_the_terms_stride_by_stride():
+    """matting_losses stacks the strides; each term must equal its definition applied to each stride alone,
+    weighted by the stride's weight (values and gradients)."""
+    F = torch.nn.functional
+    torch.manual_seed(0)
+    gt = torch.rand(2, 1, 20, 22, dtype=torch.float64)
+    gt[gt < 0.3], gt[gt > 0.7] = 0.0, 1.0
+    fgr, bgr = torch.rand(2, 3, 20, 22, dtype=torch.float64), torch.rand(2, 3, 20, 22, dtype=torch.float64)
+    image = gt * fgr + (1 - gt) * bgr + 0.01
+    sw = {8: 0.25, 4: 0.5, 1: 1.0, "final": 0.75}
+    preds = {s: torch.rand(2, 1, 20, 22, dtype=torch.float64, requires_grad=True) for s in sw}
+    w = L.LossWeights(stride_weights=sw)
+    total, parts = L.matting_losses(preds, gt, w, image, fgr, bgr)
+
+    unc = F.max_pool2d(((gt > 0.01) & (gt < 0.99)).double(), 7, stride=1, padding=3)
+    wt = (F.max_pool2d(unc, 2) + w.whigh_floor)[:, :, None]
+    levels = len(_conv_pyramid(gt))  # 20x22 stops after three band-pass levels: weights 2^i / 15
+    pyr_w = [2.0 ** i / (2 ** levels - 1) for i in range(levels)]
+    ref = {t: 0.0 for t in L.TERMS}
+    for s, a in preds.items():
+        (ll, hi), (gll, ghi) = pywt_free_haar(a), pywt_free_haar(gt)
+        ref["l1"] += sw[s] * (a - gt).abs().mean()
+        ref["lap"] += sw[s] * sum(k * (p - g).abs().mean() for k, p, g in zip(pyr_w, _conv_pyramid(a), _conv_pyramid(gt)))
+        ref["grad"] += sw[s] * (_conv_sobel(a) - _conv_sobel(gt)).abs().mean()
+        ref["comp"] += sw[s] * (a * fgr + (1 - a) * bgr - image).abs().mean()
+        ref["wll"] += sw[s] * (ll - gll).abs().mean()
+        ref["whigh"] += sw[s] * ((hi - ghi).abs() * wt).sum() / (wt.expand_as(ghi).sum() + 1e-6)
+    ref_total = sum(getattr(w, t) * v for t, v in ref.items())
+    for t in L.TERMS:
+        assert parts[t] == pytest.approx(float(ref[t]), rel=1e-6), t  # the loss computes in float32
+    grads = torch.autograd.grad(total, list(preds.values()))
+    ref_grads = torch.autograd.grad(ref_total, list(preds.values()))
+    assert all(torch.allclose(g, r, atol=1e-7) for g, r in zip(grads, ref_grads))
+
+
+def pywt_free_haar(x):
+    """One orthonormal Haar level written out pixel by pixel (pywt.dwt2's bands; test_haar_matches_pywt)."""
+    a, b, c, d = x[..., 0::2, 0::2], x[..., 0::2, 1::2], x[..., 1::2, 0::2], x[..., 1::2, 1::2]
+    return (a + b + c + d) / 2, torch.stack([(a + b - c - d) / 2, (a - b + c - d) / 2, (a - b - c + d) / 2], 2)
+
+
+# ---------------------------------------------------------------------------------------------- frame cache
+def test_frame_cache_gives_the_same_items_and_is_read_only(root):
+    frames = D.list_frames(root, "train", ["a", "b", "c"])
+    plain = D.MattingFrames(root, frames, crop=32, guide="mixed", seed=0, accurate_prob=0.5)
+    cached = D.MattingFrames(root, frames, crop=32, guide="mixed", seed=0, accurate_prob=0.5, cache_mb=64)
+    per_frame = sum(a.nbytes for a in cached.load(0).values() if a is not cached.load(0)["image"]) \
+        + cached.load(0)["image"].nbytes
+    partial = D.MattingFrames(root, frames, crop=32, guide="mixed", seed=0, accurate_prob=0.5,
+                              cache_mb=2.5 * per_frame / 2 ** 20)  # room for two frames and a half
+    assert len({i for i, _ in cached._cache}) == len(frames)
+    whole = {i for i in range(len(frames)) if all((i, k) in partial._cache for k in partial._layers(i))}
+    assert whole == {0, 1} and max(i for i, _ in partial._cache) == 2  # the fill stops in the third frame
+    for key in [(i, 100 + i) for i in range(len(frames))] + list(range(len(frames))):
+        a, b, c = plain[key], cached[key], partial[key]
+        for k in a:
+            assert torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]), (key, k)
+    with pytest.raises(ValueError):
+        cached.load(0)["alpha"][0, 0] = 1  # shared by every item: nothing may write into it
