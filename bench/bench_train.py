@@ -12,6 +12,8 @@ one process on two threads (``1x2``) and two processes at once on one thread eac
 
     python bench/bench_train.py --recipe --baseline HEAD~3 --root data/train-cpu --variants light none heavy_db2
 
+``--profile VARIANT`` profiles one step of that recipe (torch.profiler): its time split and top operators.
+
 Without ``--root`` it writes synthetic frames (``--frame_size``, PNG like the real layout) to a temporary folder,
 so PNG decoding, resizing, cropping and guide perturbation cost what they cost on real data. On CUDA the model
 step runs under AMP (bf16 when supported, else fp16), as the solver does; on CPU in fp32.
@@ -157,6 +159,60 @@ def bench_recipe(args) -> int:
     return 0
 
 
+def profile_step(args) -> int:
+    """torch.profiler over the solver's own training step (``pipeline.solver``: model, fused optimiser where the
+    code has it, ``_step_loss``) at make train-cpu's settings, a detail-phase step (every loss term on), one batch
+    from the recipe's loader: the time split forward / losses / backward / optimiser, then the top operators by
+    self time with their share of the step. Runs against another checkout with ``PYTHONPATH=<its root>``."""
+    import statistics
+
+    from torch.profiler import profile
+
+    from pipeline import solver
+
+    cfg = solver.resolve_config(solver.build_parser("maggie.yaml").parse_args(
+        ["--root", args.root, "--model", args.profile, "--guide_mode", "mixed", "--accurate_guide_prob", "0.5",
+         "--batch_size", "4", "--crop", "128", "--base_channels", "16", "--num_workers", "0", "--steps", "2400",
+         "--threads", str(args.threads or 2)]))
+    place = solver._place(cfg)
+    train_set, _, _ = solver._datasets(cfg)
+    state = solver._build_state(cfg, place, None)
+    supervised = solver._SupervisedOutputs(state.model)
+    _, weights = solver.phase_at(cfg, 1500)
+    supervised.strides = tuple(k for k, w in weights.stride_weights.items() if w > 0)
+    keys = StepBatchSampler(len(train_set), cfg.batch_size, cfg.seed, 1).batch(0)
+    batch = torch.utils.data.default_collate([train_set[k] for k in keys])
+    split = {"forward + losses": [], "backward": [], "optimiser": []}
+
+    def step(timed: bool) -> None:
+        t0 = time.perf_counter()
+        loss, _ = solver._step_loss(supervised, batch, weights, None)
+        t1 = time.perf_counter()
+        state.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t2 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(supervised.parameters(), cfg.grad_clip)
+        state.opt.step()
+        if timed:
+            for key, dt in zip(split, (t1 - t0, t2 - t1, time.perf_counter() - t2)):
+                split[key].append(1e3 * dt)
+
+    for i in range(8):
+        step(i >= 3)
+    with profile() as prof:
+        for _ in range(5):
+            step(False)
+    total = sum(e.self_cpu_time_total for e in prof.key_averages())
+    print(f"{args.profile}, {torch.get_num_threads()} threads, model code {solver.__file__}")
+    print("step (median ms): " + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in split.items())
+          + f", total {sum(statistics.median(v) for v in split.values()):.1f}")
+    print("| operator | share of the step | ms per step | calls per step |\n|---|---:|---:|---:|")
+    for e in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:args.top]:
+        print(f"| {e.key[:60]} | {100 * e.self_cpu_time_total / total:.1f}% | {e.self_cpu_time_total / 5e3:.1f} | "
+              f"{e.count // 5} |")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", default=None, help="a data root with frames/train (default: synthetic frames)")
@@ -176,9 +232,16 @@ def main(argv=None) -> int:
                    help="--recipe: processes x threads")
     p.add_argument("--log_every", type=int, default=20, help="--recipe: train.csv interval (the first is skipped)")
     p.add_argument("--repeats", type=int, default=1, help="--recipe: alternating runs per tree (the best counts)")
+    p.add_argument("--profile", default=None, metavar="VARIANT",
+                   help="profile the solver's step of VARIANT at make train-cpu's settings (needs --root)")
+    p.add_argument("--top", type=int, default=12, help="--profile: how many operators to list")
     p.add_argument("--solver_args", nargs=argparse.REMAINDER, default=[],
                    help="--recipe: further solver flags, given last")
     args = p.parse_args(argv)
+    if args.profile:
+        if args.root is None:
+            raise SystemExit("bench_train: --profile needs --root (e.g. data/train-cpu from make train-cpu-data)")
+        return profile_step(args)
     if args.recipe:
         args.steps = args.steps or 100
         if args.steps < 2 * args.log_every:

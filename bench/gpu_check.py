@@ -29,8 +29,12 @@ the run: a part skips what no longer fits and says so in a note; a watchdog ends
 after the budget (a compile that hangs), keeping the rows measured so far. ``OUT/gpu_check.json`` and
 ``OUT/gpu_check.md`` (device, versions, one table per part, the checks) are rewritten atomically after every part.
 
-Exit codes: 0 every part ran (a part whose cap cut some rows is 'partial', its notes say which) and every check
-held; 1 a part raised, timed out or was skipped for lack of time; 3 a numeric check failed (wins over 1).
+Exit codes: 0 every part ran (a part whose cap cut some rows is 'partial', its notes say which; one whose optional
+package, ``OPTIONAL_MODULES``, is not installed is 'not available') and every check held; 1 a part raised, timed
+out or was skipped for lack of time; 3 a numeric check failed (wins over 1).
+
+On the lent GPU machine (its own Python 3.12 and torch, no package index) the packages it lacks travel as wheels:
+``bash bench/gpu_env.sh`` here, then the device command of bench/RESULTS.md ("gpu_check") installs them there.
 Without a CUDA device and without ``--cpu-dry-run`` the script prints the one line ``NO_CUDA_LINE``, writes
 nothing and exits 0: there is nothing to measure, which is not a failure.
 """
@@ -62,6 +66,9 @@ from utils.paths import make_repo_importable
 make_repo_importable()  # its parts import bench.* and inference, and it runs as `python bench/gpu_check.py`
 NO_CUDA_LINE = "gpu_check: no CUDA device; nothing measured (use --cpu-dry-run to test the script)"
 EXIT_ERROR, EXIT_MISMATCH = 1, 3
+# modules of the carried wheels (bench/gpu_wheels.txt) a part may find missing when bench/gpu_env.sh could not
+# get their wheel: the part is then "not available" (not an error) and the others run
+OPTIONAL_MODULES = ("sam2", "ultralytics", "hydra", "omegaconf", "antlr4", "iopath")
 WATCHDOG_GRACE_S = 20.0  # after the budget: time for the part running to finish its row before the process ends
 # stated tolerances of the numeric checks (max absolute difference)
 TOL_FP16 = 2e-2        # refiner alpha, fp16 autocast vs fp32 (alpha in [0, 1])
@@ -513,7 +520,7 @@ class Report:
         parts = self.data["parts"].values()
         if any(not c["ok"] for p in parts for c in p.get("checks", [])):
             return EXIT_MISMATCH
-        if any(p["status"] not in ("ok", "partial") for p in parts):
+        if any(p["status"] not in ("ok", "partial", "not available") for p in parts):
             return EXIT_ERROR
         return 0
 
@@ -568,6 +575,13 @@ def run_parts(s: Settings, report: Report, names: Sequence[str]) -> int:
                 status = "mismatch" if any(not c["ok"] for c in result["checks"]) else \
                     ("partial" if part.skipped else "ok")
                 entry = {**result, "status": status}
+            except ModuleNotFoundError as exc:
+                if (exc.name or "").split(".")[0] not in OPTIONAL_MODULES:
+                    traceback.print_exc()
+                    entry = {**part.result(), "status": "error", "error": f"{type(exc).__name__}: {exc}"[:500]}
+                else:
+                    entry = {**part.result(), "status": "not available",
+                             "error": f"{exc.name} is not installed (no wheel from bench/gpu_env.sh)"}
             except Exception as exc:  # one broken part must not lose the others' numbers
                 traceback.print_exc()
                 entry = {**part.result(), "status": "error", "error": f"{type(exc).__name__}: {exc}"[:500]}

@@ -45,10 +45,23 @@ def test_no_cuda_prints_one_line_writes_nothing(tmp_path):
     assert not out.exists()  # no file that could be taken for a measurement
 
 
+# records the top-level modules a dry run imported (its parts import what they use as they run), then runs it
+_RECORD_IMPORTS = """
+import atexit, json, runpy, sys
+out = sys.argv.pop(1)
+atexit.register(lambda: json.dump(sorted({m.split('.')[0] for m in list(sys.modules)}), open(out, 'w')))
+sys.argv[0] = 'bench/gpu_check.py'
+runpy.run_path('bench/gpu_check.py', run_name='__main__')
+"""
+
+
 def test_cpu_dry_run_every_part(tmp_path):
     out = tmp_path / "out"
-    r = _run(str(out), "--cpu-dry-run", env={"CUDA_VISIBLE_DEVICES": ""})
+    imports = tmp_path / "imports.json"
+    r = subprocess.run([sys.executable, "-c", _RECORD_IMPORTS, str(imports), str(out), "--cpu-dry-run"], cwd=REPO,
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    _imports_are_on_the_gpu_machine(json.loads(imports.read_text()))
     report = json.loads((out / "gpu_check.json").read_text())
     assert report["dry_run"] is True and report["finished"] is True and report["exit_code"] == 0
     assert sorted(report["parts"]) == sorted(gc.PARTS)
@@ -127,3 +140,87 @@ gc.run_parts(s, gc.Report(Path({str(tmp_path)!r}), s), ["dwt"])
     assert "budget of 2 s exceeded in part dwt" in r.stdout
     part = json.loads((tmp_path / "gpu_check.json").read_text())["parts"]["dwt"]
     assert part["status"] == "timeout" and part["rows"] == [{"x": 1.0}]
+
+
+# modules that belong to no installed distribution: this project's, the interpreter's own, and generated ones
+_NO_DISTRIBUTION = {"bench", "inference", "model", "pipeline", "preprocess", "utils", "get_default_model", "tests",
+                    "__main__", "__mp_main__", "cython_runtime", "_remote_module_non_scriptable"}
+# packages setuptools' pkg_resources vendors and puts on sys.path itself (setuptools/_vendor)
+_VENDORED_BY_SETUPTOOLS = {"backports", "jaraco", "more_itertools", "platformdirs", "packaging", "zipp",
+                           "importlib_metadata", "autocommand", "inflect", "typeguard", "wheel", "tomli"}
+
+
+def _names(path) -> set[str]:
+    """Distribution names of a list file (one a line, ``name==version`` allowed, # comments), normalised."""
+    out = set()
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            out.add(_norm(line.split("==")[0]))
+    return out
+
+
+def _norm(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def _imports_are_on_the_gpu_machine(modules: list[str]) -> None:
+    """Every module the dry run imported comes from the lent machine's image (bench/gpu_machine_packages.txt),
+    a carried wheel (bench/gpu_wheels.txt), the standard library or this project: a new import of a package the
+    machine lacks fails here, not there."""
+    import importlib.metadata as md
+
+    allowed = _names(REPO / "bench/gpu_machine_packages.txt") | _names(REPO / "bench/gpu_wheels.txt")
+    dists = md.packages_distributions()
+    stray = {}
+    for mod in modules:
+        if mod in sys.stdlib_module_names or mod in _NO_DISTRIBUTION or mod.startswith(("_cython_", "_sysconfigdata",
+                                                                                        "__editable__")):
+            continue
+        names = {_norm(d) for d in dists.get(mod, [])}
+        if mod in _VENDORED_BY_SETUPTOOLS and not names & allowed:
+            continue
+        if not names:
+            stray[mod] = "no installed distribution"
+        elif not names & allowed:
+            stray[mod] = ", ".join(sorted(names))
+    assert not stray, f"gpu_check imports packages the GPU machine lacks (add a wheel to bench/gpu_wheels.txt): {stray}"
+
+
+def test_carried_wheels_are_pinned_as_requirements_txt():
+    """Each carried wheel has one pinned version, requirements.txt's where it names the package (the versions the
+    tests ran with), and none is already on the machine (it would only be a second copy)."""
+    pins = {}
+    for line in (REPO / "bench/gpu_wheels.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version, f"unpinned wheel {line!r}"
+            pins[_norm(name)] = version
+    req = {}
+    for line in (REPO / "requirements.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if "==" in line:
+            name, version = line.split("==")
+            req[_norm(name)] = version
+    for name, version in pins.items():
+        assert req.get(name, version) == version, (name, version, req.get(name))
+    on_machine = _names(REPO / "bench/gpu_machine_packages.txt")
+    assert not (set(pins) - {"setuptools"}) & on_machine  # setuptools: the machine's may be >= 82 (no pkg_resources)
+
+
+def test_missing_optional_package_is_not_available_not_an_error(tmp_path, monkeypatch):
+    """A part whose optional package (no wheel was found for it) is missing reports 'not available' and the run
+    exits 0; a missing package that is not optional stays an error."""
+    def needs(name):
+        def part(s, p):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return part
+
+    monkeypatch.setitem(gc.PARTS, "masks", needs("sam2"))
+    s = gc.Settings.for_dry_run(60.0)
+    assert gc.run_parts(s, gc.Report(tmp_path, s), ["masks"]) == 0
+    part = json.loads((tmp_path / "gpu_check.json").read_text())["parts"]["masks"]
+    assert part["status"] == "not available" and "sam2" in part["error"]
+    monkeypatch.setitem(gc.PARTS, "masks", needs("pytorch_wavelets"))
+    assert gc.run_parts(s, gc.Report(tmp_path, s), ["masks"]) == gc.EXIT_ERROR

@@ -11,7 +11,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
-import av
 import numpy as np
 
 from utils.atomic import atomic_path
@@ -21,9 +20,18 @@ from utils.images import list_images, read_image, to_float
 VIDEO_EXTS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 
 
+def _av():
+    """PyAV, imported when a video is opened: code that only imports this module (the GPU check, whose machine
+    has no PyAV and whose carried wheels leave its 36 MB out) runs without it."""
+    import av
+
+    return av
+
+
 def _open(path: Path):
     if not path.is_file():
         raise UserError(f"video not found: {path}")
+    av = _av()
     try:
         return av.open(str(path))
     except (av.error.FFmpegError, OSError) as exc:
@@ -51,6 +59,7 @@ def iter_video(path: str | os.PathLike, gray: bool = False) -> Iterator[np.ndarr
     """
     path = Path(path)
     count = 0
+    av = _av()
     with _open(path) as container:
         if not container.streams.video:
             raise UserError(f"no video stream in {path}")
@@ -88,6 +97,7 @@ def write_video(path: str | os.PathLike, frames, fps: float = 25.0, crf: int = 1
         first = next(frames)
     except StopIteration:
         raise ValueError("write_video needs at least one frame") from None
+    av = _av()
     with atomic_path(path) as tmp:
         with av.open(str(tmp), mode="w", format="mp4") as container:
             stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
