@@ -857,6 +857,11 @@ def load_refiner(path: str | os.PathLike, map_location: str | torch.device = "cp
     Raises ``UserError`` (one line) for a missing file, an unreadable file, or a checkpoint of something else.
     """
     ckpt = read_checkpoint(path, map_location)
+    state = ckpt.get("model") if isinstance(ckpt.get("model"), dict) else {}
+    bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:  # a run that diverged: its alpha would be NaN, or cut to 0 in whole tiles
+        raise UserError(f"refiner checkpoint {path} holds non-finite weights (NaN or inf) in {len(bad)} tensor(s), "
+                        f"e.g. {bad[0]}: retrain it (a smaller learning rate)")
     try:
         _check_saved_config(ckpt["config"])
         model = build_refiner(**ckpt["config"])

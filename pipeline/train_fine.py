@@ -17,8 +17,11 @@ crops and factors are a pure function of (seed, step), so a resumed run ends wit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import hashlib
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +37,8 @@ from pipeline.data import MattingFrames, list_clips, list_frames
 from pipeline.losses import gate_target, laplacian_loss
 from pipeline.solver import append_csv, lr_at, truncate_csv
 from utils.atomic import atomic_path
-from utils.cli import ArgumentParser, UserError, run_main, unit_seed
+from utils.cli import ArgumentParser, UsageError, UserError, run_main, unit_seed
+from utils.locks import hold_lock
 from utils.paths import repo_default
 
 log = logging.getLogger("train_fine")
@@ -42,6 +46,8 @@ log = logging.getLogger("train_fine")
 
 @dataclass
 class FineConfig:
+    """Every setting of a fine-stage run (each a flag: ``--name value``)."""
+
     ckpt: str = ""  # the trained refiner (its trunk stays frozen)
     root: str = "data/hires-train"  # a data root with large frames (make train-fine-data)
     split: str = "train"
@@ -109,11 +115,91 @@ def fine_loss(batch: dict[str, torch.Tensor], region_only: bool = True,
     return total, {k: float(v.detach()) for k, v in terms.items()}
 
 
-def train(cfg: FineConfig, resume: bool = False) -> Path:
-    """Train the fine stage of ``cfg.ckpt``'s refiner; returns the path of the checkpoint written (fine.pt)."""
-    torch.set_num_threads(cfg.threads)
+def check_config(cfg: FineConfig) -> None:
+    """Every value a run could fail on later, checked before anything is written: ``UsageError`` (exit 64)."""
+    for key in ("steps", "batch_size", "crop", "fine_crop", "log_every", "ckpt_every", "threads"):
+        if getattr(cfg, key) < 1:
+            raise UsageError(f"--{key} must be >= 1, got {getattr(cfg, key)}")
     if cfg.fine_crop % 16 or cfg.fine_crop > cfg.crop:
-        raise UserError(f"--fine_crop must be a multiple of 16 and at most --crop, got {cfg.fine_crop}")
+        raise UsageError(f"--fine_crop must be a multiple of 16 and at most --crop ({cfg.crop}), got {cfg.fine_crop}")
+    if not cfg.factors or any(f < 1 for f in cfg.factors):
+        raise UsageError(f"--factors must be integers >= 1, got {' '.join(map(str, cfg.factors))}")
+    if cfg.warmup_steps < 0:
+        raise UsageError(f"--warmup_steps must be >= 0, got {cfg.warmup_steps}")
+    for key, low, high in (("lr", 0.0, 1.0), ("weight_decay", 0.0, math.inf), ("gate_weight", 0.0, math.inf),
+                           ("accurate_prob", 0.0, 1.0), ("min_lr_ratio", 0.0, 1.0)):
+        value = getattr(cfg, key)
+        if not math.isfinite(value) or not low <= value <= high or (key == "lr" and value == 0):
+            bound = f"in (0, {high:g}]" if key == "lr" else (f"in [{low:g}, {high:g}]" if math.isfinite(high)
+                                                                 else f">= {low:g}")
+            raise UsageError(f"--{key} must be a finite number {bound}, got {value}")
+
+
+def trunk_fingerprint(model: Refiner) -> str:
+    """sha256 of the trunk's weights (every tensor but the fine stage's): which refiner a fine stage belongs to."""
+    digest = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        if not key.startswith("fine"):
+            digest.update(key.encode())
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _open_run(out: Path, resume: bool, overwrite: bool) -> None:
+    """The run folder, held by the caller's lock: a finished or started run is refused unless ``resume`` or
+    ``overwrite`` (which deletes it); temporaries a killed write left are removed."""
+    outputs = [out / n for n in ("last.pt", "fine.pt", "train.csv")]
+    if overwrite:
+        for path in outputs:
+            path.unlink(missing_ok=True)
+    elif not resume and any(p.exists() for p in outputs):
+        raise UserError(f"{out} already has a run: pass --resume to continue it or --overwrite to restart")
+    for stale in out.glob(".*.tmp-*"):
+        stale.unlink(missing_ok=True)
+
+
+def _resume_state(out: Path, cfg: FineConfig, fingerprint: str) -> dict | None:
+    """``last.pt`` of the run (None if there is none yet): refused in one line when unreadable, made on another
+    refiner, or past this run's ``--steps``."""
+    path = out / "last.pt"
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state["fine"], state["optimizer"], int(state["step"])
+    except Exception as exc:  # noqa: BLE001  (a truncated or foreign file: the user's to fix)
+        raise UserError(f"not a loadable fine-stage checkpoint: {path} ({exc.__class__.__name__}); rerun with "
+                        "--overwrite to start over") from None
+    if state.get("trunk") not in (None, fingerprint):
+        raise UserError(f"{path} was trained on another refiner than --ckpt {cfg.ckpt}: resume with the refiner it "
+                        "was started on, or --overwrite")
+    if int(state["step"]) > cfg.steps:
+        raise UserError(f"{path} has trained {int(state['step'])} steps, more than --steps {cfg.steps}: give "
+                        f"--steps {int(state['step'])} or more, or --overwrite")
+    return state
+
+
+def _finite_or_stop(model: Refiner, step: int, terms: dict[str, float], last: Path) -> None:
+    """Stop (one line, the last good checkpoint untouched) on a non-finite loss term or fine-stage weight."""
+    bad = [k for k, v in terms.items() if not math.isfinite(v)]
+    bad += [f"weight {n}" for n, p in model.fine.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise UserError(f"non-finite {', '.join(bad)} at step {step}; stopped, last good checkpoint: "
+                        f"{last if last.exists() else 'none yet'} (a smaller --lr?)")
+
+
+def train(cfg: FineConfig, resume: bool = False, overwrite: bool = False) -> Path:
+    """Train the fine stage of ``cfg.ckpt``'s refiner; returns the path of the checkpoint written (fine.pt)."""
+    check_config(cfg)
+    out = Path(cfg.runs_dir) / cfg.name
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(hold_lock(Path(cfg.runs_dir) / f".{cfg.name}.lock",
+                                      f"a fine-stage training named {cfg.name!r}"))
+        return _train(cfg, out, resume, overwrite)
+
+
+def _train(cfg: FineConfig, out: Path, resume: bool, overwrite: bool) -> Path:
+    torch.set_num_threads(cfg.threads)
     model, _ = load_refiner(cfg.ckpt)
     model.eval().requires_grad_(False)
     model.fine.requires_grad_(True)
@@ -124,11 +210,12 @@ def train(cfg: FineConfig, resume: bool = False) -> Path:
     data = MattingFrames(root, frames, cfg.tree, guide="perturb", crop=cfg.crop, with_fb=False, seed=cfg.seed,
                          accurate_prob=cfg.accurate_prob)
     opt = torch.optim.AdamW(model.fine.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    out = Path(cfg.runs_dir) / cfg.name
     out.mkdir(parents=True, exist_ok=True)
+    _open_run(out, resume, overwrite)
+    fingerprint = trunk_fingerprint(model)
     step = 0
-    if resume and (out / "last.pt").is_file():
-        state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+    state = _resume_state(out, cfg, fingerprint) if resume else None
+    if state is not None:
         model.fine.load_state_dict(state["fine"])
         opt.load_state_dict(state["optimizer"])
         step = int(state["step"])
@@ -147,10 +234,12 @@ def train(cfg: FineConfig, resume: bool = False) -> Path:
                                rng) for j, i in enumerate(picks)]
         batch = {k: torch.cat([wd[k] for wd in windows]) for k in windows[0]}
         loss, terms = fine_loss(batch, cfg.region_only, cfg.gate_weight)
+        _finite_or_stop(model, step, terms, out / "last.pt")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         step += 1
+        _finite_or_stop(model, step, {}, out / "last.pt")  # an update that overflowed is never saved
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + v
         if step % cfg.log_every == 0 or step == cfg.steps:
@@ -162,41 +251,60 @@ def train(cfg: FineConfig, resume: bool = False) -> Path:
             sums, t0 = {}, time.time()
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             with atomic_path(out / "last.pt") as tmp:
-                torch.save({"fine": model.fine.state_dict(), "optimizer": opt.state_dict(), "step": step}, tmp)
+                torch.save({"fine": model.fine.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                            "trunk": fingerprint}, tmp)
     model.fine_steps.fill_(step)
     path = save_refiner(out / "fine.pt", model, fine_config=dataclasses.asdict(cfg))
     log.info("wrote %s (the refiner of %s with its fine stage trained %d steps)", path, cfg.ckpt, step)
     return path
 
 
+HELP = {"ckpt": "the trained refiner checkpoint (its trunk stays frozen; required)",
+        "root": "data root with large frames (make train-fine-data)", "split": "split of the data root",
+        "tree": "frames (defocused) or frames_sharp", "name": "run name: <runs_dir>/<name>/",
+        "runs_dir": "folder of the runs", "steps": "training steps", "batch_size": "windows per step",
+        "crop": "px square of a frame the coarse pass sees", "fine_crop": "px square the fine stage trains on "
+        "(a multiple of 16, at most --crop)", "factors": "the coarse pass's downsampling factors, one drawn per step",
+        "accurate_prob": "share of items with an accurate guide", "region_only": "L1 terms over the pixels the "
+        "rule lets change", "gate_weight": "weight of the gate correction's BCE", "lr": "peak learning rate",
+        "warmup_steps": "linear warmup steps", "min_lr_ratio": "the cosine ends at lr * this",
+        "weight_decay": "AdamW weight decay", "seed": "data order, crops and factors", "threads": "CPU threads",
+        "log_every": "train.csv interval", "ckpt_every": "last.pt interval"}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """Every ``FineConfig`` field as ``--name value``, and ``--resume``."""
-    p = ArgumentParser(description=__doc__.splitlines()[0])
+    """Every ``FineConfig`` field as ``--name value`` (with its default in the help), ``--resume``, ``--overwrite``."""
+    p = ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in dataclasses.fields(FineConfig):
         default = repo_default(f.default) if f.name in ("root", "runs_dir") else f.default  # from any folder
         if isinstance(default, bool):
-            p.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, default=default)
+            p.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, default=default, help=HELP[f.name])
         elif isinstance(default, tuple):
-            p.add_argument(f"--{f.name}", type=int, nargs="+", default=list(default))
+            p.add_argument(f"--{f.name}", type=int, nargs="+", default=list(default), help=HELP[f.name])
         else:
-            p.add_argument(f"--{f.name}", type=type(default), default=default, required=f.name == "ckpt")
-    p.add_argument("--resume", action="store_true", help="continue from <runs_dir>/<name>/last.pt")
+            p.add_argument(f"--{f.name}", type=type(default), default=None if f.name == "ckpt" else default,
+                           required=f.name == "ckpt", help=HELP[f.name])
+    p.add_argument("--resume", action="store_true", help="continue <runs_dir>/<name>/last.pt")
+    p.add_argument("--overwrite", action="store_true", help="start <runs_dir>/<name>/ over, deleting its run")
     return p
 
 
-def parse(argv: Sequence[str] | None = None) -> tuple[FineConfig, bool]:
-    """Command line -> (config, resume); a missing checkpoint is one error line."""
+def parse(argv: Sequence[str] | None = None) -> tuple[FineConfig, bool, bool]:
+    """Command line -> (config, resume, overwrite); a bad value is a usage error (exit 64) and a missing
+    checkpoint one error line, both before anything is written."""
     args = vars(build_parser().parse_args(argv))
-    resume = args.pop("resume")
+    resume, overwrite = args.pop("resume"), args.pop("overwrite")
     args["factors"] = tuple(args["factors"])
-    if not Path(args["ckpt"]).is_file():
-        raise UserError(f"refiner checkpoint not found: {args['ckpt']}")
-    return FineConfig(**args), resume
+    cfg = FineConfig(**args)
+    check_config(cfg)
+    if not Path(cfg.ckpt).is_file():
+        raise UserError(f"refiner checkpoint not found: {cfg.ckpt}")
+    return cfg, resume, overwrite
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg, resume = parse(argv)
-    train(cfg, resume)
+    cfg, resume, overwrite = parse(argv)
+    train(cfg, resume, overwrite)
     return 0
 
 
