@@ -381,7 +381,8 @@ def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
     try:
         items = iter_inputs(inp, kind)
         total = len(names) if names else (1 if kind == "image" else None)
-        bar = tqdm(total=total, unit="frame" if kind == "video" else "image", desc="inference", disable=total == 1)
+        bar = tqdm(total=total, unit="frame" if kind == "video" else "image", desc="inference",
+                   disable=True if total == 1 else None)  # None: a bar on a terminal only, never glued to an error line
         while True:
             chunk = [item for _, item in zip(range(GUIDE_CHUNK), items)]
             if not chunk:

@@ -104,8 +104,9 @@ class MattingFrames(torch.utils.data.Dataset):
     (3,H,W) when ``with_fb``, and guide_accurate (a 0-dim 0/1: whether the guide is an accurate one, the target of
     the refiner's guide trust head). An item key is ``(frame_index, aug_seed)`` (training) or a frame index (eval).
 
-    ``cache_mb`` > 0 decodes the frames once, when the data set is made, and keeps them in memory (in their stored
-    integer types, read-only) until that many megabytes are held; frames past the budget are decoded when drawn.
+    ``cache_mb`` > 0 keeps decoded frames in memory (in their stored integer types, read-only) until that many
+    megabytes are held, filled as frames are drawn or at once by :meth:`fill_cache` (the solver calls it before
+    its first step); frames past the budget are decoded when drawn.
     Measured: PNG decoding was most of the loader's time, and the loader a quarter of a ``make train-cpu`` step.
     Loader worker processes share the cache (forked, copy-on-write). The arrays are the decoded files' exactly,
     so cached or not, every item is the same.
@@ -134,8 +135,6 @@ class MattingFrames(torch.utils.data.Dataset):
         self.cache_bytes = int(cache_mb * 2 ** 20)
         self._cache: dict[tuple[int, str], np.ndarray] = {}
         self._cached_bytes = 0
-        if self.cache_bytes:
-            self._fill_cache()
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -143,9 +142,11 @@ class MattingFrames(torch.utils.data.Dataset):
     def path(self, frame: Frame, layer: str) -> Path:
         return self.layout.frames(frame.split, layer, frame.clip, tree=self.tree) / frame.name
 
-    def _fill_cache(self) -> None:
+    def fill_cache(self) -> None:
         """Decode frames in order into the cache until the budget is full (the first frame that does not fit
-        whole stops it); logs what it holds."""
+        whole stops it); logs what it holds. Without it the cache fills as frames are drawn."""
+        if not self.cache_bytes:
+            return
         t0 = time.time()
         for index in range(len(self.frames)):
             self.load(index)

@@ -41,8 +41,8 @@ from tqdm import tqdm
 from model.sparse import RATIO_HELP, auto_ratio, ratio_arg, refine_sparse
 from pipeline import metrics as M
 from pipeline.data import Frame, MattingFrames, list_clips, list_frames
-from utils.atomic import atomic_path, write_bytes_atomic, write_json_atomic
-from utils.cli import ArgumentParser, UserError, run_main
+from utils.atomic import atomic_dir, atomic_path, write_bytes_atomic, write_json_atomic
+from utils.cli import ArgumentParser, UserError, nonneg_int, run_main
 from utils.device import resolve_device
 from utils.images import check_frame_sizes, list_images, read_image, write_png
 from utils.paths import repo_default
@@ -148,7 +148,7 @@ def evaluate_method(name: str, predict: Predict, ds: MattingFrames, save_dir: Pa
     for i, f in enumerate(ds.frames):
         by_clip[f.clip].append(i)
     rows, frame_scores = [], []
-    for clip, idx in tqdm(by_clip.items(), desc=name, leave=False):
+    for clip, idx in tqdm(by_clip.items(), desc=name, leave=False, disable=None):  # a bar on a terminal only
         preds, gts, rhos = [], [], []
         for i in idx:
             item = ds[i]
@@ -292,12 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred_dir", default=None, help="mode b: folder of predictions <clip>/[frames/]NNNN.png")
     p.add_argument("--gt_dir", default=None, help="mode b: folder of ground-truth alpha <clip>/[frames/]NNNN.png")
     p.add_argument("--name", default=None, help="method name for --pred_dir (default: the folder name)")
-    p.add_argument("--eval_long_side", "--long_side", dest="eval_long_side", type=int, default=0,
+    p.add_argument("--eval_long_side", "--long_side", dest="eval_long_side", type=nonneg_int, default=0,
                    help="downscale frames so the long side is at most this (0: full resolution)")
     p.add_argument("--downsample_ratio", type=ratio_arg, default="auto",
                    help=RATIO_HELP)
     p.add_argument("--dense", action="store_true", help="the dense path (every pixel at full resolution)")
-    p.add_argument("--max_frames", type=int, default=0, help="at most this many frames per clip (0: all)")
+    p.add_argument("--max_frames", type=nonneg_int, default=0, help="at most this many frames per clip (0: all)")
     p.add_argument("--save_pred", action="store_true", help="also write predictions to <out>/pred/<method>/")
     p.add_argument("--out", default=repo_default("runs/eval"), help="output folder")
     p.add_argument("--seed", type=int, default=0, help="seed of perturbed guides")
@@ -320,11 +320,13 @@ def score_pred_dir(pred_dir: Path, gt_dir: Path, name: str) -> Scores:
     """Mode (b): saved predictions ``<dir>/<clip>/[frames/]NNNN.png`` against ground truth of the same names."""
     scores = Scores()
     rows, frame_scores, flat = [], [], []
-    for clip, preds, gts in tqdm(read_pred_dir(pred_dir, gt_dir), desc=name):
-        p = np.stack([read_image(x, gray=True) for x in preds])
-        g = np.stack([read_image(x, gray=True) for x in gts])
-        if p.shape != g.shape:
-            raise UserError(f"{clip}: predictions are {p.shape[1:]} but ground truth is {g.shape[1:]}")
+    for clip, preds, gts in tqdm(read_pred_dir(pred_dir, gt_dir), desc=name, disable=None):
+        p_list, g_list = [read_image(x, gray=True) for x in preds], [read_image(x, gray=True) for x in gts]
+        for pred_path, gt_path, a, b in zip(preds, gts, p_list, g_list):
+            if a.shape != b.shape:
+                raise UserError(f"{pred_path} is {a.shape[1]}x{a.shape[0]} but its ground truth {gt_path} is "
+                                f"{b.shape[1]}x{b.shape[0]}")
+        p, g = np.stack(p_list), np.stack(g_list)
         frames, video = score_clip(p, g)
         for j, fr in enumerate(frames):
             frame_scores.append((len(flat), fr["mad"]))
@@ -401,6 +403,22 @@ def score_split(args) -> Scores:
     return scores
 
 
+# everything an evaluation writes in its --out: the folder is replaced whole, so nothing of an earlier one survives
+EVAL_OUTPUTS = ("metrics.json", "per_clip.csv", "per_frame.csv", "table.md", "figure.png", "pred")
+
+
+def _check_out(out: Path) -> None:
+    """An existing ``--out`` is replaced whole: it may hold an earlier evaluation's files only."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
+    other = sorted(p.name for p in out.iterdir() if p.name not in EVAL_OUTPUTS and not p.name.startswith("."))
+    if other:
+        raise UserError(f"--out {out} holds files that are not an evaluation's ({', '.join(other[:3])}"
+                        f"{', ...' if len(other) > 3 else ''}): give a new or empty folder")
+
+
 def write_outputs(out: Path, scores: Scores) -> dict:
     """metrics.json, per_clip.csv, per_frame.csv, table.md and figure.png in ``out``; returns the summary
     (method -> mean of every metric over its runs, ``_std`` over runs when there are several, ``runs``)."""
@@ -431,19 +449,25 @@ def write_outputs(out: Path, scores: Scores) -> dict:
              (f"{name}: best MAD {ranked[0][1]:.1f}", ranked[0][0])]
     draw_figure(out / "figure.png", picks, loader)
     print(table, end="")
-    log.info("wrote %s, %s, %s, %s", out / "metrics.json", out / "per_clip.csv", out / "table.md", out / "figure.png")
     return summary
 
 
 def run(args: argparse.Namespace) -> dict:
-    """Score (mode a or b, by ``args``) and write every output; returns the summary (see :func:`write_outputs`)."""
-    if args.pred_dir or args.gt_dir:
-        if not (args.pred_dir and args.gt_dir):
-            raise UserError("--pred_dir and --gt_dir go together")
-        scores = score_pred_dir(Path(args.pred_dir), Path(args.gt_dir), args.name or Path(args.pred_dir).name)
-    else:
-        scores = score_split(args)
-    return write_outputs(Path(args.out), scores)
+    """Score (mode a or b, by ``args``) and write every output; returns the summary (see :func:`write_outputs`).
+    The outputs (predictions too, with ``--save_pred``) go to a temporary folder that then replaces ``--out``
+    whole: a new evaluation never leaves an earlier one's files beside its own, and a failed one changes nothing."""
+    out = Path(args.out)
+    _check_out(out)
+    if (args.pred_dir or args.gt_dir) and not (args.pred_dir and args.gt_dir):
+        raise UserError("--pred_dir and --gt_dir go together")
+    with atomic_dir(out, overwrite=True) as tmp:
+        if args.pred_dir:
+            scores = score_pred_dir(Path(args.pred_dir), Path(args.gt_dir), args.name or Path(args.pred_dir).name)
+        else:
+            scores = score_split(argparse.Namespace(**{**vars(args), "out": str(tmp)}))
+        summary = write_outputs(tmp, scores)
+    log.info("wrote %s: %s", out, ", ".join(sorted(p.name for p in out.iterdir())))
+    return summary
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -37,7 +37,7 @@ from pipeline.data import MattingFrames, StepBatchSampler, list_clips, list_fram
 from pipeline.losses import (DEFAULT_STRIDE_WEIGHTS, TERMS, LossWeights, gate_loss, logit_bce_loss, matting_losses,
                              trust_loss)
 from utils.atomic import atomic_path, write_bytes_atomic
-from utils.cli import ArgumentParser, UserError
+from utils.cli import ArgumentParser, UsageError, UserError
 from utils.device import resolve_device
 from utils.images import check_frame_sizes
 from utils.locks import hold_lock
@@ -137,7 +137,7 @@ def _convert(key: str, text: str, kind: Any) -> Any:
             return yaml.safe_load(text)
         return text
     except (ValueError, yaml.YAMLError):
-        raise UserError(f"--{key} expects {kind.__name__}, got {text!r}") from None
+        raise UsageError(f"--{key} expects {kind.__name__}, got {text!r}") from None
 
 
 def build_parser(defaults_yaml: str | None = None) -> argparse.ArgumentParser:
@@ -194,11 +194,11 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     for f in dataclasses.fields(TrainConfig):
         v = getattr(cfg, f.name)
         if isinstance(v, float) and not math.isfinite(v):
-            raise UserError(f"--{f.name} must be a finite number, got {v}")
+            raise UsageError(f"--{f.name} must be a finite number, got {v}")
     if cfg.guide_mode not in ("perturb", "files", "mixed"):
-        raise UserError(f"--guide_mode must be perturb, files or mixed, got {cfg.guide_mode!r}")
+        raise UsageError(f"--guide_mode must be perturb, files or mixed, got {cfg.guide_mode!r}")
     if cfg.val_source not in ("holdout", "test"):
-        raise UserError(f"--val_source must be holdout or test, got {cfg.val_source!r}")
+        raise UsageError(f"--val_source must be holdout or test, got {cfg.val_source!r}")
     _check_config(cfg)
     return cfg
 
@@ -226,38 +226,39 @@ _POSITIVE_INTS = ("steps", "batch_size", "log_every", "eval_every", "ckpt_every"
 
 
 def _check_config(cfg: TrainConfig) -> None:
-    """Every value a run could fail on later, checked before anything is written (one line each)."""
+    """Every value a run could fail on later, checked before anything is written (one line each, a usage error:
+    exit 64 like any bad command line)."""
     for key in _POSITIVE_INTS:
         if getattr(cfg, key) < 1:
-            raise UserError(f"--{key} must be >= 1, got {getattr(cfg, key)}")
+            raise UsageError(f"--{key} must be >= 1, got {getattr(cfg, key)}")
     for key in ("num_workers", "warmup_steps", "val_max_frames", "threads", "eval_long_side", "cache_mb"):
         if getattr(cfg, key) < 0:
-            raise UserError(f"--{key} must be >= 0, got {getattr(cfg, key)}")
+            raise UsageError(f"--{key} must be >= 0, got {getattr(cfg, key)}")
     if not 0 <= cfg.val_fraction < 1:
-        raise UserError(f"--val_fraction must be in [0, 1), got {cfg.val_fraction}")
+        raise UsageError(f"--val_fraction must be in [0, 1), got {cfg.val_fraction}")
     if not 0 <= cfg.accurate_guide_prob <= 1:
-        raise UserError(f"--accurate_guide_prob must be in [0, 1], got {cfg.accurate_guide_prob}")
+        raise UsageError(f"--accurate_guide_prob must be in [0, 1], got {cfg.accurate_guide_prob}")
     if not 0 <= cfg.accurate_gate_threshold < 1:
-        raise UserError(f"--accurate_gate_threshold must be in [0, 1), got {cfg.accurate_gate_threshold}")
+        raise UsageError(f"--accurate_gate_threshold must be in [0, 1), got {cfg.accurate_gate_threshold}")
     if not 0 <= cfg.gate_threshold <= cfg.flip_threshold < 1:
-        raise UserError(f"--gate_threshold and --flip_threshold need 0 <= gate <= flip < 1, got {cfg.gate_threshold}, "
+        raise UsageError(f"--gate_threshold and --flip_threshold need 0 <= gate <= flip < 1, got {cfg.gate_threshold}, "
                         f"{cfg.flip_threshold}")
     metrics = [f"{m}{suffix}" for suffix in ("", "_unknown") for m in ("sad", "mad", "mse", "grad", "conn")]
     if cfg.best_metric not in metrics:
-        raise UserError(f"--best_metric must be one of {', '.join(metrics)}, got {cfg.best_metric!r}")
+        raise UsageError(f"--best_metric must be one of {', '.join(metrics)}, got {cfg.best_metric!r}")
     if not isinstance(cfg.phases, list):
-        raise UserError(f"--phases must be a list of {{name, until, weights, strides}}, got {cfg.phases!r}")
+        raise UsageError(f"--phases must be a list of {{name, until, weights, strides}}, got {cfg.phases!r}")
     for i, ph in enumerate(cfg.phases):
         if not isinstance(ph, dict) or not isinstance(ph.get("until"), (int, float)):
-            raise UserError(f"--phases[{i}] must be a mapping with a numeric 'until' (fraction of steps), got {ph!r}")
+            raise UsageError(f"--phases[{i}] must be a mapping with a numeric 'until' (fraction of steps), got {ph!r}")
         weights, strides = ph.get("weights") or {}, ph.get("strides") or {}
         if not isinstance(weights, dict) or set(weights) - set(TERMS):
-            raise UserError(f"--phases[{i}].weights: keys must be among {', '.join(TERMS)}, got {weights!r}")
+            raise UsageError(f"--phases[{i}].weights: keys must be among {', '.join(TERMS)}, got {weights!r}")
         if not isinstance(strides, dict) or {str(k) for k in strides} - {"8", "4", "1"}:
-            raise UserError(f"--phases[{i}].strides: keys must be among 8, 4, 1, got {strides!r}")
+            raise UsageError(f"--phases[{i}].strides: keys must be among 8, 4, 1, got {strides!r}")
         for x in [*weights.values(), *strides.values()]:
             if not isinstance(x, (int, float)) or not math.isfinite(x):
-                raise UserError(f"--phases[{i}]: multipliers must be finite numbers, got {x!r}")
+                raise UsageError(f"--phases[{i}]: multipliers must be finite numbers, got {x!r}")
 
 
 def phase_at(cfg: TrainConfig, step: int) -> tuple[str, LossWeights]:
@@ -429,7 +430,7 @@ class _Place:
 def _place(cfg: TrainConfig) -> _Place:
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     if cfg.device not in ("auto", "cpu", "cuda"):  # the rank's CUDA index comes from LOCAL_RANK
-        raise UserError(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
+        raise UsageError(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
     use_cuda = resolve_device(cfg.device).type == "cuda"
     if world > 1:
         dist.init_process_group("nccl" if use_cuda else "gloo")
@@ -479,6 +480,9 @@ def _resume_checkpoint(cfg: TrainConfig, last: Path, resume: bool, overwrite: bo
         if ckpt["variant"] != cfg.model:
             raise UserError(f"{last} is a {ckpt['variant']!r} checkpoint but --model is {cfg.model!r}")
         _check_resumable(ckpt, cfg, last)
+        if int(ckpt["step"]) > cfg.steps:  # it would exit 0 saying it finished, with its config rewritten
+            raise UserError(f"{last} has trained {int(ckpt['step'])} steps, more than --steps {cfg.steps}: give "
+                            f"--steps {int(ckpt['step'])} or more to continue it, or --overwrite to restart")
         return ckpt
     if last.exists() and not overwrite:
         raise UserError(f"{last.parent} already has a run: pass --resume to continue it or --overwrite to restart")
@@ -551,6 +555,8 @@ def _open_run_dir(cfg: TrainConfig, run_dir: Path, fresh: bool, step: int):
     from torch.utils.tensorboard import SummaryWriter
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in run_dir.glob(".*.tmp-*"):  # a checkpoint write a kill cut short (the run's lock is held)
+        stale.unlink(missing_ok=True)
     if fresh:
         for old in ("last.pt", "best.pt", "train.csv", "val.csv"):
             (run_dir / old).unlink(missing_ok=True)
@@ -620,7 +626,7 @@ def _lock_run(locks: contextlib.ExitStack, cfg: TrainConfig) -> None:
 def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> RunResult:
     """Train ``cfg`` into ``<runs_dir>/<name>/`` (``resume``: continue its last.pt; ``overwrite``: start over)."""
     if cfg.model not in refiner_api().VARIANTS:
-        raise UserError(f"--model must be one of {', '.join(refiner_api().VARIANTS)}, got {cfg.model!r}")
+        raise UsageError(f"--model must be one of {', '.join(refiner_api().VARIANTS)}, got {cfg.model!r}")
     with contextlib.ExitStack() as locks:  # the run's lock is released however training ends
         place = _place(cfg)
         train_set, val_set, summary = _datasets(cfg)
@@ -638,6 +644,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Ru
         if place.master:
             log.info("run %s: %s, model %s, %s, world %d, from step %d", run_dir, summary, cfg.model, place.device,
                      place.world, state.step)
+        train_set.fill_cache()  # after every check: a refused run decodes nothing
         sampler = StepBatchSampler(len(train_set), cfg.batch_size, cfg.seed, cfg.steps, state.step, place.rank,
                                    place.world)
         loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,

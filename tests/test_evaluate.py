@@ -107,3 +107,38 @@ def test_bad_input(setup, tmp_path, capsys):
     code, err = _cli(["--root", str(root), "--ckpt", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o")], capsys)
     assert code == 1 and "nope.pt" in err and "\n" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_new_evaluation_replaces_the_folder_whole(setup, tmp_path):
+    """--pred_dir scoring into a folder a checkpoint evaluation used keeps none of its per_frame.csv or pred/; a
+    folder holding anything else is refused, untouched."""
+    root, ckpts, _ = setup
+    out = tmp_path / "o"
+    assert E.main(["--root", str(root), "--ckpt", ckpts[0], "--out", str(out), "--save_pred"]) == 0
+    assert (out / "per_frame.csv").is_file() and (out / "pred").is_dir()
+    assert E.main(["--pred_dir", str(out / "pred" / "guide"), "--gt_dir", str(root / "frames/test/alpha"),
+                   "--out", str(out), "--name", "g"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["figure.png", "metrics.json", "per_clip.csv", "table.md"]
+    assert list(json.loads((out / "metrics.json").read_text())["methods"]) == ["g"]
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(E.UserError, match="not an evaluation's \\(notes.txt\\)"):
+        E.main(["--root", str(root), "--baselines", "guide", "--out", str(out)])
+    assert (out / "notes.txt").read_text() == "mine" and (out / "per_clip.csv").is_file()
+
+
+def test_bad_values_and_a_prediction_of_another_size(setup, tmp_path, capsys):
+    root, _, out = setup
+    for flag, value in (("--max_frames", "-1"), ("--eval_long_side", "-5")):
+        code, err = _cli(["--root", str(root), flag, value, "--out", str(tmp_path / "o")], capsys)
+        assert code == 64 and f"{flag}" in err and "must be >= 0" in err, err
+    pred = tmp_path / "pred"
+    for clip in ("t0", "t1"):
+        (pred / clip).mkdir(parents=True)
+        for name in ("0000.png", "0001.png", "0002.png"):
+            (pred / clip / name).write_bytes((root / "frames/test/alpha" / clip / "frames" / name).read_bytes())
+    import cv2
+    cv2.imwrite(str(pred / "t1" / "0001.png"), np.zeros((41, 49), np.uint8))
+    code, err = _cli(["--pred_dir", str(pred), "--gt_dir", str(root / "frames/test/alpha"),
+                      "--out", str(tmp_path / "o")], capsys)
+    assert code == 1 and "t1/0001.png is 49x41 but its ground truth" in err and "\n" not in err, err
+    assert not (tmp_path / "o").exists()

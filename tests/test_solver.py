@@ -170,9 +170,9 @@ def test_frame_without_alpha(tmp_path, capsys):
 
 def test_non_numeric_override(data, tmp_path, capsys):
     code, err = _run_cli(_args(data, tmp_path / "runs", "x", "--batch_size", "eight"), capsys)
-    assert code == 1 and err.strip() == "error: --batch_size expects int, got 'eight'"
+    assert code == 64 and err.strip() == "error: --batch_size expects int, got 'eight'"
     code, err = _run_cli(_args(data, tmp_path / "runs", "x", "--lr", "nan"), capsys)
-    assert code == 1 and err.strip() == "error: --lr must be a finite number, got nan"
+    assert code == 64 and err.strip() == "error: --lr must be a finite number, got nan"
     assert not (tmp_path / "runs").exists()
 
 
@@ -184,6 +184,18 @@ def test_resume_with_another_variant_and_existing_run(data, full_run, capsys):
     code, err = _run_cli(_args(data, runs, "full"), capsys)  # no --resume, no --overwrite
     assert code == 1 and "already has a run" in err
     assert (full_run / "last.pt").read_bytes() == before
+
+
+def test_resume_with_a_smaller_budget_is_refused_and_changes_nothing(data, full_run, capsys):
+    """A finished 30-step run resumed with --steps 10 would exit 0 saying "finished 30 steps" and rewrite its
+    config.yaml to 10: refused in one line, nothing rewritten; a killed write's temporary is removed on start."""
+    before = {p: p.read_bytes() for p in (full_run / "last.pt", full_run / "config.yaml", full_run / "train.csv")}
+    code, err = _run_cli(_args(data, full_run.parent, "full", "--resume", "--steps", "10"), capsys)
+    assert code == 1 and "has trained 30 steps, more than --steps 10" in err and len(err.strip().splitlines()) == 1
+    assert all(p.read_bytes() == b for p, b in before.items())
+    (full_run / ".last.tmp-dead.pt").write_bytes(b"half a checkpoint")
+    assert _main()(_args(data, full_run.parent, "full", "--resume", "--phases", "[]")) == 0  # 30 of 30: no step
+    assert not list(full_run.glob(".*.tmp-*"))
 
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(data, tmp_path, capsys):

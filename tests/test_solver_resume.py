@@ -145,7 +145,7 @@ def test_resume_uses_the_saved_config_and_flags_override_it(data, tmp_path, caps
 ])
 def test_bad_flags_fail_before_anything_is_written(data, tmp_path, capsys, flag, value, message):
     code, err = _run_cli(_args(data, tmp_path / "runs", "x", flag, value), capsys)
-    assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
+    assert code == 64 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "runs" / "x").exists()  # no config.yaml, no tb/
 
 

@@ -51,6 +51,17 @@ def add_common_args(parser: argparse.ArgumentParser, root_default: str = "data/d
     return parser
 
 
+def nonneg_int(text: str) -> int:
+    """An argparse ``type``: a whole number >= 0 (a negative count or size is a usage error, exit 64)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def splits_of(split: str) -> tuple[str, ...]:
     """``'all'`` -> both splits, otherwise the one named."""
     if split == "all":
