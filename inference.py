@@ -37,7 +37,7 @@ from tqdm import tqdm
 from model.refiner import Refiner, load_refiner
 from model.sparse import RATIO_HELP, ratio_arg, refine_sparse
 from utils.atomic import clean_stale_temps, make_temp_dir
-from utils.cli import ArgumentParser, UserError, require_existing, run_main
+from utils.cli import ArgumentParser, UserError, positive_int, require_existing, run_main
 from utils.device import resolve_device
 from utils.images import IMAGE_EXTS, list_images, read_image, to_uint, write_png
 from utils.locks import hold_lock
@@ -67,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--downsample_ratio", type=ratio_arg, default="auto",
                    help=RATIO_HELP + "; full resolution only in tiles where the refiner can change the guide")
     p.add_argument("--dense", action="store_true", help="every pixel at full resolution (the reference path)")
-    p.add_argument("--resize_h", type=int, help="network input height (alpha comes back at the input's size)")
-    p.add_argument("--resize_w", type=int, help="network input width (one of the two keeps the aspect ratio)")
+    p.add_argument("--resize_h", type=positive_int, help="network input height (alpha comes back at the input's size)")
+    p.add_argument("--resize_w", type=positive_int, help="network input width (one of the two keeps the aspect ratio)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
     p.add_argument("--fp16", action="store_true", help="half precision (autocast) on a CUDA device")
     p.add_argument("--16bit", dest="bits16", action="store_true", help="write 16-bit alpha (and RGBA) PNGs")

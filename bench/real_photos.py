@@ -155,6 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def panel_tag(ckpt: str, all_ckpts: Sequence[str]) -> str:
+    """A checkpoint's part of its panels' names: its run folder (``train-cpu_s0``), and its file name too when
+    another checkpoint of the same run is shown (``best.pt`` and ``last.pt`` must not write one file)."""
+    run = "_".join(Path(ckpt).resolve().parent.parts[-2:])
+    siblings = [c for c in all_ckpts if Path(c).resolve().parent == Path(ckpt).resolve().parent]
+    return run if len(siblings) < 2 else f"{run}_{Path(ckpt).stem}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from model.refiner import load_refiner
@@ -173,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             s = no_harm_stats(alpha, guide)
             rows.append(f"| {name} | {ckpt} | {s['far_max']:.4f} | {s['holes']} | {s['changed_pct']:.2f} | "
                         f"{s['changed_near_pct']:.1f} |")
-            tag = "_".join(Path(ckpt).resolve().parent.parts[-2:]) + (f"_x{args.upscale}" if args.upscale > 1 else "")
+            tag = panel_tag(ckpt, args.ckpt) + (f"_x{args.upscale}" if args.upscale > 1 else "")
             path = write_png(Path(args.out) / f"{name}_{tag}_panel.png", panel(image, guide, alpha))
             log.info("%s with %s -> %s", name, ckpt, path)
     if models:

@@ -72,21 +72,24 @@ def auto_ratio(h: int, w: int, long_side: int = COARSE_LONG_SIDE) -> float:
     return 1.0 / max(1, round(max(h, w) / long_side))
 
 
+MIN_RATIO = 1 / 64  # a coarser pass is useless (60 px of a 4K frame) and its 1/ratio upsampling factor unbounded
+
+
 def parse_ratio(text: str | float) -> float | str:
-    """``--downsample_ratio``'s value: "auto" or a number in (0, 1]; raises ValueError naming the value."""
+    """``--downsample_ratio``'s value: "auto" or a number in [1/64, 1]; raises ValueError naming the value."""
     if isinstance(text, str) and text.strip().lower() == "auto":
         return "auto"
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"downsample_ratio must be 'auto' or a number in (0, 1], got {text!r}") from None
-    if not 0 < value <= 1 or not math.isfinite(value):
-        raise ValueError(f"downsample_ratio must be 'auto' or a number in (0, 1], got {text!r}")
+        raise ValueError(f"downsample_ratio must be 'auto' or a number in [1/64, 1], got {text!r}") from None
+    if not MIN_RATIO <= value <= 1 or not math.isfinite(value):
+        raise ValueError(f"downsample_ratio must be 'auto' or a number in [1/64, 1], got {text!r}")
     return value
 
 
 RATIO_HELP = ("coarse pass of the sparse path: 'auto' (1/k bringing the long side nearest 512 px: 0.25 at 1080p; "
-              "frames under 768 px on the long side run dense) or a number in (0, 1]")
+              "frames under 768 px on the long side run dense) or a number in [1/64, 1]")
 
 
 def ratio_arg(text: str) -> float | str:

@@ -318,8 +318,21 @@ def test_sparse_path_flags(tmp_path, capsys):
     with pytest.raises(SystemExit):
         inference.main(["--i", str(tmp_path / "img.png"), "--c", str(tmp_path / "flat.pt"), "--o",
                         str(tmp_path / "bad.png"), "--downsample_ratio", "2"])
-    assert "downsample_ratio must be 'auto' or a number in (0, 1], got '2'" in capsys.readouterr().err
+    assert "downsample_ratio must be 'auto' or a number in [1/64, 1], got '2'" in capsys.readouterr().err
     assert not (tmp_path / "bad.png").exists()
+
+
+@pytest.mark.parametrize("flag,value,message", [("--downsample_ratio", "1e-7", "a number in [1/64, 1]"),
+                                                ("--resize_h", "-5", "must be >= 1"), ("--resize_w", "0", "must be >= 1")])
+def test_bad_values_are_usage_errors(tmp_path, capsys, flag, value, message):
+    """A ratio that passed (0, 1] once padded a 128x96 frame to 10^7 px; a negative size exited 1, not 64."""
+    from utils.cli import run_main
+
+    with pytest.raises(SystemExit) as exc:
+        run_main(inference.main, ["--i", str(tmp_path / "img.png"), "--c", str(tmp_path / "x.pt"), "--o",
+                                  str(tmp_path / "o.png"), flag, value])
+    assert exc.value.code == 64 and message in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
 
 
 def test_long_flags_and_the_original_short_aliases_are_one_vocabulary():

@@ -18,3 +18,12 @@ def test_upscaled_photos_take_the_fine_stage(tmp_path, capsys):
     assert (tmp_path / "out" / f"camera_{tmp_path.parent.name}_{tmp_path.name}_x2_panel.png").is_file()
     image, guide = real_photos.upscaled(real_photos.load_photo("camera"), real_photos.guide_for("camera"), 2)
     assert image.shape[:2] == guide.shape == (1024, 1024) and set(map(float, guide.ravel()[::97])) <= {0.0, 1.0}
+
+
+def test_panels_of_two_checkpoints_of_one_run_get_two_names(tmp_path):
+    from bench.real_photos import panel_tag
+
+    a, b = str(tmp_path / "runs" / "x" / "best.pt"), str(tmp_path / "runs" / "x" / "last.pt")
+    other = str(tmp_path / "runs" / "y" / "best.pt")
+    assert panel_tag(a, [a]) == "runs_x" and panel_tag(a, [a, other]) == "runs_x"
+    assert {panel_tag(a, [a, b]), panel_tag(b, [a, b])} == {"runs_x_best", "runs_x_last"}

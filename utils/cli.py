@@ -62,6 +62,17 @@ def nonneg_int(text: str) -> int:
     return value
 
 
+def positive_int(text: str) -> int:
+    """An argparse ``type``: a whole number >= 1 (a size or count of 0 or less is a usage error, exit 64)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def splits_of(split: str) -> tuple[str, ...]:
     """``'all'`` -> both splits, otherwise the one named."""
     if split == "all":
