@@ -407,6 +407,8 @@ def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
         bar.close()
         if kind == "video" and guides._files and len(guides._files) != count:
             raise UserError(f"the guide folder {guides.source} has {len(guides._files)} masks for {count} frames")
+        if kind == "video" and guides._video_iter is not None and next(guides._video_iter, None) is not None:
+            raise UserError(f"the guide video {guides.source} has more frames than the input video ({count})")
         if writer.previews:
             writer.add_video(writer.previews, video_fps(inp))
         written = writer.commit()

@@ -64,7 +64,12 @@ def load_photo(name: str) -> np.ndarray:
     """The photo as float32 RGB HxWx3 in [0, 1] (gray photos repeated to 3 channels)."""
     import skimage.data
 
-    img = getattr(skimage.data, name)()
+    try:
+        img = getattr(skimage.data, name)()
+    except Exception as exc:  # noqa: BLE001  (the photo files missing from the install: a downloader is offered)
+        raise UserError(f"scikit-image's photo {name!r} is not installed ({exc.__class__.__name__}); nothing is "
+                        "downloaded here: reinstall scikit-image from its wheel (./env_setup.sh) to get its data") \
+            from None
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
     return img[..., :3].astype(np.float32) / 255.0

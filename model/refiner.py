@@ -79,7 +79,6 @@ VARIANTS = ("light", "heavy_db1", "heavy_db2", "heavy_db4", "none")
 CHECKPOINT_FORMAT = "defocused_segmentation/refiner"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-OUTPUT_STRIDES = (8, 4, 1)
 GUIDE_LOGIT_GAIN = 6.0  # initial logit of a guide pixel: sigmoid(+-6) = 0.9975 / 0.0025
 GATE_INIT_BIAS = -1.0  # sigmoid(-1) = 0.27: the gate starts closed (below the default threshold 0.5), yet near
 # enough to it that Adam (steps of about lr per parameter) can open it within a CPU run (from -4 it took >1500 steps)

@@ -42,7 +42,7 @@ from pipeline import evaluate, metrics as M, stats as S
 from pipeline.data import list_clips
 from pipeline.solver import parse, train
 from utils.atomic import write_bytes_atomic, write_json_atomic
-from utils.cli import ArgumentParser, UserError, run_main
+from utils.cli import ArgumentParser, UserError, nonneg_int, positive_int, run_main
 from utils.paths import repo_default
 
 log = logging.getLogger("ablation")
@@ -74,17 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--trees", nargs="+", default=list(TREES), help="frames (defocused) and frames_sharp (control)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=20000, help="training steps of every run (the shared budget)")
-    p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--crop", type=int, default=512)
-    p.add_argument("--base_channels", type=int, default=32)
-    p.add_argument("--eval_long_side", "--long_side", dest="eval_long_side", type=int, default=0,
+    p.add_argument("--steps", type=positive_int, default=20000, help="training steps of every run (the shared budget)")
+    p.add_argument("--batch_size", type=positive_int, default=8)
+    p.add_argument("--crop", type=positive_int, default=512)
+    p.add_argument("--base_channels", type=positive_int, default=32)
+    p.add_argument("--eval_long_side", "--long_side", dest="eval_long_side", type=nonneg_int, default=0,
                    help="evaluation: downscale frames to this long side (0: full resolution)")
-    p.add_argument("--max_frames", type=int, default=0, help="evaluation: frames per test clip (0: all)")
+    p.add_argument("--max_frames", type=nonneg_int, default=0, help="evaluation: frames per test clip (0: all)")
     p.add_argument("--baselines", default="guide,closed_form")
-    p.add_argument("--jobs", type=int, default=1,
+    p.add_argument("--jobs", type=positive_int, default=1,
                    help="runs (and evaluations) at a time; above 1 each is a subprocess with one thread")
-    p.add_argument("--n_boot", type=int, default=2000, help="bootstrap resamples of the confidence intervals")
+    p.add_argument("--n_boot", type=positive_int, default=2000, help="bootstrap resamples of the confidence intervals")
     p.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
                    help="list the grid (one line per run: folder and done / partial / todo) and exit")
     p.add_argument("--tiny", action="store_true",
@@ -115,7 +115,11 @@ def grid(args) -> list[dict]:
 def status(run_dir: Path, steps: int) -> str:
     """done (trained to ``steps``), partial (a checkpoint to resume from) or todo."""
     state = run_dir / "last.json"
-    if state.is_file() and json.loads(state.read_text()).get("step") == steps:
+    try:
+        step = json.loads(state.read_text()).get("step") if state.is_file() else None
+    except (ValueError, AttributeError):  # a corrupt file: the checkpoint decides (a resume reads last.pt)
+        step = None
+    if step == steps:
         return "done"
     return "partial" if (run_dir / "last.pt").is_file() else "todo"
 
@@ -133,19 +137,6 @@ def solver_argv(args, run: dict, extra: list[str]) -> list[str]:
     if (run["dir"] / "last.pt").is_file():
         argv.append("--resume")
     return argv
-
-
-def train_one(args, tree: str, variant: str, seed: int, extra: list[str], dataset: str = "standard") -> Path:
-    """Train one run in this process unless it already finished; resume it if it was killed. Returns its best
-    checkpoint."""
-    run = next(r for r in grid(argparse.Namespace(**{**vars(args), "sets": [dataset], "trees": [tree],
-                                                      "variants": [variant], "seeds": [seed]})))
-    if status(run["dir"], args.steps) == "done":
-        log.info("%s: finished earlier, reusing %s", run["name"], run["dir"])
-    else:
-        cfg, resume, overwrite = parse(solver_argv(args, run, extra), defaults_yaml="maggie.yaml")
-        train(cfg, resume=resume, overwrite=overwrite)
-    return best_ckpt(run["dir"])
 
 
 def run_parallel(tasks: list[tuple[str, list[str], Path]], jobs: int) -> None:

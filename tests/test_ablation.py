@@ -30,6 +30,11 @@ def test_tiny_ablation_table_plot_and_rerun(tmp_path, caplog):
     with caplog.at_level("INFO"):  # a rerun reuses the finished runs
         assert ablation.main(argv) == 0
     assert "finished earlier" in caplog.text
+    # a smaller budget on the finished grid: refused, not a report saying "steps 2" about 4-step models
+    before = {p: p.read_bytes() for p in (tmp_path / "abl").rglob("*") if p.is_file() and p.suffix in (".md", ".yaml")}
+    with pytest.raises(ablation.UserError, match="has trained 4 steps, more than --steps 2"):
+        ablation.main([a if a != "4" else "2" for a in argv])
+    assert all(p.read_bytes() == b for p, b in before.items())
 
 
 def test_missing_control_tree_is_one_line(tmp_path, capsys):
@@ -96,6 +101,9 @@ def test_dry_run_lists_the_cpu_grid(tmp_path, capsys):
     assert ablation.main(["--cpu", "--dry-run", "--out", str(out)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 37 and lines[-1].startswith("36 runs (1 done, 1 partial, 34 todo)")
+    (out / "runs" / "frames_none_s0" / "last.json").write_text('{"step": 5')  # a write a kill cut short
+    assert ablation.main(["--cpu", "--dry-run", "--out", str(out)]) == 0  # no traceback: the checkpoint decides
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("36 runs (1 done, 1 partial, 34 todo)")
     assert sum("set=camouflage" in x for x in lines) == 18 and sum("variant=heavy_db2" in x for x in lines) == 12
     assert any(x.startswith("frames_none_s0 ") and x.endswith("partial") for x in lines)
     assert any(x.startswith("camouflage_frames_sharp_heavy_db2_s2 ") and x.endswith("todo") for x in lines)
@@ -135,3 +143,12 @@ def test_returned_the_guide_names_only_variants_scoring_exactly_the_guide_everyw
     results["frames_sharp"]["none"][1] = row(40.0, unknown=3.0)
     assert ablation.returned_the_guide(results, ["frames", "frames_sharp"], ["none", "light"]) == []
     assert ablation.returned_the_guide(results, ["frames"], ["none", "light"]) == ["none"]
+
+
+@pytest.mark.parametrize("flag,value", [("--steps", "0"), ("--jobs", "0"), ("--n_boot", "-1"), ("--crop", "nan"),
+                                        ("--max_frames", "-1"), ("--eval_long_side", "1e30")])
+def test_bad_numbers_are_usage_errors_before_anything_is_written(tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as exc:
+        run_main(ablation.main, ["--out", str(tmp_path / "abl"), "--dry-run", flag, value])
+    assert exc.value.code == 64 and f"argument {flag}" in capsys.readouterr().err
+    assert not (tmp_path / "abl").exists()

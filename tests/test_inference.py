@@ -191,6 +191,11 @@ def test_video_with_mask_video_and_flag_errors(tmp_path, ckpt):
     with pytest.raises(UserError, match="--fp16 needs a CUDA device"):
         inference.main([*base, "--o", str(tmp_path / "o2"), "--device", "cpu", "--fp16"])
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "o2").exists()
+    # a mask video longer than the input is refused like a folder with the wrong count, nothing written
+    write_video(tmp_path / "long.mp4", [(_mask(32, 48) * 255).astype(np.uint8)] * 3, fps=10)
+    with pytest.raises(UserError, match="has more frames than the input video"):
+        inference.main([*base[:4], "--g", str(tmp_path / "long.mp4"), "--o", str(tmp_path / "o3")])
+    assert not (tmp_path / "o3").exists()
 
 
 # ------------------------------------------------------------------ issue 13, item 8: kill during the move

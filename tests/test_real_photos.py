@@ -1,5 +1,6 @@
 """bench/real_photos.py: the stored GrabCut guides load, the photos run through the path inference uses (the sparse
 path's fine stage with --upscale 2), and every photo gets a row and a panel."""
+import pytest
 import torch
 
 from bench import real_photos
@@ -27,3 +28,17 @@ def test_panels_of_two_checkpoints_of_one_run_get_two_names(tmp_path):
     other = str(tmp_path / "runs" / "y" / "best.pt")
     assert panel_tag(a, [a]) == "runs_x" and panel_tag(a, [a, other]) == "runs_x"
     assert {panel_tag(a, [a, b]), panel_tag(b, [a, b])} == {"runs_x_best", "runs_x_last"}
+
+
+def test_a_photo_missing_from_the_install_is_one_line(monkeypatch):
+    import skimage.data
+
+    from bench import real_photos
+    from utils.cli import UserError
+
+    def missing():
+        raise ModuleNotFoundError("pooch")  # what skimage raises when it would have to download the file
+
+    monkeypatch.setattr(skimage.data, "astronaut", missing)
+    with pytest.raises(UserError, match="photo 'astronaut' is not installed"):
+        real_photos.load_photo("astronaut")

@@ -9,7 +9,7 @@ import argparse
 import hashlib
 import logging
 import sys
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 from utils.paths import repo_default
 
@@ -190,11 +190,3 @@ def require_existing(path, what: str = "path"):
     if not p.exists():
         raise UserError(f"{what} not found: {p}")
     return p
-
-
-def nonempty(items: Iterable[T], message: str) -> list[T]:
-    """Materialise ``items``; raise ``UserError(message)`` if there are none."""
-    items = list(items)
-    if not items:
-        raise UserError(message)
-    return items
