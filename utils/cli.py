@@ -51,26 +51,24 @@ def add_common_args(parser: argparse.ArgumentParser, root_default: str = "data/d
     return parser
 
 
-def nonneg_int(text: str) -> int:
-    """An argparse ``type``: a whole number >= 0 (a negative count or size is a usage error, exit 64)."""
+def _int_at_least(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {low}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
     return value
+
+
+def nonneg_int(text: str) -> int:
+    """An argparse ``type``: a whole number >= 0 (a negative count or size is a usage error, exit 64)."""
+    return _int_at_least(text, 0)
 
 
 def positive_int(text: str) -> int:
     """An argparse ``type``: a whole number >= 1 (a size or count of 0 or less is a usage error, exit 64)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+    return _int_at_least(text, 1)
 
 
 def splits_of(split: str) -> tuple[str, ...]:
