@@ -107,7 +107,7 @@ class MattingFrames(torch.utils.data.Dataset):
     ``cache_mb`` > 0 keeps decoded frames in memory (in their stored integer types, read-only) until that many
     megabytes are held, filled as frames are drawn or at once by :meth:`fill_cache` (the solver calls it before
     its first step); frames past the budget are decoded when drawn.
-    Measured: PNG decoding was most of the loader's time, and the loader a quarter of a ``make train-cpu`` step.
+    Measured: PNG decoding was most of the loader's time, and the loader about a third of a ``make train-cpu`` step.
     Loader worker processes share the cache (forked, copy-on-write). The arrays are the decoded files' exactly,
     so cached or not, every item is the same.
 
@@ -175,13 +175,10 @@ class MattingFrames(torch.utils.data.Dataset):
 
     def load(self, index: int) -> dict[str, np.ndarray]:
         """Frame ``index``'s layers in their stored integer types (converted to float after cropping)."""
-        frame = self.frames[index]
-        out = {"image": self._read(index, "image"), "alpha": self._read(index, "alpha", gray=True)}
-        if self.with_fb:
-            for layer in ("fgr", "bgr"):
-                out[layer] = self._read(index, layer) if self.path(frame, layer).is_file() else out["image"]
-        if self.guide in ("files", "mixed"):
-            out["mask"] = self._read(index, "mask", gray=True)
+        out = {k: self._read(index, k, gray=k in ("alpha", "mask")) for k in self._layers(index)}
+        if self.with_fb:  # a frame without fgr/bgr files composites over itself
+            out.setdefault("fgr", out["image"])
+            out.setdefault("bgr", out["image"])
         return out
 
     def _augment(self, d: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
