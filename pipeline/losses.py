@@ -33,7 +33,8 @@ TERMS = ("l1", "lap", "grad", "comp", "wll", "whigh")
 
 # The fixed filters below are written as separable sums of shifted slices, not as convolutions: on a CPU a
 # one-channel convolution (and its backward) is the slowest thing in a training step (measured: the Sobel and
-# Gaussian convolutions of these losses were ~25% of a `make train-cpu` step; bench/RESULTS.md, "bench_train").
+# binomial convolutions of these losses were ~30% of a `make train-cpu` step; bench/RESULTS.md, "Training speed
+# round").
 GAUSS_5 = (1.0 / 16, 4.0 / 16, 6.0 / 16, 4.0 / 16, 1.0 / 16)  # binomial, the Laplacian pyramid's low-pass
 
 

@@ -36,7 +36,7 @@ from pipeline import metrics as M
 from pipeline.data import MattingFrames, StepBatchSampler, list_clips, list_frames, split_clips
 from pipeline.losses import (DEFAULT_STRIDE_WEIGHTS, TERMS, LossWeights, gate_loss, logit_bce_loss, matting_losses,
                              trust_loss)
-from utils.atomic import atomic_path, write_bytes_atomic
+from utils.atomic import atomic_path, clean_stale_temps, write_bytes_atomic
 from utils.cli import ArgumentParser, UsageError, UserError
 from utils.device import resolve_device
 from utils.images import check_frame_sizes
@@ -555,8 +555,7 @@ def _open_run_dir(cfg: TrainConfig, run_dir: Path, fresh: bool, step: int):
     from torch.utils.tensorboard import SummaryWriter
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in run_dir.glob(".*.tmp-*"):  # a checkpoint write a kill cut short (the run's lock is held)
-        stale.unlink(missing_ok=True)
+    clean_stale_temps(run_dir)  # a checkpoint write a kill cut short (the run's lock is held)
     if fresh:
         for old in ("last.pt", "best.pt", "train.csv", "val.csv"):
             (run_dir / old).unlink(missing_ok=True)

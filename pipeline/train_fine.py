@@ -17,7 +17,6 @@ crops and factors are a pure function of (seed, step), so a resumed run ends wit
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -36,7 +35,7 @@ from model.sparse import coarse_pass, refine_windows, upsample_coarse
 from pipeline.data import MattingFrames, list_clips, list_frames
 from pipeline.losses import gate_target, laplacian_loss
 from pipeline.solver import append_csv, lr_at, truncate_csv
-from utils.atomic import atomic_path
+from utils.atomic import atomic_path, clean_stale_temps
 from utils.cli import ArgumentParser, UsageError, UserError, run_main, unit_seed
 from utils.locks import hold_lock
 from utils.paths import repo_default
@@ -154,8 +153,7 @@ def _open_run(out: Path, resume: bool, overwrite: bool) -> None:
             path.unlink(missing_ok=True)
     elif not resume and any(p.exists() for p in outputs):
         raise UserError(f"{out} already has a run: pass --resume to continue it or --overwrite to restart")
-    for stale in out.glob(".*.tmp-*"):
-        stale.unlink(missing_ok=True)
+    clean_stale_temps(out)
 
 
 def _resume_state(out: Path, cfg: FineConfig, fingerprint: str) -> dict | None:
@@ -179,10 +177,8 @@ def _resume_state(out: Path, cfg: FineConfig, fingerprint: str) -> dict | None:
     return state
 
 
-def _finite_or_stop(model: Refiner, step: int, terms: dict[str, float], last: Path) -> None:
-    """Stop (one line, the last good checkpoint untouched) on a non-finite loss term or fine-stage weight."""
-    bad = [k for k, v in terms.items() if not math.isfinite(v)]
-    bad += [f"weight {n}" for n, p in model.fine.named_parameters() if not bool(torch.isfinite(p).all())]
+def _finite_or_stop(bad: list[str], step: int, last: Path) -> None:
+    """Stop (one line, the last good checkpoint untouched) when ``bad`` names a non-finite loss term or weight."""
     if bad:
         raise UserError(f"non-finite {', '.join(bad)} at step {step}; stopped, last good checkpoint: "
                         f"{last if last.exists() else 'none yet'} (a smaller --lr?)")
@@ -192,9 +188,7 @@ def train(cfg: FineConfig, resume: bool = False, overwrite: bool = False) -> Pat
     """Train the fine stage of ``cfg.ckpt``'s refiner; returns the path of the checkpoint written (fine.pt)."""
     check_config(cfg)
     out = Path(cfg.runs_dir) / cfg.name
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(hold_lock(Path(cfg.runs_dir) / f".{cfg.name}.lock",
-                                      f"a fine-stage training named {cfg.name!r}"))
+    with hold_lock(Path(cfg.runs_dir) / f".{cfg.name}.lock", f"a fine-stage training named {cfg.name!r}"):
         return _train(cfg, out, resume, overwrite)
 
 
@@ -234,12 +228,13 @@ def _train(cfg: FineConfig, out: Path, resume: bool, overwrite: bool) -> Path:
                                rng) for j, i in enumerate(picks)]
         batch = {k: torch.cat([wd[k] for wd in windows]) for k in windows[0]}
         loss, terms = fine_loss(batch, cfg.region_only, cfg.gate_weight)
-        _finite_or_stop(model, step, terms, out / "last.pt")
+        _finite_or_stop([k for k, v in terms.items() if not math.isfinite(v)], step, out / "last.pt")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         step += 1
-        _finite_or_stop(model, step, {}, out / "last.pt")  # an update that overflowed is never saved
+        _finite_or_stop([f"weight {n}" for n, p in model.fine.named_parameters() if not bool(p.isfinite().all())],
+                        step, out / "last.pt")  # an update that overflowed is never saved
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + v
         if step % cfg.log_every == 0 or step == cfg.steps:

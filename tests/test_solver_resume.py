@@ -164,12 +164,17 @@ def test_two_concurrent_trainings_of_one_name(data, tmp_path):
     """For real, two processes: one runs, the other stops with one line; the CSV rows are not doubled."""
     runs = tmp_path / "runs"
     argv = [sys.executable, ENTRY, *_args(data, runs, "two")]
-    first = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # a budget the first cannot finish while the second starts (a loaded machine takes seconds to import torch);
+    # it is stopped with Ctrl-C once the second has been refused
+    first = subprocess.Popen(argv + ["--steps", "100000"], cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
-    while time.time() < deadline and not (runs / "two" / "config.yaml").exists():
+    while time.time() < deadline and not (runs / "two" / "train.csv").exists():
         time.sleep(0.01)
     second = subprocess.run(argv + ["--overwrite"], cwd=REPO, capture_output=True, text=True)
-    assert first.wait() == 0
+    assert first.poll() is None, "the first training ended before the second started"
+    first.send_signal(signal.SIGINT)
+    assert first.wait(timeout=60) == 130
     assert second.returncode == 1 and "already running" in second.stderr, second.stderr
     steps = [int(r["step"]) for r in csv.DictReader(open(runs / "two" / "train.csv"))]
     assert steps == sorted(set(steps))
