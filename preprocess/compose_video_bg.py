@@ -23,7 +23,6 @@ from __future__ import annotations
 import utils.offline  # noqa: F401  (first: offline switches)
 
 import argparse
-import contextlib
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -34,9 +33,8 @@ import numpy as np
 from utils.atomic import Manifest, atomic_dir, clean_stale_temps, write_json_atomic
 from utils.cli import ArgumentParser, UserError, add_common_args, run_main, splits_of, unit_seed
 from utils.images import IMAGE_EXTS, read_image, write_png
-from utils.locks import stage_lock
 from utils.paths import DataLayout, frame_name
-from utils.stage import ClipRunner
+from utils.stage import ClipRunner, open_stage
 from utils.video import VIDEO_EXTS, clip_fps, clip_sources, iter_clip, read_clip
 
 log = logging.getLogger("compose")
@@ -232,16 +230,13 @@ def _rel(path: Path, root: Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    with contextlib.ExitStack() as locks:  # this stage's lock on the root (utils/locks.py), released at the end
-        return _main(argv, locks)
-
-
-def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
     args = build_parser().parse_args(argv)
-    layout = DataLayout(args.root)
-    if not layout.root.is_dir():
-        raise UserError(f"data root not found: {layout.root}")
-    locks.enter_context(stage_lock(layout.root, STAGE, args.shard))
+    with open_stage(args.root, STAGE, args.shard) as layout:  # the root checked, this stage's lock held
+        return run(args, layout)
+
+
+def run(args: argparse.Namespace, layout: DataLayout) -> int:
+    """Compose this shard's clips of ``args.split`` (the root open: :func:`utils.stage.open_stage`)."""
     splits = splits_of(args.split)
     if args.split == "all":  # a data set with only raw/train (or only raw/test): compose what is there
         present = [s for s in splits if layout.raw(s, "fgr").is_dir()]
@@ -249,7 +244,8 @@ def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
             if s not in present:
                 log.info("compose: no %s split (%s not found), skipped", s, layout.raw(s, "fgr"))
         splits = tuple(present) or splits  # none at all: the first split's error below names the folder
-    runner = ClipRunner(log, args.shard, args.overwrite, fail_format="compose %s/%s failed: %s")
+    runner = ClipRunner(log, args.shard, args.overwrite, fail_format="compose %s/%s failed: %s",
+                        skip_format="compose %s: %d clip(s) already done, skipped (use --overwrite to redo)")
     for split in splits:
         fgr, pha = clip_pairs(layout, split)
         backgrounds = list_backgrounds(layout.backgrounds(split))
@@ -266,11 +262,8 @@ def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
             log.info("composed %s/%s: %d frames over %s -> %s", split, clip, meta["frames"], meta["background"],
                      layout.composed(split, clip))
 
-        skipped = runner.run(split, sorted(fgr), manifest, compose_one,
-                             lambda clip: manifest.done(clip) and layout.composed(split, clip).is_dir(),
-                             desc=f"compose {split}")
-        if skipped:
-            log.info("compose %s: %d clip(s) already done, skipped (use --overwrite to redo)", split, skipped)
+        runner.run(split, sorted(fgr), manifest, compose_one,
+                   lambda clip: manifest.done(clip) and layout.composed(split, clip).is_dir(), desc=f"compose {split}")
     return runner.exit_code()
 
 

@@ -36,9 +36,8 @@ import numpy as np
 from utils.atomic import Manifest, atomic_path, clean_stale_temps, upstream_fingerprint
 from utils.cli import ArgumentParser, UserError, add_common_args, run_main, splits_of, unit_seed
 from utils.images import read_image
-from utils.locks import stage_lock
 from utils.paths import DataLayout, frame_name
-from utils.stage import ClipRunner
+from utils.stage import ClipRunner, open_stage
 
 log = logging.getLogger("depth")
 STAGE = "depth"
@@ -370,29 +369,25 @@ def composed_clips(layout: DataLayout, split: str) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    with contextlib.ExitStack() as locks:  # this stage's lock on the root (utils/locks.py), released at the end
-        return _main(argv, locks)
-
-
-def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
     args = build_parser().parse_args(argv)
-    layout = DataLayout(args.root)
-    if not layout.root.is_dir():
-        raise UserError(f"data root not found: {layout.root}")
-    locks.enter_context(stage_lock(layout.root, STAGE, args.shard))
+    with open_stage(args.root, STAGE, args.shard) as layout:  # the root checked, this stage's lock held
+        return run(args, layout)
+
+
+def run(args: argparse.Namespace, layout: DataLayout) -> int:
+    """Depth of this shard's composed clips of ``args.split`` (the root open: :func:`utils.stage.open_stage`)."""
     if args.depth_backend == "video-depth-anything":
         model_cache = {"vda": load_vda(args.vda_root, args.depth_ckpt, args.vda_encoder, args.device)}
     else:
         model_cache = {}
-    runner = ClipRunner(log, args.shard, args.overwrite, fail_format="depth %s/%s failed: %s")
+    runner = ClipRunner(log, args.shard, args.overwrite, fail_format="depth %s/%s failed: %s",
+                        skip_format="depth %s: %d clip(s) already cached, skipped (use --overwrite to redo)")
     for split in splits_of(args.split):
-        cached = runner.run(split, composed_clips(layout, split), Manifest(layout.manifest(STAGE, split)),
-                            lambda clip: ensure_clip_depth(layout, split, clip, args, model_cache),
-                            lambda clip: (is_cached(layout, split, clip)
-                                          and ClipDepth(layout.depth(split, clip)).backend == args.depth_backend),
-                            desc=f"depth {split}")
-        if cached:
-            log.info("depth %s: %d clip(s) already cached, skipped (use --overwrite to redo)", split, cached)
+        runner.run(split, composed_clips(layout, split), Manifest(layout.manifest(STAGE, split)),
+                   lambda clip: ensure_clip_depth(layout, split, clip, args, model_cache),
+                   lambda clip: (is_cached(layout, split, clip)
+                                 and ClipDepth(layout.depth(split, clip)).backend == args.depth_backend),
+                   desc=f"depth {split}")
     return runner.exit_code()
 
 

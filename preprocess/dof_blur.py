@@ -36,11 +36,10 @@ import numpy as np
 from preprocess import depth as depth_stage
 from utils import memory
 from utils.atomic import Manifest, clean_stale_temps, write_json_atomic
-from utils.cli import ArgumentParser, UsageError, UserError, add_common_args, run_main, splits_of, unit_seed
+from utils.cli import EXIT_OOM, ArgumentParser, UsageError, UserError, add_common_args, run_main, splits_of, unit_seed
 from utils.images import read_image, write_png
-from utils.locks import stage_lock
 from utils.paths import DataLayout, frame_name
-from utils.stage import ClipRunner
+from utils.stage import ClipRunner, open_stage
 
 KERNELS = ("gaussian", "disk")
 FULL_RES_BELOW = 4.0   # sigmas below this are blurred at full resolution
@@ -421,7 +420,6 @@ def _blur_record(blurred_dir: str, depth_path: str):
 
 log = logging.getLogger("dof_blur")
 STAGE = "blur"
-EXIT_OOM = 3
 FOCUS_MODES = ("subject", "background", "rack")
 
 
@@ -605,8 +603,8 @@ def process_clip(layout: DataLayout, split: str, clip: str, args: argparse.Names
              params["coc_scale"], params["sigma_max"], params["focus_mode"], out_dir)
 
 
-def run(args: argparse.Namespace) -> int:
-    layout = DataLayout(args.root)
+def run(args: argparse.Namespace, layout: DataLayout) -> int:
+    """Blur this shard's composed clips of ``args.split`` (the root open: :func:`utils.stage.open_stage`)."""
     if args.device == "cuda":
         import torch
 
@@ -616,13 +614,12 @@ def run(args: argparse.Namespace) -> int:
         model_cache = {"vda": depth_stage.load_vda(args.vda_root, args.depth_ckpt, args.vda_encoder, args.device)}
     else:
         model_cache = {}
-    runner = ClipRunner(log, args.shard, args.overwrite, fail_format="blur %s/%s failed: %s")
+    runner = ClipRunner(log, args.shard, args.overwrite, fail_format="blur %s/%s failed: %s",
+                        skip_format="blur %s: %d clip(s) already done, skipped (use --overwrite to redo)")
     for split in splits_of(args.split):
-        skipped = runner.run(split, depth_stage.composed_clips(layout, split), Manifest(layout.manifest(STAGE, split)),
-                             lambda clip: process_clip(layout, split, clip, args, model_cache),
-                             lambda clip: is_blurred(layout, split, clip), desc=f"blur {split}")
-        if skipped:
-            log.info("blur %s: %d clip(s) already done, skipped (use --overwrite to redo)", split, skipped)
+        runner.run(split, depth_stage.composed_clips(layout, split), Manifest(layout.manifest(STAGE, split)),
+                   lambda clip: process_clip(layout, split, clip, args, model_cache),
+                   lambda clip: is_blurred(layout, split, clip), desc=f"blur {split}")
     return runner.exit_code()
 
 
@@ -640,10 +637,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if any(isinstance(v, float) and not math.isfinite(v) for v in values):
             raise UsageError(f"--{name} must be finite, got {value}")
     try:
-        if not Path(args.root).is_dir():
-            raise UserError(f"data root not found: {args.root}")
-        with stage_lock(args.root, STAGE, args.shard):  # one run per shard of this stage on a root
-            return run(args)
+        with open_stage(args.root, STAGE, args.shard) as layout:  # the root checked, this stage's lock held
+            return run(args, layout)
     except (MemoryError, RuntimeError) as exc:
         if not isinstance(exc, MemoryError) and "out of memory" not in str(exc).lower():
             raise

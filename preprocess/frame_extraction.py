@@ -40,9 +40,8 @@ import numpy as np
 from utils.atomic import Manifest, atomic_dir, clean_stale_temps, upstream_fingerprint
 from utils.cli import ArgumentParser, UserError, add_common_args, run_main, splits_of, unit_seed
 from utils.images import list_images, read_image, to_uint, write_png
-from utils.locks import stage_lock
-from utils.paths import FRAME_LAYERS, DataLayout, frame_index, frame_name
-from utils.stage import ClipRunner
+from utils.paths import FRAME_LAYERS, DataLayout, frame_index
+from utils.stage import ClipRunner, open_stage
 from utils.video import write_video
 
 log = logging.getLogger("frame_extraction")
@@ -180,17 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    with contextlib.ExitStack() as locks:  # this stage's lock on the root (utils/locks.py), released at the end
-        return _main(argv, locks)
-
-
-def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
     args = build_parser().parse_args(argv)
-    layout = DataLayout(args.root)
-    if not layout.root.is_dir():
-        raise UserError(f"data root not found: {layout.root}")
-    subset_size(1, args.ratio)  # validate early
-    locks.enter_context(stage_lock(layout.root, TREES[args.source], args.shard))
+    subset_size(1, args.ratio)  # validate early, before the root is read
+    with open_stage(args.root, TREES[args.source], args.shard) as layout:  # the root checked, the tree's lock held
+        return run(args, layout)
+
+
+def run(args: argparse.Namespace, layout: DataLayout) -> int:
+    """Extract this shard's source clips of ``args.split`` (the root open: :func:`utils.stage.open_stage`)."""
     tree = TREES[args.source]
     stage_dir = layout.blurred if args.source == "blurred" else layout.composed
     params = {"source": args.source, "ratio": args.ratio, "sampling": args.sampling, "seed": args.seed,

@@ -51,9 +51,8 @@ from utils.atomic import Manifest, atomic_dir, clean_stale_temps, upstream_finge
 from utils.cli import ArgumentParser, UserError, add_common_args, run_main, splits_of, unit_seed
 from utils.device import resolve_device
 from utils.images import list_images, read_image, to_uint, write_png
-from utils.locks import stage_lock
 from utils.paths import DataLayout, frame_index
-from utils.stage import ClipRunner
+from utils.stage import ClipRunner, open_stage
 from utils.video import video_fps, write_video
 
 log = logging.getLogger("guide_mask")
@@ -473,20 +472,17 @@ def _params(args) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    with contextlib.ExitStack() as locks:  # this stage's lock on the root (utils/locks.py), released at the end
-        return _main(argv, locks)
-
-
-def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
     args = build_parser().parse_args(argv)
-    layout = DataLayout(args.root)
-    if not layout.root.is_dir():
-        raise UserError(f"data root not found: {layout.root}")
-    args.device = str(resolve_device(args.device))
+    args.device = str(resolve_device(args.device))  # the flags first: nothing is read or written on a wrong one
     if args.backend == "matanyone" and args.mode != "all_frames":
         raise UserError("the matanyone backend mattes whole clips: use --mode all_frames")
+    with open_stage(args.root, f"{args.tree}_mask", args.shard) as layout:  # the root checked, the lock held
+        return run(args, layout)
+
+
+def run(args: argparse.Namespace, layout: DataLayout) -> int:
+    """Guide masks of this shard's clips of ``args.split`` (the root open: :func:`utils.stage.open_stage`)."""
     params = _params(args)
-    locks.enter_context(stage_lock(layout.root, f"{args.tree}_mask", args.shard))
     _load_models(args)  # a missing or wrong checkpoint fails here, before anything is written
     # a ModelError (a missing or wrong checkpoint) would fail every clip alike: it stops the stage at once
     runner = ClipRunner(log, args.shard, args.overwrite, fail_level=logging.ERROR, fail_format="%s/%s: %s",
