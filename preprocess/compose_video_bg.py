@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from utils.atomic import Manifest, atomic_dir, clean_stale_temps, write_json_atomic
-from utils.cli import ArgumentParser, UserError, add_common_args, run_main, splits_of, unit_seed
+from utils.cli import ArgumentParser, UserError, add_common_args, finite_float, run_main, splits_of, unit_seed
 from utils.images import IMAGE_EXTS, read_image, write_png
 from utils.paths import DataLayout, frame_name
 from utils.stage import ClipRunner, open_stage
@@ -39,16 +39,21 @@ from utils.video import VIDEO_EXTS, clip_fps, clip_sources, iter_clip, read_clip
 
 log = logging.getLogger("compose")
 STAGE = "compose"
+# bounds of --pan and --zoom: the background is resized to cover the frame plus the pan, times the zoom
+MAX_PAN = 4096.0  # px
+MAX_ZOOM = 4.0    # up to 5x the size that just covers
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
-    p.add_argument("--pan", type=float, default=0.0,
-                   help="largest slow pan over a clip, in pixels (0: static background; default %(default)s)")
-    p.add_argument("--zoom", type=float, default=0.15,
-                   help="extra seeded zoom beyond 'just covers the frame', up to this fraction (default %(default)s)")
+    p.add_argument("--pan", type=finite_float(0.0, MAX_PAN), default=0.0,
+                   help=f"largest slow pan over a clip, in pixels, in [0, {MAX_PAN:g}] (0: static background; "
+                        f"default %(default)s)")
+    p.add_argument("--zoom", type=finite_float(0.0, MAX_ZOOM), default=0.15,
+                   help=f"extra seeded zoom beyond 'just covers the frame', up to this fraction, in [0, {MAX_ZOOM:g}] "
+                        f"(default %(default)s)")
     return p
 
 

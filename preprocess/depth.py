@@ -34,7 +34,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from utils.atomic import Manifest, atomic_path, clean_stale_temps, upstream_fingerprint
-from utils.cli import ArgumentParser, UserError, add_common_args, run_main, splits_of, unit_seed
+from utils.cli import ArgumentParser, UserError, add_common_args, int_at_least, run_main, splits_of, unit_seed
 from utils.images import read_image
 from utils.paths import DataLayout, frame_name
 from utils.stage import ClipRunner, open_stage
@@ -60,7 +60,8 @@ def add_depth_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="its checkpoint, e.g. checkpoints/video_depth_anything_vits.pth (default: $VDA_CKPT)")
     p.add_argument("--vda_encoder", default=None, choices=tuple(VDA_CONFIGS),
                    help="encoder of the checkpoint (default: from its file name, else vits)")
-    p.add_argument("--input_size", type=int, default=518, help="VDA input size (default %(default)s)")
+    p.add_argument("--input_size", type=int_at_least(14), default=518,
+                   help="VDA input size, at least 14 (its ViT patch; default %(default)s)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device for VDA / the blur")
     return p
 

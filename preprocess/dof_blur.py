@@ -36,7 +36,8 @@ import numpy as np
 from preprocess import depth as depth_stage
 from utils import memory
 from utils.atomic import Manifest, clean_stale_temps, write_json_atomic
-from utils.cli import EXIT_OOM, ArgumentParser, UsageError, UserError, add_common_args, run_main, splits_of, unit_seed
+from utils.cli import (EXIT_OOM, ArgumentParser, UsageError, UserError, add_common_args, finite_float, nonneg_int,
+                       positive_int, run_main, splits_of, unit_seed)
 from utils.images import read_image, write_png
 from utils.paths import DataLayout, frame_name
 from utils.stage import ClipRunner, open_stage
@@ -420,6 +421,8 @@ def _blur_record(blurred_dir: str, depth_path: str):
 
 log = logging.getLogger("dof_blur")
 STAGE = "blur"
+MAX_COC = 1e4     # --coc_range bound (px of sigma per unit disparity): beyond it float32 sigmas overflow
+MAX_SIGMA = 1e3   # --sigma_max_range bound (px at --ref_height): a blur far wider than any frame
 FOCUS_MODES = ("subject", "background", "rack")
 
 
@@ -431,21 +434,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="subject (clip-wide median subject disparity, default), background (median background "
                         "disparity), rack (sweep from one to the other over the clip, seeded direction), or a "
                         "disparity value")
-    p.add_argument("--coc_range", type=float, nargs=2, default=(12.0, 36.0), metavar=("LO", "HI"),
-                   help="coc_scale drawn per clip from [LO, HI]: px of sigma per unit disparity for a "
-                        "--ref_height-pixel-high frame, scaled to the clip's height (default %(default)s)")
-    p.add_argument("--sigma_max_range", type=float, nargs=2, default=(8.0, 16.0), metavar=("LO", "HI"),
-                   help="sigma_max drawn per clip from [LO, HI] px at --ref_height (default %(default)s)")
-    p.add_argument("--ref_height", type=float, default=1080.0,
-                   help="frame height the blur ranges are given for (default %(default)s)")
-    p.add_argument("--n_layers", type=int, default=16, help="most sigma levels per layer (default %(default)s)")
+    p.add_argument("--coc_range", type=finite_float(0.0, MAX_COC), nargs=2, default=(12.0, 36.0),
+                   metavar=("LO", "HI"), help=f"coc_scale drawn per clip from [LO, HI]: px of sigma per unit disparity "
+                                              f"for a --ref_height-pixel-high frame, scaled to the clip's height, each "
+                                              f"in [0, {MAX_COC:g}] (default %(default)s)")
+    p.add_argument("--sigma_max_range", type=finite_float(0.0, MAX_SIGMA), nargs=2, default=(8.0, 16.0),
+                   metavar=("LO", "HI"), help=f"sigma_max drawn per clip from [LO, HI] px at --ref_height, each in "
+                                              f"[0, {MAX_SIGMA:g}] (default %(default)s)")
+    p.add_argument("--ref_height", type=finite_float(1.0), default=1080.0,
+                   help="frame height (px, at least 1) the blur ranges are given for (default %(default)s)")
+    p.add_argument("--n_layers", type=positive_int, default=16,
+                   help="most sigma levels per layer (default %(default)s)")
     p.add_argument("--kernel", default="gaussian", choices=KERNELS)
-    p.add_argument("--chunk", type=int, default=0,
+    p.add_argument("--chunk", type=nonneg_int, default=0,
                    help="frames per chunk; 0: from free memory (utils.memory), default %(default)s")
-    p.add_argument("--chunk_divisor", type=int, default=1,
+    p.add_argument("--chunk_divisor", type=positive_int, default=1,
                    help="divide the chunk size by this (run_blur.sh doubles it after each crash)")
-    p.add_argument("--memory_safety", type=float, default=0.5,
-                   help="fraction of free memory a chunk may use (default %(default)s)")
+    p.add_argument("--memory_safety", type=finite_float(0.0, 1.0, low_open=True), default=0.5,
+                   help="fraction of free memory a chunk may use, in (0, 1] (default %(default)s)")
     p.add_argument("--no_preview", action="store_true", help="skip preview.png")
     return p
 
@@ -624,7 +630,7 @@ def run(args: argparse.Namespace, layout: DataLayout) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # numeric flags finite and in range (utils.cli types): else exit 64
     if args.focus not in FOCUS_MODES:
         try:
             focus = float(args.focus)
@@ -632,10 +638,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             focus = math.nan
         if not math.isfinite(focus):  # checked before anything is read, deleted (--overwrite) or written
             raise UsageError(f"--focus must be one of {FOCUS_MODES} or a finite number, got {args.focus!r}")
-    for name, value in vars(args).items():  # --coc_range nan, --ref_height inf ...: the same
-        values = value if isinstance(value, (list, tuple)) else [value]
-        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
-            raise UsageError(f"--{name} must be finite, got {value}")
     try:
         with open_stage(args.root, STAGE, args.shard) as layout:  # the root checked, this stage's lock held
             return run(args, layout)

@@ -38,7 +38,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from utils.atomic import Manifest, atomic_dir, clean_stale_temps, upstream_fingerprint
-from utils.cli import ArgumentParser, UserError, add_common_args, run_main, splits_of, unit_seed
+from utils.cli import ArgumentParser, UserError, add_common_args, finite_float, run_main, splits_of, unit_seed
 from utils.images import list_images, read_image, to_uint, write_png
 from utils.paths import FRAME_LAYERS, DataLayout, frame_index
 from utils.stage import ClipRunner, open_stage
@@ -171,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_args(p)
     p.add_argument("--source", default="blurred", choices=tuple(SOURCE_LAYERS),
                    help="blurred -> <root>/frames (default); composed -> <root>/frames_sharp (all-in-focus control)")
-    p.add_argument("--ratio", type=float, default=1.0, help="fraction of each clip's frames to keep, in (0, 1]")
+    p.add_argument("--ratio", type=finite_float(0.0, 1.0, low_open=True), default=1.0,
+                   help="fraction of each clip's frames to keep, in (0, 1]")
     p.add_argument("--sampling", default="contiguous", choices=("contiguous", "uniform"),
                    help="one contiguous run (default) or frames drawn without replacement")
     p.add_argument("--no_video", action="store_true", help="skip the mp4 previews")
@@ -179,8 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    subset_size(1, args.ratio)  # validate early, before the root is read
+    args = build_parser().parse_args(argv)  # --ratio outside (0, 1] is a usage error here, before the root is read
     with open_stage(args.root, TREES[args.source], args.shard) as layout:  # the root checked, the tree's lock held
         return run(args, layout)
 

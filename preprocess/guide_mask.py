@@ -48,7 +48,8 @@ import numpy as np
 
 from preprocess.perturb import perturb_guide
 from utils.atomic import Manifest, atomic_dir, clean_stale_temps, upstream_fingerprint
-from utils.cli import ArgumentParser, UserError, add_common_args, run_main, splits_of, unit_seed
+from utils.cli import (ArgumentParser, UserError, add_common_args, finite_float, nonneg_int, positive_int, run_main,
+                       splits_of, unit_seed)
 from utils.device import resolve_device
 from utils.images import list_images, read_image, to_uint, write_png
 from utils.paths import DataLayout, frame_index
@@ -428,19 +429,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sam2_ckpt", default=os.environ.get("SAM2_CKPT"), help="local SAM2 .pt (env SAM2_CKPT)")
     g.add_argument("--sam2_config", default=os.environ.get("SAM2_CONFIG", DEFAULT_SAM2_CONFIG),
                    help="SAM2 config name shipped with sam2 (default %(default)s)")
-    g.add_argument("--sam2_image_size", type=int, default=None, help="override SAM2's input size (1024)")
-    g.add_argument("--conf", type=float, default=0.25, help="YOLO confidence threshold")
-    g.add_argument("--iou", type=float, default=0.7, help="YOLO NMS IoU threshold")
+    g.add_argument("--sam2_image_size", type=positive_int, default=None, help="override SAM2's input size (1024)")
+    g.add_argument("--conf", type=finite_float(0.0, 1.0), default=0.25, help="YOLO confidence threshold, in [0, 1]")
+    g.add_argument("--iou", type=finite_float(0.0, 1.0), default=0.7, help="YOLO NMS IoU threshold, in [0, 1]")
     g.add_argument("--propagate", default="none", choices=("none", "sam2"),
                    help="all_frames: detect on every frame (none) or propagate the first frame with SAM2")
-    g.add_argument("--chunk_frames", type=int, default=200, help="SAM2 propagation chunk length (memory)")
+    g.add_argument("--chunk_frames", type=positive_int, default=200,
+                   help="SAM2 propagation chunk length (memory; at least 2 are used)")
     g = p.add_argument_group("matanyone")
     g.add_argument("--matanyone_root", default=os.environ.get("MATANYONE_ROOT"), help="MatAnyone clone")
     g.add_argument("--matanyone_ckpt", default=os.environ.get("MATANYONE_CKPT"),
                    help="MatAnyone checkpoint (default <clone>/pretrained_models/matanyone.pth)")
     g.add_argument("--first_mask", default=None, help="first-frame mask PNG, or a folder of <clip>.png")
-    g.add_argument("--warmup", type=int, default=10, help="repeats of the first frame (MatAnyone's n_warmup)")
-    g.add_argument("--close_radius", type=int, default=10, help="dilate+erode size for the first mask")
+    g.add_argument("--warmup", type=nonneg_int, default=10, help="repeats of the first frame (MatAnyone's n_warmup)")
+    g.add_argument("--close_radius", type=nonneg_int, default=10,
+                   help="dilate+erode size for the first mask (0: none)")
     return p
 
 

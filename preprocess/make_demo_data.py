@@ -59,7 +59,8 @@ import numpy as np
 from tqdm import tqdm
 
 from utils.atomic import Manifest, atomic_dir, write_json_atomic
-from utils.cli import SPLITS, UserError, add_common_args, run_main, shard_items, splits_of, unit_seed
+from utils.cli import (SPLITS, ArgumentParser, UserError, add_common_args, finite_float, positive_int, run_main,
+                       shard_items, splits_of, unit_seed)
 from utils.images import to_uint, write_png
 from utils.paths import DataLayout, frame_name
 from utils.video import write_video
@@ -1000,13 +1001,17 @@ def parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
+MAX_FPS = 1000.0  # --fps upper bound; the lower is 1 (the mp4 rate is a fraction of denominator <= 1001: 1e-7 is 0)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     add_common_args(p)
     p.add_argument("--size", default="384x256", help="clip size WIDTHxHEIGHT (default: %(default)s)")
-    p.add_argument("--frames", type=int, default=24, help="frames per clip (default: %(default)s)")
-    p.add_argument("--fps", type=float, default=25.0)
-    p.add_argument("--scale", type=int, default=1, help="multiply the number of clips and backgrounds")
+    p.add_argument("--frames", type=positive_int, default=24, help="frames per clip (default: %(default)s)")
+    p.add_argument("--fps", type=finite_float(1.0, MAX_FPS), default=25.0,
+                   help=f"frame rate of the mp4 copies, in [1, {MAX_FPS:g}] (default: %(default)s)")
+    p.add_argument("--scale", type=positive_int, default=1, help="multiply the number of clips and backgrounds")
     p.add_argument("--camouflage", action="store_true",
                    help="the camouflage testbed (use its own --root, e.g. data/camo): every clip gets its own "
                         "background, backgrounds/<split>/<clip>.png, built from that clip's person (hair, skin, "
@@ -1017,9 +1022,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    width, height = parse_size(args.size)
-    if args.frames < 1 or args.scale < 1:
-        raise UserError("--frames and --scale must be at least 1")
+    width, height = parse_size(args.size)  # --frames, --scale and --fps were checked by the parser (exit 64)
     layout = DataLayout(args.root)
     spec = ClipSpec(width, height, args.frames, args.fps)
     # the generator's version is part of the settings: clips made by an older generator are made again

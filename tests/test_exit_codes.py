@@ -25,7 +25,7 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO), "PYTHON": sys.executable}
     ("preprocess/dof_blur.py", ["--split", "foo"]),
     ("preprocess/frame_extraction.py", ["--nope"]),
     ("preprocess/compose_video_bg.py", ["--split", "foo"]),
-    ("preprocess/make_demo_data.py", ["--frames", "x"]),  # a plain argparse parser: run_main maps its 2 to 64
+    ("preprocess/make_demo_data.py", ["--frames", "x"]),
     ("pipeline/solver_refiner_maggie.py", ["--nope"]),
     ("pipeline/evaluate.py", ["--nope"]),
     ("inference.py", []),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import math
 import sys
 from typing import Callable, Sequence, TypeVar
 
@@ -61,6 +62,15 @@ def _int_at_least(text: str, low: int) -> int:
     return value
 
 
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number >= ``low`` (less, or not a whole number, is a usage error, exit 64)."""
+    def at_least(text: str) -> int:
+        return _int_at_least(text, low)
+
+    at_least.__name__ = at_least.__qualname__ = f"int_at_least_{low}"
+    return at_least
+
+
 def nonneg_int(text: str) -> int:
     """An argparse ``type``: a whole number >= 0 (a negative count or size is a usage error, exit 64)."""
     return _int_at_least(text, 0)
@@ -69,6 +79,28 @@ def nonneg_int(text: str) -> int:
 def positive_int(text: str) -> int:
     """An argparse ``type``: a whole number >= 1 (a size or count of 0 or less is a usage error, exit 64)."""
     return _int_at_least(text, 1)
+
+
+def finite_float(low: float | None = None, high: float | None = None, *,
+                 low_open: bool = False) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number in ``[low, high]`` (``(low, high]`` with ``low_open``; ``None``: no
+    bound on that side). ``nan``, ``inf`` or a value out of range is a usage error (exit 64), before anything runs."""
+    interval = (("(-inf" if low is None else f"{'(' if low_open else '['}{low:g}") + ", "
+                + ("inf)" if high is None else f"{high:g}]"))
+
+    def finite(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number in {interval}, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number in {interval}, got {text!r}")
+        if (low is not None and (value <= low if low_open else value < low)) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be in {interval}, got {value:g}")
+        return value
+
+    finite.__name__ = finite.__qualname__ = "finite_float"
+    return finite
 
 
 def splits_of(split: str) -> tuple[str, ...]:
