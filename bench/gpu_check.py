@@ -31,7 +31,8 @@ after the budget (a compile that hangs), keeping the rows measured so far. ``OUT
 
 Exit codes: 0 every part ran (a part whose cap cut some rows is 'partial', its notes say which; one whose optional
 package, ``OPTIONAL_MODULES``, is not installed is 'not available') and every check held; 1 a part raised, timed
-out or was skipped for lack of time; 3 a numeric check failed (wins over 1).
+out or was skipped for lack of time; 4 (``utils.cli.EXIT_MISMATCH``) a numeric check failed (wins over 1). Not 3:
+that is out of memory everywhere else, and run_blur.sh restarts its worker on it.
 
 On the lent GPU machine (its own Python 3.12 and torch, no package index) the packages it lacks travel as wheels:
 ``bash bench/gpu_env.sh`` here, then the device command of bench/RESULTS.md ("gpu_check") installs them there.
@@ -61,11 +62,12 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
+from utils.cli import EXIT_MISMATCH  # 4: a numeric check failed (every exit code of the project is in utils.cli)
 from utils.paths import make_repo_importable
 
 make_repo_importable()  # its parts import bench.* and inference, and it runs as `python bench/gpu_check.py`
 NO_CUDA_LINE = "gpu_check: no CUDA device; nothing measured (use --cpu-dry-run to test the script)"
-EXIT_ERROR, EXIT_MISMATCH = 1, 3
+EXIT_ERROR = 1  # a part raised, timed out or did not fit in the budget
 # modules of the carried wheels (bench/gpu_wheels.txt) a part may find missing when bench/gpu_env.sh could not
 # get their wheel: the part is then "not available" (not an error) and the others run
 OPTIONAL_MODULES = ("sam2", "ultralytics", "hydra", "omegaconf", "antlr4", "iopath")

@@ -224,3 +224,14 @@ def test_missing_optional_package_is_not_available_not_an_error(tmp_path, monkey
     assert part["status"] == "not available" and "sam2" in part["error"]
     monkeypatch.setitem(gc.PARTS, "masks", needs("pytorch_wavelets"))
     assert gc.run_parts(s, gc.Report(tmp_path, s), ["masks"]) == gc.EXIT_ERROR
+
+
+def test_mismatch_has_its_own_exit_code():
+    """3 is out of memory (utils.cli.EXIT_OOM; run_blur.sh restarts its worker on it): a numeric mismatch is 4,
+    defined once in utils.cli next to every other code, and no two meanings share a number."""
+    from utils import cli
+
+    codes = {name: value for name, value in vars(cli).items() if name.startswith("EXIT_")}
+    assert gc.EXIT_MISMATCH is cli.EXIT_MISMATCH and gc.EXIT_MISMATCH == 4
+    assert len(set(codes.values())) == len(codes), codes
+    assert gc.EXIT_MISMATCH not in (cli.EXIT_OOM, cli.EXIT_USER_ERROR, cli.EXIT_UNITS_FAILED, cli.EXIT_USAGE)

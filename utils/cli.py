@@ -20,6 +20,7 @@ SPLITS = ("train", "test")
 EXIT_USER_ERROR = 1  # an error to fix before rerunning (one `error:` line; nothing was written)
 EXIT_UNITS_FAILED = 2  # some units failed and were recorded as such; the others are done (1 = a user error)
 EXIT_OOM = 3  # out of memory (run_blur.sh restarts the worker with smaller chunks)
+EXIT_MISMATCH = 4  # bench/gpu_check.py only: a numeric check failed (no stage or launcher exits 4)
 EXIT_USAGE = 64  # a wrong command line (unknown flag, bad value): sysexits' EX_USAGE, never retried
 EXIT_INTERRUPTED = 130  # Ctrl-C / SIGINT: the launchers stop too
 
