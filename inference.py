@@ -34,12 +34,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.refiner import Refiner, load_refiner
-from model.sparse import RATIO_HELP, ratio_arg, refine_sparse
+from model.checkpoint import load_refiner
+from model.predictor import GUIDE_QUALITIES, Predictor
+from model.refiner import Refiner
+from model.sparse import RATIO_HELP, ratio_arg
 from utils.atomic import clean_stale_temps, make_temp_dir
 from utils.cli import ArgumentParser, UserError, positive_int, require_existing, run_main
 from utils.device import resolve_device
-from utils.images import IMAGE_EXTS, list_images, read_image, to_uint, write_png
+from utils.images import IMAGE_EXTS, list_images, read_image, resize, to_uint, write_png
 from utils.locks import hold_lock
 from utils.paths import frame_name
 from utils.video import VIDEO_EXTS, iter_video, video_fps, write_video
@@ -47,8 +49,6 @@ from utils.video import VIDEO_EXTS, iter_video, video_fps, write_video
 log = logging.getLogger("inference")
 GUIDE_CHUNK = 16  # frames per call of the YOLO + SAM2 guide stage
 
-
-GUIDE_QUALITIES = {"auto": None, "accurate": True, "coarse": False}  # --guide_quality -> Refiner's guide_accurate
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,7 +149,7 @@ class Guides:
                 self.static = g
         self.source = g
 
-    def get(self, index: int, name: str, image: np.ndarray) -> np.ndarray | None:
+    def get(self, index: int, name: str) -> np.ndarray | None:
         """The guide of input ``index`` (HxW float32), or None when it must be made by :func:`make_guide`."""
         if self.source is None:
             return None
@@ -207,13 +207,6 @@ def network_size(h: int, w: int, rh: int | None, rw: int | None) -> tuple[int, i
     return rh, rw
 
 
-def resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    if img.shape[:2] == size:
-        return img
-    down = size[0] * size[1] < img.shape[0] * img.shape[1]
-    return cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA if down else cv2.INTER_LINEAR)
-
-
 @torch.no_grad()
 def predict_alpha(model: Refiner, image: np.ndarray, guide: np.ndarray, device: torch.device, fp16: bool,
                   size: tuple[int, int], guide_quality: str = "auto", downsample_ratio: float | str = "auto",
@@ -226,17 +219,14 @@ def predict_alpha(model: Refiner, image: np.ndarray, guide: np.ndarray, device: 
     ``fp16``: float16 autocast on ``device``'s type (the CLI allows it on CUDA only; bench/gpu_check.py's CPU dry
     run also takes this path on the CPU, so the script that compares fp16 with fp32 is itself tested).
     """
-    h, w = image.shape[:2]
-    x = torch.from_numpy(np.ascontiguousarray(resize(image, size))).permute(2, 0, 1)[None].to(device)
-    g = torch.from_numpy(np.ascontiguousarray(resize(guide, size)))[None, None].to(device)
-    ctx = torch.autocast(device.type, dtype=torch.float16) if fp16 else contextlib.nullcontext()
-    with ctx:
-        if dense:
-            alpha = model(x, g, guide_accurate=GUIDE_QUALITIES[guide_quality]).alpha
-        else:
-            alpha = refine_sparse(model, x, g, downsample_ratio, GUIDE_QUALITIES[guide_quality]).alpha
-    alpha = alpha[0, 0].float().cpu().numpy()
-    return np.clip(resize(alpha, (h, w)), 0.0, 1.0)
+    predictor = Predictor(model, device, downsample_ratio, dense, guide_quality, torch.float16 if fp16 else None)
+    return predict_with(predictor, image, guide, size)
+
+
+def predict_with(predictor: Predictor, image: np.ndarray, guide: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Alpha (HxW float32 in [0,1]) of ``image`` at its own size; the network sees it at ``size``."""
+    alpha = predictor.alpha(resize(image, size), resize(guide, size))
+    return np.clip(resize(alpha, image.shape[:2]), 0.0, 1.0)
 
 
 # ---------------------------------------------------------------------------------------------------- outputs
@@ -281,8 +271,8 @@ def swap_dirs(a: Path, b: Path) -> None:
 class Writer:
     """Writes outputs under a temporary folder; :meth:`commit` moves them into place, :meth:`discard` drops them."""
 
-    def __init__(self, out: Path, single_file: bool, bits: int):
-        self.out, self.single_file, self.bits = out, single_file, bits
+    def __init__(self, out: Path, single_file: bool):
+        self.out, self.single_file = out, single_file
         out.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = make_temp_dir(out.parent, f".{out.name}.tmp-")
         self.files: list[tuple[Path, Path]] = []  # (temporary, final)
@@ -367,6 +357,8 @@ def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
         raise UserError("--fp16 needs a CUDA device (use --device cuda, or drop --fp16 on CPU)")
     guides = Guides(args, inp, kind, names)  # validates the guide (or the guide-stage checkpoints) up front
     model, _ = load_refiner(args.ckpt, map_location=device)
+    predictor = Predictor(model, device, args.downsample_ratio, args.dense, args.guide_quality,
+                          torch.float16 if args.fp16 else None)
     log.info("refiner %s (%s) from %s on %s%s; frames of 768 px and more: %s", model.variant, model.config,
              args.ckpt, device, ", fp16" if args.fp16 else "",
              f"fine stage ({int(model.fine_steps)} steps)" if model.fine_trained else "fallback tiles (fine stage untrained)")
@@ -375,7 +367,7 @@ def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     locks.enter_context(hold_lock(out.parent / f".{out.name}.lock", f"an inference writing {out}", remove=True))
     clean_stale_temps(out.parent, out.name)  # what a killed run left (safe: no other run writes here now)
-    writer = Writer(out, single_file, bits)
+    writer = Writer(out, single_file)
     warned: set = set()
     count = 0
     try:
@@ -389,11 +381,10 @@ def _main(argv: Sequence[str] | None, locks: contextlib.ExitStack) -> int:
                 break
             made = make_guide([img for _, img in chunk], args) if guides.source is None else None
             for j, (name, image) in enumerate(chunk):
-                guide = made[j] if made is not None else guides.get(count, name, image)
+                guide = made[j] if made is not None else guides.get(count, name)
                 guide = fit_guide(np.asarray(guide, dtype=np.float32), image.shape[:2], name, warned)
                 size = network_size(*image.shape[:2], args.resize_h, args.resize_w)
-                alpha = predict_alpha(model, image, guide, device, args.fp16, size, args.guide_quality,
-                                      args.downsample_ratio, args.dense)
+                alpha = predict_with(predictor, image, guide, size)
                 writer.add("alpha", name, alpha, bits)
                 if args.rgba:
                     writer.add("rgba", name, cutout(image, alpha), bits)

@@ -38,7 +38,8 @@ from typing import Callable, Sequence
 import psutil
 import torch
 
-from model.refiner import VARIANTS, build_refiner, count_parameters
+from model.config import VARIANTS
+from model.refiner import build_refiner, count_parameters
 from model.wavelets import HaarDWT, _import_pytorch_wavelets
 from utils.cli import run_main
 
@@ -277,7 +278,7 @@ def bench_sparse(ckpt: str | None, sizes: list[tuple[int, int]], base: int, repe
     fp16 autocast when ``fp16``."""
     import contextlib
 
-    from model.refiner import load_refiner
+    from model.checkpoint import load_refiner
     from model.sparse import refine_sparse
 
     model = (load_refiner(ckpt)[0] if ckpt else build_refiner("light", base).eval()).to(device)
@@ -286,7 +287,7 @@ def bench_sparse(ckpt: str | None, sizes: list[tuple[int, int]], base: int, repe
     cuda = device.type == "cuda"
     where = f"CUDA {'fp16 autocast' if fp16 else 'fp32'}" if cuda else "CPU fp32, one thread unless --threads"
     print(f"\n### (d) sparse vs dense path, {where}, refiner "
-          f"{ckpt or f'random light base_channels={base}'} (base_channels {model.base_channels})\n")
+          f"{ckpt or f'random light base_channels={base}'} (base_channels {model.config.base_channels})\n")
 
     def autocast():
         return torch.autocast("cuda", dtype=torch.float16) if cuda and fp16 else contextlib.nullcontext()

@@ -37,7 +37,9 @@ import torch
 
 from pipeline.data import MattingFrames, StepBatchSampler, list_clips, list_frames
 from pipeline.losses import LossWeights, matting_losses
-from pipeline.solver import refiner_api
+from model.config import VARIANTS
+from model.refiner import build_refiner
+from pipeline.solver import amp_dtype_for
 from utils.cli import run_main
 from utils.images import write_png
 from utils.paths import DataLayout
@@ -256,10 +258,9 @@ def main(argv=None) -> int:
         args.crop, args.batch_size, args.steps, args.num_workers, args.frame_size = 128, 2, 3, 0, (270, 480)
     if args.threads:
         torch.set_num_threads(args.threads)
-    api = refiner_api()
-    variants = args.variants or list(api.VARIANTS)
+    variants = args.variants or list(VARIANTS)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    amp = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if device.type == "cuda" else None
+    amp = amp_dtype_for("auto", device)  # the solver's own choice, so the bench times the step it runs
 
     tmp = None
     root = args.root
@@ -283,12 +284,12 @@ def main(argv=None) -> int:
 
     print(f"device {device}{' AMP ' + str(amp).split('.')[-1] if amp else ' fp32'}, crop {args.crop}, batch "
           f"{args.batch_size}, {args.steps} timed steps, {args.num_workers} loader workers, torch threads "
-          f"{torch.get_num_threads()}, model {api.__name__}")
+          f"{torch.get_num_threads()}")
     print(f"{'variant':<12}{'loader':>10}{'model step':>12}{'full step':>11}  (samples/s)  bottleneck")
     weights = LossWeights()
     for v in variants:
         torch.manual_seed(0)
-        model = api.build_refiner(v, base_channels=args.base_channels).to(device)
+        model = build_refiner(v, base_channels=args.base_channels).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
 

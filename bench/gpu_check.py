@@ -1,4 +1,4 @@
-"""One prepared GPU check: every CUDA path of the project run and timed by one short script (issue 15).
+"""One prepared GPU check: every CUDA path of the project run and timed by one short script.
 
     python bench/gpu_check.py OUT                  # a CUDA machine: about 6 minutes at most, nothing downloaded
     python bench/gpu_check.py OUT --cpu-dry-run    # every part at toy sizes on the CPU (tests/test_gpu_check.py)
@@ -231,7 +231,8 @@ def _test_frame(h: int, w: int):
 def part_numerics(s: Settings, part: Part) -> dict:
     """Refiner alpha through inference.predict_alpha, fp16 autocast vs fp32, every variant (+ CUDA vs CPU fp32)."""
     from inference import predict_alpha
-    from model.refiner import VARIANTS, build_refiner
+    from model.config import VARIANTS
+    from model.refiner import build_refiner
 
     h, w = s.numerics_size
     image, guide = _test_frame(h, w)
@@ -321,7 +322,8 @@ def _rvm(device: torch.device) -> dict[str, torch.nn.Module]:
 def part_refiner(s: Settings, part: Part) -> dict:
     """Every variant (+ RVM), eager, fp32 and fp16 autocast, at each size: fps and peak memory (measure_models)."""
     from bench.bench_refiner import measure_models
-    from model.refiner import VARIANTS, build_refiner
+    from model.config import VARIANTS
+    from model.refiner import build_refiner
 
     device = torch.device(s.device)
     models: dict[str, torch.nn.Module] = {}

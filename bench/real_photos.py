@@ -130,13 +130,11 @@ def panel(image: np.ndarray, guide: np.ndarray, alpha: np.ndarray) -> np.ndarray
 
 @torch.no_grad()
 def refine(model, image: np.ndarray, guide: np.ndarray) -> np.ndarray:
-    """Run a refiner on one HxWx3 image and HxW guide the way inference does (``model.sparse``: dense below 768
-    px on the long side, the coarse pass and the fine stage's tiles above); returns alpha HxW float32."""
-    from model.sparse import refine_sparse
+    """Run a refiner on one HxWx3 image and HxW guide the way inference does (``model.predictor``: dense below
+    768 px on the long side, the coarse pass and the fine stage's tiles above); returns alpha HxW float32."""
+    from model.predictor import Predictor
 
-    x = torch.from_numpy(image.transpose(2, 0, 1).copy())[None]
-    g = torch.from_numpy(guide.copy())[None, None]
-    return refine_sparse(model, x, g).alpha[0, 0].numpy()
+    return Predictor(model).alpha(image, guide)
 
 
 def upscaled(image: np.ndarray, guide: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
@@ -170,7 +168,7 @@ def panel_tag(ckpt: str, all_ckpts: Sequence[str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from model.refiner import load_refiner
+    from model.checkpoint import load_refiner
 
     names = [n for n in args.photos.split(",") if n]
     for n in names:

@@ -31,11 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.config import IMAGENET_MEAN, IMAGENET_STD
 from model.wavelets import haar_dwt, haar_idwt
 
 RADIUS = 3  # half-resolution pixels of context per side: three unpadded 3x3 convolutions
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the refiner's normalisation (model.refiner imports this module)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def bands(x: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ pass over every pixel:
 2. fine pass: the fine stage (``model.fine``: three unpadded 3x3 convolutions on the Haar bands of the
    full-resolution image, guide and upsampled coarse alpha, fed the coarse hidden state) in ``tile``-px tiles
    where the coarse gate opened inside what the rule lets change at full resolution: (a), plus the coarse
-   flips. Its alpha and gate go through the refiner's own output rule (``model.refiner.output_rule``); outside
+   flips. Its alpha and gate go through the refiner's own output rule (``model.output_rule``); outside
    the tiles the gate is closed, so the output there is the guide.
 
 A tile carries ``model.fine.RADIUS`` half-resolution pixels of context, the stage's whole receptive field, so the
@@ -36,7 +36,9 @@ import torch
 import torch.nn.functional as F
 
 from model.fine import RADIUS, fine_output
-from model.refiner import Refiner, RefinerOutput, boundary_band, boundary_ring, dilate, or_window, output_rule
+from model.masks import boundary_band, boundary_ring, dilate, or_window
+from model.output_rule import output_rule
+from model.refiner import Refiner, RefinerOutput
 
 log = logging.getLogger(__name__)
 
@@ -299,8 +301,8 @@ def refine_windows(model: Refiner, image: torch.Tensor, guide: torch.Tensor, map
     centre = (..., slice(ctx, ctx + size), slice(ctx, ctx + size))
     region = boundary_ring(guide_w)[centre] if accurate else boundary_band(guide_w)[centre]
     rule = torch.full((len(ys),), accurate, device=image.device)
-    alpha, _ = output_rule(guide_w[centre], refined, gate, rule, model.gate_threshold, model.flip_threshold,
-                           model.accurate_gate_threshold, ring=region if accurate else None,
+    alpha, _ = output_rule(guide_w[centre], refined, gate, rule, model.config.gate_threshold,
+                           model.config.flip_threshold, model.config.accurate_gate_threshold, ring=region if accurate else None,
                            band=None if accurate else region)
     return Windows(alpha, refined, gate, guide_w[centre], region)
 

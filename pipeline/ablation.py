@@ -38,6 +38,7 @@ from typing import Sequence
 
 import numpy as np
 
+from model.config import VARIANTS
 from pipeline import evaluate, metrics as M, stats as S
 from pipeline.data import list_clips
 from pipeline.solver import parse, train
@@ -46,7 +47,6 @@ from utils.cli import ArgumentParser, UserError, nonneg_int, positive_int, run_m
 from utils.paths import repo_default
 
 log = logging.getLogger("ablation")
-VARIANTS = ("none", "light", "heavy_db1", "heavy_db2", "heavy_db4")
 TREES = ("frames", "frames_sharp")
 SETS = ("standard", "camouflage")
 REPORT = ("mad", "mse", "grad", "conn", "dtssd", "mad_unknown", "grad_unknown")
@@ -395,7 +395,9 @@ def plot(path: Path, results: dict, sets: list[str], trees: list[str], variants:
     write_bytes_atomic(path, buf.getvalue())
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """The ablation's own flags (``--tiny`` / ``--cpu`` presets, explicit flags win) and the solver's flags after
+    ``--``, with the preset's solver flags in front."""
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     parser = build_parser()
@@ -411,21 +413,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                  "--eval_long_side", "128", *extra]
     if args.cpu:
         extra = [*CPU_SOLVER, "--eval_every", str(args.steps), *extra]
-    runs = grid(args)
-    if args.dry_run:
-        dry_run(args, runs)
-        return 0
-    for ds in args.sets:  # check every input before the first (long) run
+    return args, extra
+
+
+def _check_inputs(args: argparse.Namespace) -> None:
+    """Every set and tree has train and test clips: checked before the first (long) run."""
+    for ds in args.sets:
         for tree in args.trees:
             for split in ("train", "test"):
                 if not list_clips(set_root(args, ds), split, tree):
                     hint = (" (make it: python preprocess/frame_extraction.py --source composed)"
                             if tree == "frames_sharp" else "")
                     raise UserError(f"no clips in {Path(set_root(args, ds)) / tree / split / 'image'}{hint}")
-    out = Path(args.out)
-    train_grid(args, runs, extra)
-    evaluate_grid(args, runs)
-    # per-run summaries, recomputed from the per-clip CSV so seeds stay separate; per-frame values for the tests
+
+
+def _collect(args: argparse.Namespace) -> tuple[dict, dict]:
+    """Per-run summaries, recomputed from the per-clip CSVs so seeds stay separate, and the per-frame values of
+    every (set, tree) for the paired tests."""
     results: dict[str, dict[str, dict[str, list[dict]]]] = {}
     frames: dict[tuple[str, str], dict] = {}
     for ds in args.sets:
@@ -438,8 +442,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                          for k, v in r.items()} for r in rows if r["run"] == run]
                 results[ds][tree].setdefault(mine[0]["method"], []).append(evaluate.summarise(mine))
             frames[(ds, tree)] = load_frames(eval_dir(args, ds, tree) / "per_frame.csv")
-    tests = paired_tests(frames, args.sets, args.trees, args.variants, args.n_boot)
-    write_json_atomic(out / "stats.json", tests)
+    return results, frames
+
+
+def _report(args: argparse.Namespace, runs: list, extra: list[str], results: dict, frames: dict, tests: dict) -> str:
+    """RESULTS.md's text: the settings, a warning for each set the budget does not answer, the tables."""
     settings = (f"steps {args.steps}, batch {args.batch_size}, crop {args.crop}, base_channels {args.base_channels}, "
                 f"seeds {args.seeds}, strategy pipeline/configs/maggie.yaml{', extra flags ' + ' '.join(extra) if extra else ''}")
     text = ("# DWT ablation\n\nSame budget for every run: " + settings + ".\n"
@@ -462,7 +469,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         text += (f"\n## Set: {ds}\n" + table.replace("\n### ", "\n### " + f"{ds} / ") if len(args.sets) > 1
                  else table)
     text += stats_tables(tests, args.n_boot) + focus_table(frames, args.sets, args.trees, args.variants)
-    text += "\n![ablation](ablation.png)\n"
+    return text + "\n![ablation](ablation.png)\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, extra = _parse(argv)
+    runs = grid(args)
+    if args.dry_run:
+        dry_run(args, runs)
+        return 0
+    _check_inputs(args)
+    out = Path(args.out)
+    train_grid(args, runs, extra)
+    evaluate_grid(args, runs)
+    results, frames = _collect(args)
+    tests = paired_tests(frames, args.sets, args.trees, args.variants, args.n_boot)
+    write_json_atomic(out / "stats.json", tests)
+    text = _report(args, runs, extra, results, frames, tests)
     write_bytes_atomic(out / "RESULTS.md", text.encode())
     plot(out / "ablation.png", results, args.sets, args.trees, args.variants)
     print(text)

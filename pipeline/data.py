@@ -16,13 +16,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from preprocess.perturb import accurate_guide, perturb_guide
 from utils.cli import UserError, unit_seed
-from utils.images import read_image_native, to_float
+from utils.images import read_image_native, resize, to_float
 from utils.paths import DataLayout
 
 log = logging.getLogger(__name__)
@@ -72,14 +71,6 @@ def split_clips(clips: list[str], val_fraction: float, seed: int) -> tuple[list[
     n_val = min(len(clips) - 1, max(1, math.ceil(val_fraction * len(clips))))
     ranked = sorted(clips, key=lambda c: unit_seed(seed, "val", c))
     return sorted(ranked[n_val:]), sorted(ranked[:n_val])
-
-
-def _resize(img: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
-    h, w = size
-    if img.shape[:2] == (h, w):
-        return img
-    interp = cv2.INTER_NEAREST if nearest else (cv2.INTER_AREA if h < img.shape[0] else cv2.INTER_LINEAR)
-    return cv2.resize(img, (w, h), interpolation=interp)
 
 
 def _colour_jitter(layers: list[np.ndarray], rng: np.random.Generator, strength: float) -> list[np.ndarray]:
@@ -196,7 +187,7 @@ class MattingFrames(torch.utils.data.Dataset):
             y = int(rng.integers(0, h - win + 1))
             x = int(rng.integers(0, w - win + 1))
         # crop first, then scale only the window (the same result as scaling the frame, at a fraction of the cost)
-        d = {k: _resize(to_float(v[y:y + win, x:x + win]), (self.crop, self.crop), nearest=(k == "mask"))
+        d = {k: resize(to_float(v[y:y + win, x:x + win]), (self.crop, self.crop), nearest=(k == "mask"))
              for k, v in d.items()}
         if rng.random() < 0.5:
             d = {k: v[:, ::-1] for k, v in d.items()}
@@ -210,7 +201,7 @@ class MattingFrames(torch.utils.data.Dataset):
         if self.eval_long_side and max(h, w) > self.eval_long_side:
             s = self.eval_long_side / max(h, w)
             size = (max(1, round(h * s)), max(1, round(w * s)))
-            d = {k: _resize(v, size, nearest=(k == "mask")) for k, v in d.items()}
+            d = {k: resize(v, size, nearest=(k == "mask")) for k, v in d.items()}
         return d
 
     def __getitem__(self, key) -> dict[str, torch.Tensor]:

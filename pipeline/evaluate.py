@@ -38,7 +38,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.sparse import RATIO_HELP, auto_ratio, ratio_arg, refine_sparse
+from model.predictor import Predictor
+from model.sparse import RATIO_HELP, ratio_arg
 from pipeline import metrics as M
 from pipeline.data import Frame, MattingFrames, list_clips, list_frames
 from utils.atomic import atomic_dir, atomic_path, write_bytes_atomic, write_json_atomic
@@ -87,21 +88,14 @@ def checkpoint_predictor(path: Path, device: torch.device, downsample_ratio: flo
     """A checkpoint as a predictor: the sparse path (``model.sparse``: a coarse pass at ``downsample_ratio``, full
     resolution tiles where the refiner can act) unless ``dense``; a frame whose coarse pass is at full size
     (ratio 1) is the dense pass, which also gives the focus map and the gate for the figure."""
-    from pipeline.solver import refiner_api
+    predictor, ckpt = Predictor.from_checkpoint(path, device, downsample_ratio=downsample_ratio, dense=dense)
 
-    model, ckpt = refiner_api().load_refiner(path, map_location="cpu")
-    model.to(device).eval()
-
-    @torch.no_grad()
     def predict(item: dict):
-        image, guide = item["image"][None].to(device), item["guide"][None].to(device)
-        ratio = 1.0 if dense else (auto_ratio(*image.shape[-2:]) if downsample_ratio == "auto" else downsample_ratio)
-        if ratio < 1.0:
-            sparse = refine_sparse(model, image, guide, ratio)
-            alpha = sparse.alpha.float()[0, 0].cpu().numpy()
-            return alpha, {"gate": (alpha != item["guide"][0].numpy()).astype(np.float32)}  # where it changed
-        out = model(image, guide)
-        alpha = out.alpha.float()[0, 0].cpu().numpy()
+        p = predictor(item["image"][None], item["guide"][None])
+        alpha = p.alpha.float()[0, 0].cpu().numpy()
+        if p.dense is None:  # the sparse path: where it changed the guide stands for the gate
+            return alpha, {"gate": (alpha != item["guide"][0].numpy()).astype(np.float32)}
+        out = p.dense
         maps = {"focus": out.focus_map.float()[0].mean(0).cpu().numpy(), "gate": out.gate.float()[0, 0].cpu().numpy()}
         return alpha, {k: cv2.resize(v, alpha.shape[::-1], interpolation=cv2.INTER_LINEAR) for k, v in maps.items()}
 

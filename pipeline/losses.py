@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from model.refiner import GATE_MARGIN  # the gate's target is defined with the model
-from model.refiner import dilate as dilate_mask  # a square max-filter of a bool mask, on bytes
+from model.masks import dilate as dilate_mask  # a square max-filter of a bool mask, on bytes
+from model.output_rule import GATE_MARGIN  # the gate's target is defined with the rule it serves
 from model.wavelets import haar_dwt  # the light Haar (pywt.dwt2's convention; odd sizes edge-padded)
 
 TERMS = ("l1", "lap", "grad", "comp", "wll", "whigh")

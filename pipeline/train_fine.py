@@ -16,6 +16,8 @@ crops and factors are a pure function of (seed, step), so a resumed run ends wit
 """
 from __future__ import annotations
 
+import utils.offline  # noqa: F401  (first: offline switches)
+
 import argparse
 import dataclasses
 import hashlib
@@ -30,14 +32,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.refiner import Refiner, boundary_ring, load_refiner, save_refiner
+from model.checkpoint import load_refiner, read_training_state, save_refiner, save_training_state
+from model.masks import boundary_ring
+from model.refiner import Refiner
 from model.sparse import coarse_pass, refine_windows, upsample_coarse
 from pipeline.data import MattingFrames, list_clips, list_frames
 from pipeline.losses import gate_target, laplacian_loss
-from pipeline.solver import append_csv, lr_at, truncate_csv
-from utils.atomic import atomic_path, clean_stale_temps
+from pipeline.run_folder import RunFolder, append_csv
+from pipeline.train_config import lr_at
 from utils.cli import ArgumentParser, UsageError, UserError, run_main, unit_seed
-from utils.locks import hold_lock
 from utils.paths import repo_default
 
 log = logging.getLogger("train_fine")
@@ -144,16 +147,10 @@ def trunk_fingerprint(model: Refiner) -> str:
     return digest.hexdigest()
 
 
-def _open_run(out: Path, resume: bool, overwrite: bool) -> None:
-    """The run folder, held by the caller's lock: a finished or started run is refused unless ``resume`` or
-    ``overwrite`` (which deletes it); temporaries a killed write left are removed."""
-    outputs = [out / n for n in ("last.pt", "fine.pt", "train.csv")]
-    if overwrite:
-        for path in outputs:
-            path.unlink(missing_ok=True)
-    elif not resume and any(p.exists() for p in outputs):
-        raise UserError(f"{out} already has a run: pass --resume to continue it or --overwrite to restart")
-    clean_stale_temps(out)
+def run_folder(cfg: FineConfig) -> RunFolder:
+    """``<runs_dir>/<name>/`` (``pipeline.run_folder``): a run is there once it has a ``last.pt`` or ``fine.pt``."""
+    return RunFolder(cfg.runs_dir, cfg.name, "a fine-stage training", checkpoints=("last.pt", "fine.pt"),
+                     logs=("train.csv",))
 
 
 def _resume_state(out: Path, cfg: FineConfig, fingerprint: str) -> dict | None:
@@ -162,12 +159,8 @@ def _resume_state(out: Path, cfg: FineConfig, fingerprint: str) -> dict | None:
     path = out / "last.pt"
     if not path.is_file():
         return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state["fine"], state["optimizer"], int(state["step"])
-    except Exception as exc:  # noqa: BLE001  (a truncated or foreign file: the user's to fix)
-        raise UserError(f"not a loadable fine-stage checkpoint: {path} ({exc.__class__.__name__}); rerun with "
-                        "--overwrite to start over") from None
+    state = read_training_state(path, ("fine", "optimizer", "step"), "fine-stage checkpoint",
+                                "rerun with --overwrite to start over")
     if state.get("trunk") not in (None, fingerprint):
         raise UserError(f"{path} was trained on another refiner than --ckpt {cfg.ckpt}: resume with the refiner it "
                         "was started on, or --overwrite")
@@ -187,12 +180,12 @@ def _finite_or_stop(bad: list[str], step: int, last: Path) -> None:
 def train(cfg: FineConfig, resume: bool = False, overwrite: bool = False) -> Path:
     """Train the fine stage of ``cfg.ckpt``'s refiner; returns the path of the checkpoint written (fine.pt)."""
     check_config(cfg)
-    out = Path(cfg.runs_dir) / cfg.name
-    with hold_lock(Path(cfg.runs_dir) / f".{cfg.name}.lock", f"a fine-stage training named {cfg.name!r}"):
-        return _train(cfg, out, resume, overwrite)
+    folder = run_folder(cfg)
+    with folder.lock():
+        return _train(cfg, folder, resume, overwrite)
 
 
-def _train(cfg: FineConfig, out: Path, resume: bool, overwrite: bool) -> Path:
+def _train(cfg: FineConfig, folder: RunFolder, resume: bool, overwrite: bool) -> Path:
     torch.set_num_threads(cfg.threads)
     model, _ = load_refiner(cfg.ckpt)
     model.eval().requires_grad_(False)
@@ -204,18 +197,17 @@ def _train(cfg: FineConfig, out: Path, resume: bool, overwrite: bool) -> Path:
     data = MattingFrames(root, frames, cfg.tree, guide="perturb", crop=cfg.crop, with_fb=False, seed=cfg.seed,
                          accurate_prob=cfg.accurate_prob)
     opt = torch.optim.AdamW(model.fine.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    out.mkdir(parents=True, exist_ok=True)
-    _open_run(out, resume, overwrite)
+    folder.check_start(resume, overwrite)
     fingerprint = trunk_fingerprint(model)
     step = 0
-    state = _resume_state(out, cfg, fingerprint) if resume else None
+    state = _resume_state(folder.path, cfg, fingerprint) if resume else None
     if state is not None:
         model.fine.load_state_dict(state["fine"])
         opt.load_state_dict(state["optimizer"])
         step = int(state["step"])
-        log.info("resumed %s at step %d", out / "last.pt", step)
+        log.info("resumed %s at step %d", folder.path / "last.pt", step)
+    out = folder.open(fresh=state is None, step=step)
     csv_path = out / "train.csv"
-    truncate_csv(csv_path, step)
     sums: dict[str, float] = {}
     t0 = time.time()
     while step < cfg.steps:
@@ -245,9 +237,8 @@ def _train(cfg: FineConfig, out: Path, resume: bool, overwrite: bool) -> Path:
                      "  ".join(f"{k} {v:.4f}" for k, v in means.items()), (time.time() - t0) / max(1, n))
             sums, t0 = {}, time.time()
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            with atomic_path(out / "last.pt") as tmp:
-                torch.save({"fine": model.fine.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                            "trunk": fingerprint}, tmp)
+            save_training_state(out / "last.pt", {"fine": model.fine.state_dict(), "optimizer": opt.state_dict(),
+                                                  "step": step, "trunk": fingerprint})
     model.fine_steps.fill_(step)
     path = save_refiner(out / "fine.pt", model, fine_config=dataclasses.asdict(cfg))
     log.info("wrote %s (the refiner of %s with its fine stage trained %d steps)", path, cfg.ckpt, step)

@@ -37,7 +37,6 @@ import argparse
 import contextlib
 import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -52,7 +51,7 @@ from utils.cli import (ArgumentParser, UserError, add_common_args, finite_float,
                        splits_of, unit_seed)
 from utils.device import resolve_device
 from utils.images import list_images, read_image, to_uint, write_png
-from utils.paths import DataLayout, frame_index
+from utils.paths import DataLayout, frame_index, make_repo_importable
 from utils.stage import ClipRunner, open_stage
 from utils.video import video_fps, write_video
 
@@ -271,9 +270,7 @@ def load_matanyone(ckpt, device: str, matanyone_root: str | None = None):
         os.environ["MATANYONE_ROOT"] = str(matanyone_root)
     key = ("matanyone", str(ckpt), device, os.environ.get("MATANYONE_ROOT"))
     if key not in _MODELS:
-        repo_root = str(Path(__file__).resolve().parent.parent)  # get_default_model.py lives at the root
-        if repo_root not in sys.path:
-            sys.path.insert(0, repo_root)
+        make_repo_importable()  # get_default_model.py lives at the repository's root
         import get_default_model
 
         try:

@@ -20,7 +20,8 @@ def test_sparse_table_counts_the_paths_on_a_person_frame(tmp_path):
     import torch
 
     from bench.bench_refiner import bench_sparse
-    from model.refiner import build_refiner, save_refiner
+    from model.checkpoint import save_refiner
+    from model.refiner import build_refiner
 
     rows = bench_sparse(None, [(720, 1280)], base=8, repeats=1)
     by = {(r["name"], r["guide"]): r for r in rows}

@@ -185,7 +185,7 @@ exit $code
     ([1, 0], 1, 1),                  # a user error is not retried
     ([2, 0], 2, 1),                  # some clips failed: final
     ([64, 0], 64, 1),                # a usage error: final, and not reported as "some clips failed"
-    ([130, 0], 130, 1),              # Ctrl-C: final (issue 13, item 6: it used to restart with half the chunk)
+    ([130, 0], 130, 1),              # Ctrl-C: final (it used to restart with half the chunk)
 ])
 def test_run_blur_restarts_with_half_chunk(tmp_path, codes, expect_rc, expect_calls):
     fake = _fake_worker(tmp_path, codes)

@@ -1,11 +1,12 @@
 """evaluate.py: checkpoints + baselines on a split, saved-prediction folders, the figure, bad input."""
-import importlib
 import json
 
 import numpy as np
 import pytest
 import torch
 
+from model.checkpoint import save_refiner
+from model.refiner import build_refiner
 from pipeline import evaluate as E
 from pipeline import metrics as M
 from tests.train_helpers import make_tiny_frames, repo_on_pythonpath
@@ -13,19 +14,17 @@ from utils.cli import run_main
 from utils.images import read_image
 
 repo_on_pythonpath()
-REFINER = "model.refiner"
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ev")
     root = make_tiny_frames(tmp / "data", split="test", clips=("t0", "t1"), n_frames=3, size=(40, 48))
-    api = importlib.import_module(REFINER)
     ckpts = []
     for seed in (0, 1):
         torch.manual_seed(seed)
-        model = api.build_refiner("light", base_channels=8)
-        api.save_refiner(tmp / f"s{seed}.pt", model)
+        model = build_refiner("light", base_channels=8)
+        save_refiner(tmp / f"s{seed}.pt", model)
         ckpts.append(str(tmp / f"s{seed}.pt"))
     out = tmp / "out"
     assert E.main(["--root", str(root), "--ckpt", *ckpts, "--labels", "light", "light", "--out", str(out),

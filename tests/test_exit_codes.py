@@ -1,4 +1,4 @@
-"""Exit codes and signals (issue 13): a usage error has its own code (64, EX_USAGE), distinct from 2 ("some clips
+"""Exit codes and signals: a usage error has its own code (64, EX_USAGE), distinct from 2 ("some clips
 failed"); Ctrl-C stops a launcher at once (130); launchers resolve relative paths against the caller's folder."""
 from __future__ import annotations
 

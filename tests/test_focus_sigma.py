@@ -1,12 +1,13 @@
 """The true blur map of a frame (dof_blur.true_sigma) and the focus-map correlation in evaluate.py."""
 import csv
-import importlib
 import json
 
 import numpy as np
 import pytest
 import torch
 
+from model.checkpoint import save_refiner
+from model.refiner import build_refiner
 from pipeline import evaluate as E
 from preprocess import compose_video_bg, depth, dof_blur, frame_extraction
 from preprocess import make_demo_data as mdd
@@ -56,9 +57,8 @@ def test_spearman_sign_and_undefined():
 
 @pytest.mark.parametrize("tree", ["frames", "frames_sharp"])
 def test_evaluate_reports_focus_sigma_spearman(blurred_root, tmp_path, tree):
-    api = importlib.import_module("model.refiner")
     torch.manual_seed(0)
-    api.save_refiner(tmp_path / "m.pt", api.build_refiner("light", base_channels=8))
+    save_refiner(tmp_path / "m.pt", build_refiner("light", base_channels=8))
     out = tmp_path / "ev"
     assert E.main(["--root", str(blurred_root), "--tree", tree, "--ckpt", str(tmp_path / "m.pt"), "--labels", "light",
                    "--baselines", "guide", "--out", str(out)]) == 0

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import inference
-from model.refiner import build_refiner, save_refiner
+from model.checkpoint import save_refiner
+from model.refiner import build_refiner
 from utils.cli import UserError
 from utils.images import read_image, write_png
 from utils.video import write_video
@@ -198,7 +199,7 @@ def test_video_with_mask_video_and_flag_errors(tmp_path, ckpt):
     assert not (tmp_path / "o3").exists()
 
 
-# ------------------------------------------------------------------ issue 13, item 8: kill during the move
+# ------------------------------------------------------------------ a kill during the move
 def _folder_of_images(folder: Path, n: int) -> None:
     for i in range(n):
         write_png(folder / f"im{i:02d}.png", _image(24, 32, seed=i))

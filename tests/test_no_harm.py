@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.refiner import load_refiner
+from model.checkpoint import load_refiner
 from tests.train_helpers import repo_on_pythonpath
 from utils.images import write_png
 from utils.paths import DataLayout

@@ -54,7 +54,8 @@ BUILD = textwrap.dedent("""
     plt.figure(); plt.plot([0, 1]); plt.savefig(os.path.join(tempfile.mkdtemp(), "x.png"))
     # the project's own models, where present
     try:
-        from model.refiner import build_refiner, VARIANTS
+        from model.refiner import build_refiner
+        from model.config import VARIANTS
     except ImportError:
         VARIANTS = ()
     for v in VARIANTS:

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from bench import real_photos
-from model.refiner import build_refiner, save_refiner
+from model.checkpoint import save_refiner
+from model.refiner import build_refiner
 
 
 def test_upscaled_photos_take_the_fine_stage(tmp_path, capsys):

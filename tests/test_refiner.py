@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from model.refiner import (VARIANTS, CrossBandAttention, RefinerOutput, _uncertain, build_refiner, count_parameters,
-                           load_refiner, save_refiner, shifted_window_mask)
+from model.attention import CrossBandAttention, shifted_window_mask
+from model.checkpoint import load_refiner, save_refiner
+from model.config import VARIANTS
+from model.masks import uncertain as _uncertain
+from model.refiner import RefinerOutput, build_refiner, count_parameters
 from utils.cli import UserError
 
 TINY = 8  # base_channels for fast tests
@@ -123,7 +126,7 @@ def test_pretrained_backbone_from_local_path(tmp_path):
     for k, v in src.encoder_state_dict().items():
         assert torch.equal(dst.state_dict()[k], v)
     assert not torch.equal(dst.decoder.f1[1].weight, src.decoder.f1[1].weight)  # decoder stays randomly initialised
-    assert dst.config.get("pretrained") is None  # rebuilding from a checkpoint never needs the file
+    assert "pretrained" not in dst.config.to_dict()  # rebuilding from a checkpoint never needs the file
     with pytest.raises(UserError, match="not found"):
         build_refiner("light", base_channels=TINY, pretrained=str(tmp_path / "nope.pt"))
 
@@ -421,7 +424,7 @@ def test_gate_threshold_round_trips_through_a_checkpoint(tmp_path):
                           accurate_gate_threshold=0.85)
     save_refiner(tmp_path / "m.pt", model)
     loaded, _ = load_refiner(tmp_path / "m.pt")
-    assert loaded.gate_threshold == 0.3 and loaded.flip_threshold == 0.8 and loaded.accurate_gate_threshold == 0.85
+    assert loaded.config.gate_threshold == 0.3 and loaded.config.flip_threshold == 0.8 and loaded.config.accurate_gate_threshold == 0.85
     with pytest.raises(ValueError, match="accurate_gate_threshold"):
         build_refiner("light", base_channels=TINY, accurate_gate_threshold=1.0)
 
@@ -437,7 +440,7 @@ def test_encoder_and_decoder_are_submodules_and_older_checkpoints_still_load(tmp
     # the keys an older checkpoint has: flat, and no fine stage
     flat = {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith(("encoder.", "decoder."))}
     assert "s1.inp.0.weight" in flat and "guide_gain" in flat
-    torch.save({"format": "defocused_segmentation/refiner", "variant": "light", "config": model.config,
+    torch.save({"format": "defocused_segmentation/refiner", "variant": "light", "config": model.config.to_dict(),
                 "model": flat}, tmp_path / "old.pt")
     loaded, _ = load_refiner(tmp_path / "old.pt")
     assert not loaded.fine_trained
@@ -458,7 +461,7 @@ def test_trust_threshold_decides_which_guides_get_the_coarse_rule(tmp_path):
             model.decoder.head_trust[-1].bias.fill_(float(np.log(0.4 / 0.6)))  # P(accurate) = 0.4
             assert bool(model(image, guide).accurate.all()) == accurate
     save_refiner(tmp_path / "t.pt", model)
-    assert load_refiner(tmp_path / "t.pt")[0].trust_threshold == 0.5
+    assert load_refiner(tmp_path / "t.pt")[0].config.trust_threshold == 0.5
     for bad in (0.0, 1.0):
         with pytest.raises(ValueError, match="trust_threshold"):
             build_refiner("light", base_channels=TINY, trust_threshold=bad)
@@ -467,7 +470,7 @@ def test_trust_threshold_decides_which_guides_get_the_coarse_rule(tmp_path):
 def test_dilate_and_boundaries_equal_max_pool():
     """dilate (separable ORs on bytes, fast on frames and on batches of small tiles) gives max_pool2d's numbers on
     a 0/1 mask, and the guide's ring and band built on it are max_pool2d's, for binary and soft guides."""
-    from model.refiner import boundary_band, boundary_ring, dilate
+    from model.masks import boundary_band, boundary_ring, dilate
 
     F = torch.nn.functional
     torch.manual_seed(0)
@@ -485,7 +488,7 @@ def test_dilate_and_boundaries_equal_max_pool():
 
 def test_output_rule_of_a_mixed_batch_is_each_image_s_own():
     """The rule skips the branch no image needs; a batch mixing both rules gets each image's rule exactly."""
-    from model.refiner import output_rule
+    from model.output_rule import output_rule
 
     torch.manual_seed(1)
     guide = (torch.rand(4, 1, 24, 32) > 0.5).float()
@@ -502,7 +505,7 @@ def test_attention_pads_its_own_windows_and_the_coarse_pass_pads_only_to_stride_
     on its own (attention never crosses windows, so the edge padding changes only the windows it enters), the
     output is cropped back to the input's size; and the refiner pads its input to whole windows at stride 8
     unless told otherwise (the sparse path's coarse pass: a 1080p frame's 480x270 runs at 480x272, not 512x320)."""
-    from model.refiner import CrossBandAttention
+    from model.attention import CrossBandAttention
 
     torch.manual_seed(2)
     attn = CrossBandAttention(16, 1, 8, shift=0).eval()

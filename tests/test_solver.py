@@ -12,7 +12,7 @@ import torch
 from tests.train_helpers import REPO, make_tiny_frames, repo_on_pythonpath, run_solver_cli, solver_main
 
 repo_on_pythonpath()
-REFINER = "model.refiner"
+REFINER = "model.checkpoint"
 ENTRY = str(REPO / "pipeline" / "solver_refiner_maggie.py")
 BASE = ["--crop", "32", "--batch_size", "4", "--steps", "30", "--num_workers", "0", "--eval_every", "10",
         "--ckpt_every", "5", "--log_every", "5", "--base_channels", "8", "--warmup_steps", "3", "--lr", "3e-3",
@@ -69,7 +69,7 @@ def test_refiner_loader_reads_solver_checkpoint(full_run):
     import importlib
     api = importlib.import_module(REFINER)
     model, ck = api.load_refiner(full_run / "last.pt")
-    assert ck["step"] == 30 and model.config["variant"] == "light"
+    assert ck["step"] == 30 and model.config.variant == "light"
 
 
 def test_kill_then_resume_gives_identical_weights(data, full_run, tmp_path):
@@ -123,15 +123,15 @@ def test_schedule_and_phases():
     assert lr_at(cfg, 10) == pytest.approx(1.0) and lr_at(cfg, 100) == pytest.approx(0.1)
     assert lr_at(cfg, 55) == pytest.approx(0.1 + 0.9 * 0.5)  # cosine half way
     import yaml
-    from pipeline.solver import CONFIG_DIR
+    from pipeline.train_config import CONFIG_DIR
 
     v1 = TrainConfig(steps=100, **{k: v for k, v in yaml.safe_load((CONFIG_DIR / "maggie_v0001.yaml").read_text()).items()
-                                   if k != "name"})
+                                   if k not in ("name", "model")})
     name, w = phase_at(v1, 0)
     assert name == "coarse_warmup" and w.stride_weights == {8: 1.0, 4: 0.0, 1: 0.0, "final": 1.0} and w.whigh == 0
     assert phase_at(v1, 99)[0] == "fine_detail" and phase_at(v1, 99)[1].grad == pytest.approx(2 * v1.w_grad)
     new = TrainConfig(steps=100, **{k: v for k, v in yaml.safe_load((CONFIG_DIR / "maggie.yaml").read_text()).items()
-                                    if k != "name"})
+                                    if k not in ("name", "model")})
     assert phase_at(new, 10)[1].whigh == 0 and phase_at(new, 60)[1].whigh > 0  # structure first, then detail
 
 
@@ -209,7 +209,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(data, tmp_path, capsys)
 def test_guide_mode_has_the_older_name_as_an_alias(tmp_path):
     """--guide_mode is the name (one vocabulary with evaluate); --guide, and the key `guide` in a config.yaml of
     an older run, still mean it."""
-    from pipeline.solver import build_parser, resolve_config
+    from pipeline.train_config import build_parser, resolve_config
 
     for flag in ("--guide_mode", "--guide"):
         assert resolve_config(build_parser().parse_args([flag, "mixed"])).guide_mode == "mixed"
@@ -222,8 +222,10 @@ def test_train_takes_a_config_and_returns_its_run(tmp_path):
     from pipeline.solver import TrainConfig, train
 
     root = make_tiny_frames(tmp_path / "d")
+    from model.config import RefinerConfig
+
     cfg = TrainConfig(root=str(root), runs_dir=str(tmp_path / "runs"), name="api", steps=2, batch_size=2, crop=32,
-                      base_channels=8, num_workers=0, val_fraction=0.34, eval_every=2, ckpt_every=2, log_every=1,
+                      model=RefinerConfig("light", 8), num_workers=0, val_fraction=0.34, eval_every=2, ckpt_every=2, log_every=1,
                       warmup_steps=0, val_max_frames=2)
     result = train(cfg)
     assert result.steps == 2 and result.last == tmp_path / "runs" / "api" / "last.pt" and result.last.is_file()

@@ -1,6 +1,6 @@
-"""The solver keeps its promises under faults (issue 13): flags checked before anything is written (item 4),
---resume continues the run's saved config (item 7), a resumed run's logs and checkpoints equal an uninterrupted
-run's (item 9), one training per run name and one stage run per shard on a root (item 10)."""
+"""The solver keeps its promises under faults: flags checked before anything is written,
+--resume continues the run's saved config, a resumed run's logs and checkpoints equal an uninterrupted
+run's, one training per run name and one stage run per shard on a root."""
 import csv
 import json
 import signal
@@ -54,7 +54,7 @@ def full_run(data, tmp_path_factory):
     return runs / "full"
 
 
-# ------------------------------------------------------------------------------------------ item 9
+# ------------------------------------------------------------------------------------------ resume equals an uninterrupted run
 def _assert_same_state(a, b, where=""):
     if isinstance(a, torch.Tensor):
         assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
@@ -89,7 +89,7 @@ def test_killed_and_resumed_run_equals_uninterrupted_logs_checkpoints_and_rng(da
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     killed_at = _ck(runs / "killed" / "last.pt")["step"]
     assert 5 <= killed_at < 24
-    # resumed with no flags but the run's name: the saved config supplies the rest (item 7 too)
+    # resumed with no flags but the run's name: the saved config supplies the rest
     subprocess.run([sys.executable, ENTRY, "--runs_dir", str(runs), "--name", "killed", "--resume"], cwd=REPO,
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     got = runs / "killed"
@@ -112,7 +112,7 @@ def test_checkpoint_rng_state_is_the_step_boundary_state(data, full_run, tmp_pat
     assert torch.equal(_ck(full_run / "last.pt")["rng"]["torch"], torch.get_rng_state())
 
 
-# ------------------------------------------------------------------------------------------ item 7
+# ------------------------------------------------------------------------------------------ --resume keeps the saved config
 def test_resume_uses_the_saved_config_and_flags_override_it(data, tmp_path, capsys):
     runs = tmp_path / "runs"
     assert _main()(_args(data, runs, "r", "--steps", "6", "--ckpt_every", "3", "--eval_every", "3")) == 0
@@ -121,7 +121,7 @@ def test_resume_uses_the_saved_config_and_flags_override_it(data, tmp_path, caps
     assert _main()(["--runs_dir", str(runs), "--name", "r", "--resume", "--steps", "9"]) == 0
     import yaml
     cfg = yaml.safe_load((runs / "r" / "config.yaml").read_text())
-    assert cfg["base_channels"] == 8 and cfg["crop"] == 32 and cfg["steps"] == 9 and cfg["root"] == str(data)
+    assert cfg["model"]["base_channels"] == 8 and cfg["crop"] == 32 and cfg["steps"] == 9 and cfg["root"] == str(data)
     assert {k: v for k, v in yaml.safe_load(saved).items() if k != "steps"} == \
         {k: v for k, v in cfg.items() if k != "steps"}
     # a flag that changes the model's shape: one line, nothing overwritten
@@ -132,7 +132,26 @@ def test_resume_uses_the_saved_config_and_flags_override_it(data, tmp_path, caps
     assert (runs / "r" / "last.pt").read_bytes() == before
 
 
-# ------------------------------------------------------------------------------------------ item 4
+def test_a_run_saved_with_the_older_flat_config_resumes(data, tmp_path):
+    """config.yaml of runs from before the model block (model: light, base_channels: 8, the thresholds as top-level
+    keys) still resumes with the settings it was started with."""
+    import yaml
+    runs = tmp_path / "runs"
+    assert _main()(_args(data, runs, "old", "--steps", "6", "--ckpt_every", "3", "--eval_every", "3",
+                         "--gate_threshold", "0.6")) == 0
+    path = runs / "old" / "config.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    block = cfg.pop("model")
+    assert block["base_channels"] == 8 and block["gate_threshold"] == 0.6  # the older flag, into the block
+    flat = {**cfg, "model": block["variant"], "base_channels": 8, "gate_threshold": 0.6, "flip_threshold": 0.95,
+            "accurate_gate_threshold": 0.9, "guide": cfg.pop("guide_mode")}
+    path.write_text(yaml.safe_dump({k: v for k, v in flat.items() if k != "guide_mode"}))
+    assert _main()(["--runs_dir", str(runs), "--name", "old", "--resume", "--steps", "9"]) == 0
+    now = yaml.safe_load(path.read_text())
+    assert now["model"]["base_channels"] == 8 and now["model"]["gate_threshold"] == 0.6 and now["steps"] == 9
+
+
+# ------------------------------------------------------------------------------------------ flags checked first
 @pytest.mark.parametrize("flag,value,message", [
     ("--eval_every", "0", "--eval_every must be >= 1"),
     ("--ckpt_every", "0", "--ckpt_every must be >= 1"),
@@ -149,7 +168,7 @@ def test_bad_flags_fail_before_anything_is_written(data, tmp_path, capsys, flag,
     assert not (tmp_path / "runs" / "x").exists()  # no config.yaml, no tb/
 
 
-# ------------------------------------------------------------------------------------------ item 10
+# ------------------------------------------------------------------------------------------ one run per name, one stage per shard
 def test_second_training_of_the_same_name_stops(data, tmp_path, capsys):
     runs = tmp_path / "runs"
     capsys.readouterr()

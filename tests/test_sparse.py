@@ -7,7 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.refiner import boundary_ring, build_refiner, output_rule
+from model.masks import boundary_ring
+from model.output_rule import output_rule
+from model.refiner import build_refiner
 from model.fine import RADIUS
 from model.sparse import _fine_windows, allowed, auto_ratio, coarse_pass, parse_ratio, refine_sparse, upsample_coarse
 
@@ -149,8 +151,8 @@ def _dense_reference(model, image, guide, ratio, accurate):
     maps.half = pad(maps.half, (hp // 2, wp // 2))
     with torch.no_grad():
         refined, gate = fine_dense(model, pad(image, (hp, wp)), pad(guide, (hp, wp)), maps, accurate)
-        alpha, _ = output_rule(pad(guide, (hp, wp)), refined, gate, torch.tensor([accurate]), model.gate_threshold,
-                               model.flip_threshold, model.accurate_gate_threshold)
+        alpha, _ = output_rule(pad(guide, (hp, wp)), refined, gate, torch.tensor([accurate]), model.config.gate_threshold,
+                               model.config.flip_threshold, model.config.accurate_gate_threshold)
     return alpha[..., :h, :w]
 
 
@@ -233,7 +235,8 @@ def test_fine_stage_input_layout_is_each_source_s_haar_bands():
     """The stage's input channels, in the order its trained weights read them: the Haar bands (model.wavelets) of
     the normalised image, of 2 guide - 1 and of the coarse alpha, the gate logit / 4, |LL(alpha) - LL(guide)|,
     the hidden state; exactly, for NCHW and channels-last images."""
-    from model.fine import IMAGENET_MEAN, IMAGENET_STD, FineStage, bands
+    from model.config import IMAGENET_MEAN, IMAGENET_STD
+    from model.fine import FineStage, bands
 
     torch.manual_seed(5)
     stage = FineStage(hidden=4)

@@ -1,5 +1,5 @@
 """Between stages: a stage takes only the units the stage before it recorded as finished, and redoes a unit whose
-upstream unit changed since (utils.atomic.upstream_fingerprint). Issue 13, item 2."""
+upstream unit changed since (utils.atomic.upstream_fingerprint)."""
 from __future__ import annotations
 
 from pathlib import Path

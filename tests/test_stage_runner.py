@@ -1,6 +1,6 @@
 """utils.stage.ClipRunner, the per-clip loop of the five data stages, with a tiny fake stage: skip done clips,
 redo them under --overwrite, a UserError is one failed clip (recorded, no output, the others still run, exit 2),
-anything else stops the stage with the clip unrecorded. Issue 14, item 3."""
+anything else stops the stage with the clip unrecorded."""
 from __future__ import annotations
 
 import logging

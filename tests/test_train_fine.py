@@ -3,7 +3,8 @@ a refiner checkpoint whose sparse path uses the trained stage."""
 import pytest
 import torch
 
-from model.refiner import build_refiner, load_refiner, save_refiner
+from model.checkpoint import load_refiner, save_refiner
+from model.refiner import build_refiner
 from pipeline import train_fine
 from tests.train_helpers import make_tiny_frames
 from utils.cli import UserError

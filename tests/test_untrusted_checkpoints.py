@@ -117,7 +117,8 @@ def test_guide_mask_cli_with_payload_yolo_runs_nothing(evil, tmp_path):
 def test_inference_with_payload_yolo_runs_nothing(evil, tmp_path):
     """inference.py --yolo_ckpt evil.pt --sam2_ckpt ...: the guide-mask loader, through inference's own path."""
     import inference
-    from model.refiner import build_refiner, save_refiner
+    from model.checkpoint import save_refiner
+    from model.refiner import build_refiner
 
     path, marker = evil
     ckpt = tmp_path / "tiny.pt"
@@ -130,7 +131,8 @@ def test_inference_with_payload_yolo_runs_nothing(evil, tmp_path):
 
 
 def test_refiner_inference_evaluate_and_resume_loaders_refuse_payload(evil):
-    from model.refiner import build_refiner, load_refiner, read_checkpoint
+    from model.checkpoint import load_backbone, load_refiner, read_checkpoint
+    from model.refiner import build_refiner
 
     path, marker = evil
     with pytest.raises(UserError, match="not a loadable checkpoint") as info:
@@ -139,7 +141,7 @@ def test_refiner_inference_evaluate_and_resume_loaders_refuse_payload(evil):
     with pytest.raises(UserError, match="not a loadable checkpoint"):
         read_checkpoint(path)  # what resuming a run reads
     with pytest.raises(UserError, match="not a loadable weights file"):
-        build_refiner("light", base_channels=8).load_backbone(path)
+        load_backbone(build_refiner("light", base_channels=8), path)
     assert not marker.exists()
 
 

@@ -1,5 +1,5 @@
 """Errors a user causes end in one ``error:`` line and a documented exit code, with nothing partial written
-(issue 13: items 3, 4 and 11's compose split). One place maps OSError / MemoryError / decoder limits:
+(the compose split included). One place maps OSError / MemoryError / decoder limits:
 utils.cli.run_main and utils.images._imread."""
 from __future__ import annotations
 
@@ -151,7 +151,7 @@ def test_malformed_meta_json_fails_the_clip_in_one_line(root, capsys):
     assert "malformed meta.json" in _last_line_only_error(err)
 
 
-# ------------------------------------------------------------------------------- item 3: NaN disparity
+# ------------------------------------------------------------------------------- NaN disparity
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_nan_or_inf_disparity_is_refused(tmp_path, capsys, bad):
     root = make_raw(tmp_path / "d", clips=("a",), n=2, h=32, w=48, n_backgrounds=1)
@@ -165,7 +165,7 @@ def test_nan_or_inf_disparity_is_refused(tmp_path, capsys, bad):
     assert not Manifest(DataLayout(root).manifest("compose", "train")).done("a")
 
 
-# ------------------------------------------------------------------- item 11: compose with one split only
+# ------------------------------------------------------------------- compose with one split only
 def test_compose_all_splits_with_only_train_exits_0(tmp_path, capsys):
     root = make_raw(tmp_path / "d", clips=("a",), n=2, h=32, w=48)
     code, err = _run(compose.main, ["--root", str(root), "--split", "all"], capsys)
@@ -212,7 +212,8 @@ def test_guide_of_another_size_is_one_line_in_evaluate_and_solver(tmp_path, caps
 def test_refiner_checkpoint_with_window_0_is_one_line(tmp_path):
     import torch
 
-    from model.refiner import build_refiner, load_refiner, save_refiner
+    from model.checkpoint import load_refiner, save_refiner
+    from model.refiner import build_refiner
 
     save_refiner(tmp_path / "m.pt", build_refiner("light", base_channels=8))
     ck = torch.load(tmp_path / "m.pt", weights_only=True)
@@ -223,7 +224,7 @@ def test_refiner_checkpoint_with_window_0_is_one_line(tmp_path):
     assert "\n" not in str(info.value)
 
 
-# ------------------------------------------------------------------- item 11: umask, read-only checkout
+# ------------------------------------------------------------------- umask, read-only checkout
 def test_outputs_follow_the_umask(tmp_path):
     import os
     import stat
@@ -249,7 +250,8 @@ def test_inference_output_folder_follows_the_umask(tmp_path):
     import stat
 
     import inference
-    from model.refiner import build_refiner, save_refiner
+    from model.checkpoint import save_refiner
+    from model.refiner import build_refiner
     from utils.images import write_png
 
     save_refiner(tmp_path / "m.pt", build_refiner("light", base_channels=8))

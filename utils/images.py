@@ -72,6 +72,16 @@ def _header_size(path: Path) -> tuple[int, int] | None:
         return None
 
 
+def resize(img: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
+    """``img`` at ``size`` (H, W): area averaging when it shrinks (no aliasing), bilinear when it grows, nearest
+    for a mask that must stay a mask; the same array when it already has that size."""
+    if img.shape[:2] == tuple(size):
+        return img
+    down = size[0] * size[1] < img.shape[0] * img.shape[1]
+    interp = cv2.INTER_NEAREST if nearest else (cv2.INTER_AREA if down else cv2.INTER_LINEAR)
+    return cv2.resize(img, (size[1], size[0]), interpolation=interp)
+
+
 def read_image(path: str | os.PathLike, gray: bool | None = None) -> np.ndarray:
     """Read an image as float32 in [0,1]: RGB ``HxWx3`` (alpha channel dropped) or ``HxW`` for one channel.
 

@@ -24,7 +24,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def make_repo_importable() -> None:
     """Let a script run as ``python bench/x.py`` import the repository's top-level modules (``inference``) and
     ``bench`` itself: the editable install maps the packages (utils, preprocess, model, pipeline) only. The one
-    place the repository edits ``sys.path``."""
+    place the project's own code edits ``sys.path`` for itself (the adapters add a clone's folder, to import
+    MatAnyone or Video-Depth-Anything from it)."""
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
 

@@ -1,0 +1,87 @@
+"""One predictor: a refiner, its device and how it runs (dense or sparse, coarse ratio, guide kind, precision),
+decided once. Inference, evaluation, the solver's validation, the real-photograph check and the benches call it.
+
+A frame runs dense (the whole refiner at full resolution) when ``dense`` is asked or when its coarse pass would be
+at full size (``model.sparse.auto_ratio`` gives 1 below 768 px on the long side); otherwise the sparse path
+(``model.sparse``: a coarse pass, the fine stage in tiles where the refiner can change the guide). Both give the
+guide unchanged wherever the output rule keeps it.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+
+import numpy as np
+import torch
+
+from model.refiner import Refiner, RefinerOutput
+from model.sparse import auto_ratio, refine_sparse
+
+# --guide_quality -> the refiner's guide_accurate: auto lets its trust head judge each guide
+GUIDE_QUALITIES = {"auto": None, "accurate": True, "coarse": False}
+
+
+@dataclasses.dataclass
+class Prediction:
+    """alpha (N,1,H,W) in [0,1]; accurate (N,) the rule each frame got; ratio: the coarse pass's downsample ratio
+    (1.0: the frame ran dense); dense: the dense pass's whole output (focus map, gate...) when it ran dense."""
+
+    alpha: torch.Tensor
+    accurate: torch.Tensor
+    ratio: float
+    dense: RefinerOutput | None = None
+
+
+class Predictor:
+    """``Predictor(model, device, ...)(image, guide) -> Prediction``; see the module docstring.
+
+    ``downsample_ratio``: "auto" or a number in [1/64, 1] (the coarse pass's scale); ``dense``: always the dense
+    pass; ``guide_quality``: one of :data:`GUIDE_QUALITIES`; ``autocast``: a dtype to run under autocast on
+    ``device`` (float16 for inference's ``--fp16``, the solver's AMP dtype), or None for fp32."""
+
+    def __init__(self, model: Refiner, device: torch.device | str = "cpu", downsample_ratio: float | str = "auto",
+                 dense: bool = False, guide_quality: str = "auto", autocast: torch.dtype | None = None):
+        if guide_quality not in GUIDE_QUALITIES:
+            raise ValueError(f"guide_quality must be one of {', '.join(GUIDE_QUALITIES)}, got {guide_quality!r}")
+        if downsample_ratio != "auto" and not 0 < float(downsample_ratio) <= 1:
+            raise ValueError(f"downsample_ratio must be 'auto' or in (0, 1], got {downsample_ratio!r}")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.downsample_ratio, self.dense = downsample_ratio, dense
+        self.guide_accurate = GUIDE_QUALITIES[guide_quality]
+        self.autocast = autocast
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: torch.device | str = "cpu",
+                        **options) -> tuple[Predictor, dict]:
+        """The predictor of a checkpoint (``model.checkpoint.load_refiner``) and the checkpoint's dict."""
+        from model.checkpoint import load_refiner  # model.checkpoint reads files; this module only runs models
+
+        model, ckpt = load_refiner(path, map_location="cpu")
+        return cls(model, device, **options), ckpt
+
+    def ratio_for(self, h: int, w: int) -> float:
+        """The coarse pass's ratio for an HxW frame: 1.0 (dense) when asked or when auto gives full size."""
+        if self.dense:
+            return 1.0
+        return auto_ratio(h, w) if self.downsample_ratio == "auto" else float(self.downsample_ratio)
+
+    @torch.no_grad()
+    def __call__(self, image: torch.Tensor, guide: torch.Tensor) -> Prediction:
+        """image (N,3,H,W) RGB in [0,1], guide (N,1,H,W) in [0,1], on any device."""
+        image, guide = image.to(self.device), guide.to(self.device)
+        ratio = self.ratio_for(*image.shape[-2:])
+        on = self.autocast is not None
+        with torch.autocast(self.device.type, dtype=self.autocast) if on else contextlib.nullcontext():
+            if ratio >= 1.0:
+                out = self.model(image, guide, guide_accurate=self.guide_accurate)
+                return Prediction(out.alpha, out.accurate, 1.0, out)
+            sparse = refine_sparse(self.model, image, guide, ratio, self.guide_accurate)
+            return Prediction(sparse.alpha, sparse.accurate, sparse.ratio)
+
+    def alpha(self, image: np.ndarray, guide: np.ndarray) -> np.ndarray:
+        """One HxWx3 float image in [0,1] and its HxW guide (numpy) -> alpha HxW float32."""
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+        g = torch.from_numpy(np.ascontiguousarray(guide))[None, None]
+        return self(x, g).alpha[0, 0].float().cpu().numpy()
