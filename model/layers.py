@@ -8,18 +8,25 @@ from torch import nn
 from model.wavelets import HaarDWT, HaarIDWT, WaveletDWT, WaveletIDWT
 
 
+def _transform(kind: str, haar: type, wavelet: type, learned) -> nn.Module:
+    """The operator of ``kind``: ``haar`` (plain torch), ``learned()`` for 'none', else the pytorch_wavelets
+    ``wavelet`` of that name in periodization mode."""
+    if kind == "haar":
+        return haar()
+    if kind == "none":
+        return learned()
+    return wavelet(kind, "periodization")
+
+
 class Down(nn.Module):
     """(N,C,H,W) -> (ll (N,C,H/2,W/2), highs (N,C,3,H/2,W/2)): a fixed DWT, or a learned strided conv ('none')."""
 
     def __init__(self, kind: str, channels: int):
         super().__init__()
         self.kind = kind
-        if kind == "haar":
-            self.op = HaarDWT()
-        elif kind == "none":  # 2x2 stride-2 depthwise conv, 4 outputs per channel: the shape of a DWT, learned
-            self.op = nn.Conv2d(channels, 4 * channels, 2, stride=2, groups=channels)
-        else:
-            self.op = WaveletDWT(kind, "periodization")
+        # 'none': a 2x2 stride-2 depthwise conv, 4 outputs per channel: the shape of a DWT, learned
+        self.op = _transform(kind, HaarDWT, WaveletDWT,
+                             lambda: nn.Conv2d(channels, 4 * channels, 2, stride=2, groups=channels))
 
     def forward(self, x):
         if self.kind != "none":
@@ -34,12 +41,7 @@ class Up(nn.Module):
     def __init__(self, kind: str, channels: int):
         super().__init__()
         self.kind = kind
-        if kind == "haar":
-            self.op = HaarIDWT()
-        elif kind == "none":
-            self.op = nn.Conv2d(3 * channels, channels, 1, groups=channels)
-        else:
-            self.op = WaveletIDWT(kind, "periodization")
+        self.op = _transform(kind, HaarIDWT, WaveletIDWT, lambda: nn.Conv2d(3 * channels, channels, 1, groups=channels))
 
     def forward(self, ll, highs):
         if self.kind != "none":

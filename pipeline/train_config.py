@@ -176,16 +176,21 @@ def _split(data: Mapping[str, Any], where: str) -> tuple[dict, dict]:
     return flat, model
 
 
-def _load_yaml(path: Path) -> tuple[dict, dict]:
-    if not path.is_file():
-        raise UserError(f"config file not found: {path}")
+def _read_mapping(path: Path, what: str) -> dict:
+    """A YAML file's mapping; one line naming ``what`` it is when it cannot be parsed or is not a mapping."""
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise UserError(f"unreadable config {path} ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"unreadable {what} {path} ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, Mapping):
-        raise UserError(f"unreadable config {path} (not a mapping)")
-    return _split(data, str(path))
+        raise UserError(f"unreadable {what} {path} (not a mapping)")
+    return dict(data)
+
+
+def _load_yaml(path: Path) -> tuple[dict, dict]:
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    return _split(_read_mapping(path, "config"), str(path))
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
@@ -235,12 +240,7 @@ def _saved_config(args: argparse.Namespace, strategy: dict) -> tuple[dict, dict]
     path = Path(pick("runs_dir")) / pick("name") / "config.yaml"
     if not path.is_file():
         return {}, {}
-    try:
-        saved = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"unreadable run config {path} ({str(exc).splitlines()[0]})") from None
-    if not isinstance(saved, dict):
-        raise UserError(f"unreadable run config {path} (not a mapping)")
+    saved = _read_mapping(path, "run config")
     known = {f.name for f in dataclasses.fields(TrainConfig)} | set(MODEL_ALIASES) | set(KEY_ALIASES)
     return _split({k: v for k, v in saved.items() if k in known}, str(path))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from utils.images import write_png
 from utils.paths import frame_name
@@ -61,3 +62,17 @@ def fresh_copy(src: Path, dst: Path) -> Path:
 
     shutil.copytree(src, dst)
     return dst
+
+
+def composed_root_fixtures(prefix: str, **sizes):
+    """Two fixtures for a test module: ``composed_root`` (one composed root per module, ``make_composed(**sizes)``)
+    and ``root`` (a fresh copy of it per test). Assign both: ``composed_root, root = composed_root_fixtures(...)``."""
+    @pytest.fixture(scope="module")
+    def composed_root(tmp_path_factory) -> Path:
+        return make_composed(tmp_path_factory.mktemp(prefix) / "d", **sizes)
+
+    @pytest.fixture
+    def root(composed_root, tmp_path) -> Path:
+        return fresh_copy(composed_root, tmp_path / "root")
+
+    return composed_root, root

@@ -1,41 +1,31 @@
 """The training solver: loss goes down, kill + --resume reaches the same weights, DDP (gloo) runs, bad input is one
 clear line with nothing overwritten."""
-import json
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
-from tests.train_helpers import REPO, make_tiny_frames, repo_on_pythonpath, run_solver_cli, solver_main
+from tests.train_helpers import data  # noqa: F401  (the tiny frames fixture)
+from tests.train_helpers import (REPO, make_tiny_frames, read_ckpt, repo_on_pythonpath, run_and_kill_at, run_solver_cli,
+                                 solver_main, tiny_solver_args)
 
 repo_on_pythonpath()
 REFINER = "model.checkpoint"
 ENTRY = str(REPO / "pipeline" / "solver_refiner_maggie.py")
-BASE = ["--crop", "32", "--batch_size", "4", "--steps", "30", "--num_workers", "0", "--eval_every", "10",
-        "--ckpt_every", "5", "--log_every", "5", "--base_channels", "8", "--warmup_steps", "3", "--lr", "3e-3",
-        "--threads", "1", "--val_max_frames", "2", "--model", "light"]
 
 
 _main = solver_main
 
 
 def _args(root, runs, name, *extra):
-    return ["--root", str(root), "--runs_dir", str(runs), "--name", name, *BASE, *extra]
+    return tiny_solver_args(root, runs, name, *extra, steps=30, eval_every=10, log_every=5)
 
 
 _run_cli = run_solver_cli
 
 
-def _weights(path):
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_tiny_frames(tmp_path_factory.mktemp("data"))
+_weights = read_ckpt
 
 
 @pytest.fixture(scope="module")
@@ -74,16 +64,7 @@ def test_refiner_loader_reads_solver_checkpoint(full_run):
 
 def test_kill_then_resume_gives_identical_weights(data, full_run, tmp_path):
     argv = [sys.executable, ENTRY, *_args(data, tmp_path, "killed", "--phases", "[]")]
-    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    marker = tmp_path / "killed" / "last.json"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if marker.exists() and json.loads(marker.read_text())["step"] >= 15:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.01)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    run_and_kill_at(argv, tmp_path / "killed" / "last.json", 15)
     killed_at = _weights(tmp_path / "killed" / "last.pt")["step"]
     assert 15 <= killed_at < 30
     subprocess.run(argv + ["--resume"], cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -2,7 +2,6 @@
 --resume continues the run's saved config, a resumed run's logs and checkpoints equal an uninterrupted
 run's, one training per run name and one stage run per shard on a root."""
 import csv
-import json
 import signal
 import subprocess
 import sys
@@ -11,16 +10,15 @@ import time
 import pytest
 import torch
 
-from tests.train_helpers import REPO, make_tiny_frames, repo_on_pythonpath, run_solver_cli, solver_main
+from tests.train_helpers import data  # noqa: F401  (the tiny frames fixture)
+from tests.train_helpers import (REPO, read_ckpt, repo_on_pythonpath, run_and_kill_at, run_solver_cli,
+                                 solver_main, tiny_solver_args)
 
 from utils.locks import hold_lock, stage_lock
 
 repo_on_pythonpath()
 ENTRY = str(REPO / "pipeline" / "solver_refiner_maggie.py")
 # ckpt_every (5) is not a multiple of log_every (4): a resume lands inside a log interval
-BASE = ["--crop", "32", "--batch_size", "4", "--steps", "24", "--num_workers", "0", "--eval_every", "6",
-        "--ckpt_every", "5", "--log_every", "4", "--base_channels", "8", "--warmup_steps", "3", "--lr", "3e-3",
-        "--threads", "1", "--val_max_frames", "2", "--model", "light"]
 WALL_CLOCK = ("samples_per_s",)  # the only columns a resumed run may differ in
 
 
@@ -28,23 +26,17 @@ _main = solver_main
 
 
 def _args(root, runs, name, *extra):
-    return ["--root", str(root), "--runs_dir", str(runs), "--name", name, *BASE, *extra]
+    return tiny_solver_args(root, runs, name, *extra, steps=24, eval_every=6, log_every=4)
 
 
 _run_cli = run_solver_cli
 
 
-def _ck(path):
-    return torch.load(path, map_location="cpu", weights_only=True)
+_ck = read_ckpt
 
 
 def _rows(path):
     return [{k: v for k, v in r.items() if k not in WALL_CLOCK} for r in csv.DictReader(open(path))]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_tiny_frames(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="module")
@@ -77,16 +69,7 @@ def test_killed_and_resumed_run_equals_uninterrupted_logs_checkpoints_and_rng(da
     full_run = tmp_path / "reference"
     (runs / "killed").rename(full_run)
     argv = [sys.executable, ENTRY, *_args(data, runs, "killed")]
-    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    marker = runs / "killed" / "last.json"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if marker.exists() and json.loads(marker.read_text())["step"] >= 5:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    run_and_kill_at(argv, runs / "killed" / "last.json", 5)
     killed_at = _ck(runs / "killed" / "last.pt")["step"]
     assert 5 <= killed_at < 24
     # resumed with no flags but the run's name: the saved config supplies the rest

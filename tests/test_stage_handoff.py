@@ -9,7 +9,7 @@ import pytest
 from preprocess import compose_video_bg, dof_blur
 from preprocess import frame_extraction as fe
 from preprocess import guide_mask as gm
-from tests.synth_data import fresh_copy, make_composed
+from tests.synth_data import composed_root_fixtures
 from utils.atomic import Manifest, UpstreamNotDone, upstream_fingerprint
 from utils.cli import EXIT_UNITS_FAILED
 from utils.images import list_images
@@ -21,14 +21,7 @@ def _blur_args(root: Path, *extra: str) -> list[str]:
             "--sigma_max_range", "2", "3", "--chunk", "1", "--no_preview", *extra]
 
 
-@pytest.fixture(scope="module")
-def composed_root(tmp_path_factory) -> Path:
-    return make_composed(tmp_path_factory.mktemp("handoff") / "d", clips=("a", "b"), n=6, h=48, w=64)
-
-
-@pytest.fixture
-def root(composed_root, tmp_path) -> Path:
-    return fresh_copy(composed_root, tmp_path / "root")
+composed_root, root = composed_root_fixtures("handoff", clips=("a", "b"), n=6, h=48, w=64)
 
 
 def _frames(root: Path, clip: str) -> list[str]:

@@ -15,7 +15,7 @@ import pytest
 from preprocess import compose_video_bg as compose
 from preprocess import dof_blur
 from preprocess import frame_extraction as fe
-from tests.synth_data import fresh_copy, make_composed, make_raw
+from tests.synth_data import composed_root_fixtures, make_raw
 from tests.test_frame_extraction import make_clip
 from utils import atomic
 from utils.atomic import Manifest
@@ -46,14 +46,7 @@ def huge_png(path: Path, w: int = 60000, h: int = 60000) -> None:
     path.write_bytes(bytes(b))
 
 
-@pytest.fixture(scope="module")
-def composed_root(tmp_path_factory) -> Path:
-    return make_composed(tmp_path_factory.mktemp("ue") / "d", clips=("a", "b"), n=4, h=32, w=48)
-
-
-@pytest.fixture
-def root(composed_root, tmp_path) -> Path:
-    return fresh_copy(composed_root, tmp_path / "root")
+composed_root, root = composed_root_fixtures("ue", clips=("a", "b"), n=4, h=32, w=48)
 
 
 def _blur(root: Path, *extra: str) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from utils.images import write_png
 from utils.paths import DataLayout
@@ -59,3 +60,44 @@ def run_solver_cli(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         run_main(solver_main(), argv)
     return exc.value.code, capsys.readouterr().err
+
+
+def tiny_solver_args(root, runs, name, *extra, steps: int, eval_every: int, log_every: int) -> list[str]:
+    """A command line of the solver for the tiny frames: base_channels 8, crop 32, batch 4, one thread,
+    checkpoints every 5 steps."""
+    return ["--root", str(root), "--runs_dir", str(runs), "--name", name, "--crop", "32", "--batch_size", "4",
+            "--steps", str(steps), "--num_workers", "0", "--eval_every", str(eval_every), "--ckpt_every", "5",
+            "--log_every", str(log_every), "--base_channels", "8", "--warmup_steps", "3", "--lr", "3e-3",
+            "--threads", "1", "--val_max_frames", "2", "--model", "light", *extra]
+
+
+def read_ckpt(path):
+    """A checkpoint's dict, as the project reads it (``weights_only=True``)."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def run_and_kill_at(argv: list[str], last_json, step: int) -> None:
+    """Start a training command line in a subprocess and kill it (SIGKILL: no cleanup) once its ``last.json``
+    records ``step`` or more; fails if the run finished first."""
+    import json
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if last_json.exists() and json.loads(last_json.read_text())["step"] >= step:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Tiny frames (make_tiny_frames), once per test module that imports this fixture."""
+    return make_tiny_frames(tmp_path_factory.mktemp("data"))
