@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 import torch
 
-from utils.cli import UserError, run_main
+from utils.cli import ArgumentParser, UserError, run_main
 from utils.images import read_image, to_uint, write_png
 from utils.paths import repo_default
 
@@ -148,7 +148,7 @@ def upscaled(image: np.ndarray, guide: np.ndarray, factor: int) -> tuple[np.ndar
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ckpt", nargs="*", default=[], help="refiner checkpoint(s) to run on the photos")
     p.add_argument("--photos", default=",".join(PHOTOS), help="comma list of " + ", ".join(PHOTOS))
     p.add_argument("--out", default=repo_default("runs/real_photos"), help="folder of the panels")

@@ -250,8 +250,21 @@ def config_dict(cfg: TrainConfig) -> dict[str, Any]:
     return {**dataclasses.asdict(cfg), "model": cfg.model.to_dict()}
 
 
-# the keys validated as whole numbers >= 1 (a 0 would divide by zero or never log / evaluate / checkpoint)
-_POSITIVE_INTS = ("steps", "batch_size", "log_every", "eval_every", "ckpt_every", "crop")
+# the range of every number (inclusive; "open" ends are in OPEN): a value outside is refused before anything is
+# written. Whole numbers >= 1 where a 0 would divide by zero or never log / evaluate / checkpoint; the weights and
+# sizes are bounded where a larger value only overflows (a loss weight of 1e30, a crop scaled 1e30 times).
+RANGES: dict[str, tuple[float, float]] = {
+    "steps": (1, math.inf), "batch_size": (1, 4096), "log_every": (1, math.inf), "eval_every": (1, math.inf),
+    "ckpt_every": (1, math.inf), "crop": (16, 8192), "seed": (0, 2 ** 32 - 1), "threads": (0, 1024),
+    "num_workers": (0, 256), "warmup_steps": (0, math.inf), "val_max_frames": (0, math.inf),
+    "eval_long_side": (0, 16384), "cache_mb": (0, 1e7), "val_fraction": (0, 1), "accurate_guide_prob": (0, 1),
+    "scale_min": (0.05, 8), "scale_max": (0.05, 8), "unknown_crop_prob": (0, 1), "jitter": (0, 1),
+    "lr": (0, 1), "min_lr_ratio": (0, 1), "weight_decay": (0, 1), "grad_clip": (0, 1e6),
+    **{k: (0, 1e4) for k in ("w_l1", "w_lap", "w_grad", "w_comp", "w_wll", "w_whigh", "w_gate", "w_bce", "w_trust",
+                            "stride8", "stride4", "stride1", "final")},
+    "whigh_floor": (0, 1),
+}
+OPEN = {("val_fraction", "high"), ("lr", "low")}  # val_fraction 1 leaves no training clip; lr 0 trains nothing
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -261,12 +274,15 @@ def check_config(cfg: TrainConfig) -> None:
         v = getattr(cfg, f.name)
         if isinstance(v, float) and not math.isfinite(v):
             raise UsageError(f"--{f.name} must be a finite number, got {v}")
-    for key in _POSITIVE_INTS:
-        if getattr(cfg, key) < 1:
-            raise UsageError(f"--{key} must be >= 1, got {getattr(cfg, key)}")
-    for key in ("num_workers", "warmup_steps", "val_max_frames", "threads", "eval_long_side", "cache_mb"):
-        if getattr(cfg, key) < 0:
-            raise UsageError(f"--{key} must be >= 0, got {getattr(cfg, key)}")
+    for key, (low, high) in RANGES.items():
+        v = getattr(cfg, key)
+        if v < low or v > high or (v == low and (key, "low") in OPEN) or (v == high and (key, "high") in OPEN):
+            left = "(" if (key, "low") in OPEN else "["
+            right = ")" if (key, "high") in OPEN else "]"
+            bound = f">= {low:g}" if high == math.inf else f"in {left}{low:g}, {high:g}{right}"
+            raise UsageError(f"--{key} must be {bound}, got {v}")
+    if cfg.scale_min > cfg.scale_max:
+        raise UsageError(f"--scale_min must be at most --scale_max, got {cfg.scale_min} > {cfg.scale_max}")
     if not isinstance(cfg.model, RefinerConfig):
         raise UsageError(f"model must be a RefinerConfig, got {type(cfg.model).__name__}")
     choices = {"guide_mode": ("perturb", "files", "mixed"), "val_source": ("holdout", "test"), "amp": AMP_MODES,
@@ -275,10 +291,6 @@ def check_config(cfg: TrainConfig) -> None:
     for key, allowed in choices.items():
         if getattr(cfg, key) not in allowed:
             raise UsageError(f"--{key} must be one of {', '.join(allowed)}, got {getattr(cfg, key)!r}")
-    if not 0 <= cfg.val_fraction < 1:
-        raise UsageError(f"--val_fraction must be in [0, 1), got {cfg.val_fraction}")
-    if not 0 <= cfg.accurate_guide_prob <= 1:
-        raise UsageError(f"--accurate_guide_prob must be in [0, 1], got {cfg.accurate_guide_prob}")
     _check_phases(cfg.phases)
 
 

@@ -128,7 +128,7 @@ def check_config(cfg: FineConfig) -> None:
         raise UsageError(f"--factors must be integers >= 1, got {' '.join(map(str, cfg.factors))}")
     if cfg.warmup_steps < 0:
         raise UsageError(f"--warmup_steps must be >= 0, got {cfg.warmup_steps}")
-    for key, low, high in (("lr", 0.0, 1.0), ("weight_decay", 0.0, math.inf), ("gate_weight", 0.0, math.inf),
+    for key, low, high in (("lr", 0.0, 1.0), ("weight_decay", 0.0, 1.0), ("gate_weight", 0.0, 1e4),
                            ("accurate_prob", 0.0, 1.0), ("min_lr_ratio", 0.0, 1.0)):
         value = getattr(cfg, key)
         if not math.isfinite(value) or not low <= value <= high or (key == "lr" and value == 0):

@@ -179,12 +179,22 @@ def test_resume_with_a_smaller_budget_is_refused_and_changes_nothing(data, full_
     assert not list(full_run.glob(".*.tmp-*"))
 
 
-def test_non_finite_loss_stops_and_keeps_last_checkpoint(data, tmp_path, capsys):
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(data, tmp_path, capsys, monkeypatch):
     assert _main()(_args(data, tmp_path, "nan", "--steps", "5", "--eval_every", "100")) == 0
     before = (tmp_path / "nan" / "last.pt").read_bytes()
-    code, err = _run_cli(_args(data, tmp_path, "nan", "--steps", "10", "--resume", "--w_lap", "1e39"), capsys)
+    import pipeline.solver as S
+
+    def diverged(*args, **kwargs):  # a weight that overflows is refused by the flags' ranges: diverge from inside
+        loss, parts = losses_of(*args, **kwargs)
+        return loss * float("inf"), parts
+
+    losses_of = S.matting_losses
+    monkeypatch.setattr(S, "matting_losses", diverged)
+    code, err = _run_cli(_args(data, tmp_path, "nan", "--steps", "10", "--resume"), capsys)
     assert code == 1 and "non-finite loss at step 5" in err and "last.pt" in err
     assert (tmp_path / "nan" / "last.pt").read_bytes() == before
+    code, err = _run_cli(_args(data, tmp_path, "nan2", "--w_lap", "1e39"), capsys)
+    assert code == 64 and "--w_lap must be in [0, 10000]" in err and not (tmp_path / "nan2").exists()
 
 
 def test_guide_mode_has_the_older_name_as_an_alias(tmp_path):

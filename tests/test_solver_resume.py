@@ -139,7 +139,7 @@ def test_a_run_saved_with_the_older_flat_config_resumes(data, tmp_path):
     ("--eval_every", "0", "--eval_every must be >= 1"),
     ("--ckpt_every", "0", "--ckpt_every must be >= 1"),
     ("--log_every", "0", "--log_every must be >= 1"),
-    ("--batch_size", "0", "--batch_size must be >= 1"),
+    ("--batch_size", "0", "--batch_size must be in [1, 4096]"),
     ("--phases", "x", "--phases must be a list"),
     ("--phases", "[{until: x}]", "numeric 'until'"),
     ("--phases", "[{until: 1, weights: {nope: 1}}]", "weights: keys must be among"),
