@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 
 from model.refiner import Refiner, build_refiner, count_parameters
-from utils.cli import ArgumentParser, UserError, run_main
+from utils.cli import ArgumentParser, UsageError, UserError, run_main
 
 
 def build_light(base_channels: int = 32, **kwargs) -> Refiner:
@@ -44,7 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--base_channels", type=int, default=32)
     parser.add_argument("--size", default="512x512", help="HxW of the random test image")
     args = parser.parse_args(argv)
-    describe(build_light(args.base_channels), args.size)
+    try:
+        model = build_light(args.base_channels)
+    except ValueError as exc:  # a width the config refuses: a bad command line
+        raise UsageError(f"--base_channels: {exc}") from None
+    describe(model, args.size)
     return 0
 
 

@@ -12,7 +12,7 @@ from typing import Sequence
 
 from model.refiner import Refiner, build_refiner
 from model.refiner_dwt_maggie import describe
-from utils.cli import ArgumentParser, run_main
+from utils.cli import ArgumentParser, UsageError, run_main
 
 WAVES = ("db1", "db2", "db4")
 
@@ -30,7 +30,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--base_channels", type=int, default=32)
     parser.add_argument("--size", default="512x512", help="HxW of the random test image")
     args = parser.parse_args(argv)
-    describe(build_heavy(args.wave, args.base_channels), args.size)
+    try:
+        model = build_heavy(args.wave, args.base_channels)
+    except ValueError as exc:  # a width the config refuses: a bad command line
+        raise UsageError(f"--base_channels: {exc}") from None
+    describe(model, args.size)
     return 0
 
 

@@ -17,6 +17,7 @@ import torch
 
 import inference
 from bench import real_photos
+from model import refiner_dwt_maggie, refiner_dwt_maggie_heavydwt
 from model.checkpoint import save_refiner
 from model.config import RefinerConfig
 from model.refiner import build_refiner
@@ -80,12 +81,21 @@ def _real_photos(s, out):
     return real_photos.main, ["--out", str(out / "photos"), "--photos", "astronaut"]
 
 
+def _light(s, out):
+    return refiner_dwt_maggie.main, ["--size", "32x32"]
+
+
+def _heavy(s, out):
+    return refiner_dwt_maggie_heavydwt.main, ["--size", "32x32", "--wave", "db2"]
+
+
 def _ablation(s, out):
     return ablation.main, ["--root", str(s["small"]), "--out", str(out / "abl"), "--tiny", "--dry-run"]
 
 
 ENTRIES = {"solver": _solver, "train_fine": _train_fine, "evaluate": _evaluate, "inference": _inference,
-           "ablation": _ablation, "real_photos": _real_photos}
+           "ablation": _ablation, "real_photos": _real_photos,
+           "refiner_dwt_maggie": _light, "refiner_dwt_maggie_heavydwt": _heavy}
 FLAGS = {
     "solver": _fields(TrainConfig) + _fields(RefinerConfig, "model."),
     "train_fine": numeric_flags(train_fine.build_parser()),
@@ -93,6 +103,8 @@ FLAGS = {
     "inference": numeric_flags(inference.build_parser()),
     "ablation": numeric_flags(ablation.build_parser()),
     "real_photos": numeric_flags(real_photos.build_parser()),
+    "refiner_dwt_maggie": ["--base_channels"],  # their parsers are built inside main
+    "refiner_dwt_maggie_heavydwt": ["--base_channels"],
 }
 SKIP = {("ablation", "--jobs")}  # the worker count of the grid: its dry run never starts a worker
 
