@@ -10,7 +10,7 @@ from torch import nn
 
 from model.encoder import EncoderFeatures
 from model.layers import Block, ConvNormReLU, Up
-from model.masks import dilate, uncertain
+from model.masks import uncertain
 
 GUIDE_LOGIT_GAIN = 6.0  # initial logit of a guide pixel: sigmoid(+-6) = 0.9975 / 0.0025
 GATE_INIT_BIAS = -1.0  # sigmoid(-1) = 0.27: the gate starts closed (below the default threshold 0.5), yet near
@@ -97,7 +97,7 @@ class Decoder(nn.Module):
         evidence = self.head_trust(torch.cat([f4.detach(), guide4 * 2 - 1, disagreement], 1))
         # the guide's boundary at stride 4 (cells neither all in nor all out, grown by two cells); a guide with no
         # boundary is judged on the whole frame
-        boundary = dilate((guide4 > 0.01) & (guide4 < 0.99), 2).to(guide.dtype) + 1e-3
+        boundary = uncertain(guide4, 2, eps=0.01) + 1e-3
         return (evidence * boundary).sum((1, 2, 3)) / boundary.sum((1, 2, 3))
 
     def forward(self, e: EncoderFeatures, guide: torch.Tensor, radius: tuple[int, int]) -> DecoderOutput:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from model.refiner import Refiner, RefinerOutput
-from model.sparse import auto_ratio, refine_sparse
+from model.sparse import coarse_ratio, refine_sparse
 
 # --guide_quality -> the refiner's guide_accurate: auto lets its trust head judge each guide
 GUIDE_QUALITIES = {"auto": None, "accurate": True, "coarse": False}
@@ -63,9 +63,7 @@ class Predictor:
 
     def ratio_for(self, h: int, w: int) -> float:
         """The coarse pass's ratio for an HxW frame: 1.0 (dense) when asked or when auto gives full size."""
-        if self.dense:
-            return 1.0
-        return auto_ratio(h, w) if self.downsample_ratio == "auto" else float(self.downsample_ratio)
+        return coarse_ratio(h, w, self.downsample_ratio, self.dense)
 
     @torch.no_grad()
     def __call__(self, image: torch.Tensor, guide: torch.Tensor) -> Prediction:

@@ -74,6 +74,14 @@ def auto_ratio(h: int, w: int, long_side: int = COARSE_LONG_SIDE) -> float:
     return 1.0 / max(1, round(max(h, w) / long_side))
 
 
+def coarse_ratio(h: int, w: int, downsample_ratio: float | str = "auto", dense: bool = False) -> float:
+    """The one decision of how an HxW frame runs: 1.0 (the dense pass) when ``dense`` or when ``"auto"`` gives full
+    size, else the coarse pass's ratio (``"auto"``: :func:`auto_ratio`)."""
+    if dense:
+        return 1.0
+    return auto_ratio(h, w) if downsample_ratio == "auto" else float(downsample_ratio)
+
+
 MIN_RATIO = 1 / 64  # a coarser pass is useless (60 px of a 4K frame) and its 1/ratio upsampling factor unbounded
 
 
@@ -128,7 +136,7 @@ def refine_sparse(model: Refiner, image: torch.Tensor, guide: torch.Tensor, down
     if tile < 4 or tile % 4:
         raise ValueError(f"tile must be a positive multiple of 4, got {tile}")
     n, _, h, w = image.shape
-    ratio = auto_ratio(h, w) if downsample_ratio == "auto" else float(downsample_ratio)
+    ratio = coarse_ratio(h, w, downsample_ratio)
     if ratio >= 1.0:
         out = model(image, guide, guide_accurate=guide_accurate)
         ones = torch.ones(n, device=image.device)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from model.masks import dilate as dilate_mask  # a square max-filter of a bool mask, on bytes
+from model.masks import uncertain  # the soft band of an alpha, dilated
 from model.output_rule import GATE_MARGIN  # the gate's target is defined with the rule it serves
 from model.wavelets import haar_dwt  # the light Haar (pywt.dwt2's convention; odd sizes edge-padded)
 
@@ -86,8 +86,8 @@ def sobel(x: torch.Tensor) -> torch.Tensor:
 
 
 def uncertain_weight(gt: torch.Tensor, dilate: int = 3) -> torch.Tensor:
-    """1 on the (dilated) region where 0 < gt < 1, else 0."""
-    return dilate_mask((gt > 0.01) & (gt < 0.99), dilate).to(gt.dtype)
+    """1 on the (dilated) region where 0.01 < gt < 0.99, else 0."""
+    return uncertain(gt, dilate, eps=0.01)
 
 
 DEFAULT_STRIDE_WEIGHTS = {8: 0.25, 4: 0.5, 1: 1.0, "final": 1.0}
