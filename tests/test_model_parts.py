@@ -16,7 +16,7 @@ from pipeline.run_folder import RunFolder, append_csv
 from utils.cli import UserError
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parent / "fixtures"
 
 
 # ---------------------------------------------------------------------------------------------- RefinerConfig
@@ -59,7 +59,7 @@ def test_config_from_dict_refuses_unknown_keys_and_takes_defaults_for_missing_on
 
 # ---------------------------------------------------------------------------------------------- checkpoints
 def test_a_checkpoint_written_before_the_split_loads_to_bit_identical_outputs():
-    """tests/data holds a checkpoint written by the code of commit 850ee8f (one model/refiner.py) and the alpha
+    """tests/fixtures holds a checkpoint written by the code of commit 850ee8f (one model/refiner.py) and the alpha
     that code gave; today's loader must rebuild the same model and give the same bits, for both rules."""
     model, ckpt = load_refiner(DATA / "refiner_light_b8_850ee8f.pt")
     assert ckpt["step"] == 7 and model.config == RefinerConfig("light", 8)
