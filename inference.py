@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     # long names (the README's conventions), the original short ones kept as aliases: --i --c --o --g
     p.add_argument("--input", "--i", dest="input", required=True, help="an image, a folder of images, or a video")
     p.add_argument("--ckpt", "--c", dest="ckpt", required=True,
-                   help="refiner checkpoint (.pt from training or model.refiner.save_refiner)")
+                   help="refiner checkpoint (.pt from training or model.checkpoint.save_refiner)")
     p.add_argument("--out", "--o", dest="out", required=True, help="output .png (one image input) or folder")
     p.add_argument("--guide_mask", "--g", "--guide", dest="guide_mask",
                    help="guide mask: image, folder of masks, or mask video")

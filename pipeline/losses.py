@@ -96,7 +96,7 @@ DEFAULT_STRIDE_WEIGHTS = {8: 0.25, 4: 0.5, 1: 1.0, "final": 1.0}
 @dataclass
 class LossWeights:
     """Weight of each term (0 = off) and of each output stride. These defaults are the training defaults too
-    (``pipeline.solver.TrainConfig`` reads them from here)."""
+    (``pipeline.train_config.TrainConfig`` reads them from here)."""
 
     l1: float = 1.0
     lap: float = 1.0

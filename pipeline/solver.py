@@ -1,8 +1,9 @@
 """The training loop for the refiner, in one sitting (nanoGPT's train.py is the model).
 
-Config: ``TrainConfig`` below holds every default; a strategy's YAML (``pipeline/configs/*.yaml``) overrides
-them; ``--config FILE`` and then ``--key value`` flags override those. The resolved config is saved as
-``runs/<name>/config.yaml``. Single process: ``python pipeline/solver_refiner_maggie.py ...``; several:
+Config: ``pipeline.train_config`` (``TrainConfig`` holds every default, its ``model`` block the refiner's
+``RefinerConfig``; a strategy's YAML, ``pipeline/configs/*.yaml``, overrides them; ``--config FILE`` and then
+``--key value`` flags override those). The resolved config is saved as ``runs/<name>/config.yaml``; the run
+folder is ``pipeline.run_folder``'s. Single process: ``python pipeline/solver_refiner_maggie.py ...``; several:
 ``torchrun --nproc_per_node N pipeline/solver_refiner_maggie.py ...`` (DDP; gloo on CPU, nccl on CUDA).
 
 Run folder ``runs/<name>/``: ``config.yaml``, ``last.pt`` (every ``ckpt_every`` steps, atomic, with optimizer,

@@ -4,7 +4,7 @@
     torchrun --nproc_per_node 4 pipeline/solver_refiner_maggie.py ...     # DDP, no code change
     python pipeline/solver_refiner_maggie.py --name my_run --resume       # continue a killed run
 
-The loop is pipeline/solver.py; every key of its TrainConfig is a flag.
+The loop is pipeline/solver.py; every key of its TrainConfig (pipeline/train_config.py) is a flag.
 """
 
 
