@@ -30,6 +30,7 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
+from bench.real_photos import FAR_PX, boundary_distance
 from pipeline import metrics as M
 from pipeline.evaluate import trimap_from_guide
 from utils.atomic import atomic_path, write_bytes_atomic
@@ -38,7 +39,6 @@ from utils.images import IMAGE_EXTS, read_image, resize, write_png
 from utils.paths import repo_default
 
 log = logging.getLogger("real_alpha")
-FAR_PX = 16
 TRIMAP_PX = 10
 GUIDES = ("accurate", "coarse")
 Method = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (image HxWx3, guide HxW) -> alpha HxW
@@ -126,9 +126,7 @@ def methods_for(ckpts: Sequence[str], guide_kind: str) -> dict[str, Method]:
 
 def far_changed(alpha: np.ndarray, guide: np.ndarray) -> float:
     """% of the pixels >= ``FAR_PX`` from the guide's boundary whose value moved by more than 1/255."""
-    g = (guide > 0.5).astype(np.uint8)
-    dist = np.maximum(cv2.distanceTransform(g, cv2.DIST_L2, 5), cv2.distanceTransform(1 - g, cv2.DIST_L2, 5))
-    far = dist >= FAR_PX
+    far = boundary_distance(guide) >= FAR_PX
     return 100.0 * float((np.abs(alpha - guide)[far] > 1 / 255).mean()) if far.any() else 0.0
 
 

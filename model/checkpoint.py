@@ -89,7 +89,6 @@ DECODER_MODULES = ("ctx", "f8", "head8", "ll4", "hi4", "up4", "f4", "head4", "he
                    "up2", "f2", "ll1", "hi1", "up1", "f1", "gate1", "guide_gain")
 
 
-
 def load_weights(model: Refiner, state: dict, strict: bool = True):
     """``model.load_state_dict(state)``, also for states from before the encoder/decoder split (older keys) and
     from before the fine stage existed (its weights then stay as built, untrained: ``fine_steps`` 0)."""
@@ -155,7 +154,7 @@ def load_backbone(model: Refiner, path: str | os.PathLike) -> int:
                if k in own and tuple(v.shape) == tuple(own[k].shape)}
     if not matched:
         raise UserError(f"no encoder weights of this refiner found in {path}")
-    load_weights(model, matched, strict=False)
+    model.load_state_dict(matched, strict=False)  # keys already upgraded; the rest stays as built
     log.info("loaded %d/%d backbone tensors from %s", len(matched), len(own), path)
     return len(matched)
 

@@ -15,6 +15,7 @@ import os
 import numpy as np
 import torch
 
+from model.checkpoint import load_refiner
 from model.refiner import Refiner, RefinerOutput
 from model.sparse import coarse_ratio, refine_sparse
 
@@ -56,8 +57,6 @@ class Predictor:
     def from_checkpoint(cls, path: str | os.PathLike, device: torch.device | str = "cpu",
                         **options) -> tuple[Predictor, dict]:
         """The predictor of a checkpoint (``model.checkpoint.load_refiner``) and the checkpoint's dict."""
-        from model.checkpoint import load_refiner  # model.checkpoint reads files; this module only runs models
-
         model, ckpt = load_refiner(path, map_location="cpu")
         return cls(model, device, **options), ckpt
 

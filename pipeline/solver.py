@@ -49,7 +49,9 @@ log = logging.getLogger("solver")
 # ---------------------------------------------------------------------------------------------- helpers
 def _check_resumable(ckpt: dict, cfg: TrainConfig, path: Path) -> None:
     """The model a checkpoint holds must be the one this config builds (else a size-mismatch traceback)."""
-    saved = RefinerConfig.from_dict(ckpt["config"]).to_dict() if isinstance(ckpt.get("config"), dict) else {}
+    # the checkpoint's own config dict (keys it leaves out have their defaults), compared as saved: not rebuilt
+    # into a RefinerConfig, whose refusal of an odd value would be a traceback here
+    saved = {**RefinerConfig().to_dict(), **ckpt["config"]} if isinstance(ckpt.get("config"), dict) else {}
     if saved and saved["variant"] != cfg.model.variant:
         raise UserError(f"{path} is a {saved['variant']!r} checkpoint but --model is {cfg.model.variant!r}")
     for key in ("base_channels", "window"):

@@ -235,8 +235,8 @@ def _refiner_config(values: dict) -> RefinerConfig:
 def _saved_config(args: argparse.Namespace, strategy: dict) -> tuple[dict, dict]:
     """``runs/<name>/config.yaml`` of the run ``--resume`` continues (empty if none): a resumed run keeps the
     settings it was started with; only flags given again (and ``--config``) change them."""
-    config = yaml.safe_load(Path(args.config).read_text()) if args.config and Path(args.config).is_file() else {}
-    pick = lambda key: getattr(args, key) or (config or {}).get(key) or strategy.get(key) or getattr(TrainConfig, key)  # noqa: E731
+    config = _read_mapping(Path(args.config), "config") if args.config and Path(args.config).is_file() else {}
+    pick = lambda key: getattr(args, key) or config.get(key) or strategy.get(key) or getattr(TrainConfig, key)  # noqa: E731
     path = Path(pick("runs_dir")) / pick("name") / "config.yaml"
     if not path.is_file():
         return {}, {}
