@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from model.checkpoint import load_refiner
+from model.evidence import far_flip_evidence
 from model.refiner import Refiner, RefinerOutput
 from model.sparse import coarse_ratio, refine_sparse
 
@@ -39,10 +40,13 @@ class Predictor:
 
     ``downsample_ratio``: "auto" or a number in [1/64, 1] (the coarse pass's scale); ``dense``: always the dense
     pass; ``guide_quality``: one of :data:`GUIDE_QUALITIES`; ``autocast``: a dtype to run under autocast on
-    ``device`` (float16 for inference's ``--fp16``, the solver's AMP dtype), or None for fp32."""
+    ``device`` (float16 for inference's ``--fp16``, the solver's AMP dtype), or None for fp32; ``far_evidence``:
+    flips far from the guide's boundary are kept only where the image supports them (``model.evidence``; off
+    only to measure what it does)."""
 
     def __init__(self, model: Refiner, device: torch.device | str = "cpu", downsample_ratio: float | str = "auto",
-                 dense: bool = False, guide_quality: str = "auto", autocast: torch.dtype | None = None):
+                 dense: bool = False, guide_quality: str = "auto", autocast: torch.dtype | None = None,
+                 far_evidence: bool = True):
         if guide_quality not in GUIDE_QUALITIES:
             raise ValueError(f"guide_quality must be one of {', '.join(GUIDE_QUALITIES)}, got {guide_quality!r}")
         if downsample_ratio != "auto" and not 0 < float(downsample_ratio) <= 1:
@@ -52,6 +56,7 @@ class Predictor:
         self.downsample_ratio, self.dense = downsample_ratio, dense
         self.guide_accurate = GUIDE_QUALITIES[guide_quality]
         self.autocast = autocast
+        self.far_evidence = far_evidence
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: torch.device | str = "cpu",
@@ -73,9 +78,15 @@ class Predictor:
         with torch.autocast(self.device.type, dtype=self.autocast) if on else contextlib.nullcontext():
             if ratio >= 1.0:
                 out = self.model(image, guide, guide_accurate=self.guide_accurate)
-                return Prediction(out.alpha, out.accurate, 1.0, out)
-            sparse = refine_sparse(self.model, image, guide, ratio, self.guide_accurate)
-            return Prediction(sparse.alpha, sparse.accurate, sparse.ratio)
+                alpha, accurate, dense, ratio = out.alpha, out.accurate, out, 1.0
+            else:
+                sparse = refine_sparse(self.model, image, guide, ratio, self.guide_accurate)
+                alpha, accurate, dense, ratio = sparse.alpha, sparse.accurate, None, sparse.ratio
+        if self.far_evidence:  # the accurate rule never changes a far pixel: only coarse-ruled frames can change
+            alpha = far_flip_evidence(image, guide.to(alpha.dtype), alpha)
+            if dense is not None:
+                dense = dataclasses.replace(dense, alpha=alpha)
+        return Prediction(alpha, accurate, ratio, dense)
 
     def alpha(self, image: np.ndarray, guide: np.ndarray) -> np.ndarray:
         """One HxWx3 float image in [0,1] and its HxW guide (numpy) -> alpha HxW float32."""

@@ -58,9 +58,11 @@ def test_config_from_dict_refuses_unknown_keys_and_takes_defaults_for_missing_on
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
-def test_a_checkpoint_written_before_the_split_loads_to_bit_identical_outputs():
+def test_a_checkpoint_written_before_the_split_loads_to_the_same_outputs():
     """tests/fixtures holds a checkpoint written by the code of commit 850ee8f (one model/refiner.py) and the alpha
-    that code gave; today's loader must rebuild the same model and give the same bits, for both rules."""
+    that code gave; today's loader must rebuild the same model and give the same alpha, for both rules. Bit for
+    bit on the CPU that wrote it (an AMD EPYC); another CPU's kernels round differently (an Intel Xeon: 2e-9), so
+    the check is to 1e-6, far below what a wrong or missing weight moves (the gate's thresholds are hard)."""
     model, ckpt = load_refiner(DATA / "refiner_light_b8_850ee8f.pt")
     assert ckpt["step"] == 7 and model.config == RefinerConfig("light", 8)
     expected = np.load(DATA / "refiner_light_b8_850ee8f_alpha.npz")
@@ -71,7 +73,7 @@ def test_a_checkpoint_written_before_the_split_loads_to_bit_identical_outputs():
     with torch.no_grad():
         for name, accurate in (("coarse", False), ("accurate", True)):
             alpha = model(image, guide, guide_accurate=accurate).alpha[0, 0].numpy()
-            assert np.array_equal(alpha, expected[name]), name
+            np.testing.assert_allclose(alpha, expected[name], rtol=0, atol=1e-6, err_msg=name)
             assert (alpha != guide[0, 0].numpy()).any()  # the fixture's gate is open: the test can see a change
 
 
