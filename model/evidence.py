@@ -62,18 +62,21 @@ def far_flip_evidence(image: torch.Tensor, guide: torch.Tensor, alpha: torch.Ten
     flipped = (alpha >= 0.5) != inside  # near ones too: a flipped blob's rim must not vouch for the blob
     flip = changed & flipped
     colour = _cells(image.float(), scale)
-    up = lambda m: m.repeat_interleave(scale, -2).repeat_interleave(scale, -1)[..., :h, :w]  # noqa: E731
+    n, _, y, x = flip.nonzero(as_tuple=True)  # judged one by one: far flips are few, the frame is large
+    pixel = image.float()[n, :, y, x]  # (K,3): each flip's own colour
+    cy, cx = y // scale, x // scale
     sides = []
     for side in (inside, ~inside):  # the guide's pixels of each side the model did not flip
         share = _cells((side & ~flipped).float(), scale)
         total = box_sum(share, window)
-        mean = up(box_sum(colour * share, window) / total.clamp(min=1e-6))  # each side's local colour, per cell
-        sides.append(((image.float() - mean).square().sum(1, keepdim=True).sqrt(),  # the pixel's own colour
-                      up(total >= min_share * window * window)))
+        mean = box_sum(colour * share, window) / total.clamp(min=1e-6)  # each side's local colour, per cell
+        sides.append(((pixel - mean[n, :, cy, cx]).square().sum(1).sqrt(),
+                      total[n, 0, cy, cx] >= min_share * window * window))
     (d_fg, has_fg), (d_bg, has_bg) = sides
     # fg -> bg: the background must be there and look like the pixel; a missing foreground colour counts as far
     to_bg = has_bg & (~has_fg | (d_bg < ratio * d_fg))
     to_fg = has_fg & (~has_bg | (d_fg < ratio * d_bg))
-    ok = torch.where(inside, to_bg, to_fg)  # each pixel by the side it leaves
+    ok = torch.zeros_like(flip)
+    ok[n, 0, y, x] = torch.where(inside[n, 0, y, x], to_bg, to_fg)  # each flip by the side it leaves
     # far changes that do not flip (the coarse rule makes none) have nothing to vouch for them either
     return torch.where(changed & ~(flip & ok), guide, alpha)
