@@ -79,8 +79,9 @@ clean-demo:
 # make train-cpu: the documented CPU recipe. A training set of 30 clips (make_demo_data --scale 5, 12 frames each,
 # every stage, train split only) in data/train-cpu, the default light refiner trained from scratch into
 # runs/train-cpu/s$(SEED), then scored at full resolution on the embedded test split (data/demo, test) with the
-# mask stage's guides and with accurate guides, beside the guide and closed-form matting, and run on the real
-# photos. make train-cpu-seeds does seeds 0 1 2 and scores them together (mean +/- std).
+# mask stage's guides and with accurate guides, beside the guide, closed-form and shared matting, and run on the
+# real photos (bench/real_photos.py; bench/real_alpha.py where data/real_alpha or $$REAL_ALPHA_ROOT holds photos
+# with alpha, else it says so and goes on). make train-cpu-seeds does seeds 0 1 2 and scores them together.
 TC_ROOT  ?= data/train-cpu
 TC_RUNS  ?= runs/train-cpu
 TC_STEPS ?= 2400
@@ -107,6 +108,7 @@ train-cpu-eval:
 	$(PY) pipeline/evaluate.py --root $(DEMO_ROOT) --split test --guide_mode accurate --ckpt $(TC_CKPTS) \
 		--labels $(foreach c,$(TC_CKPTS),light) --out $(TC_RUNS)/eval_accurate_guides
 	$(PY) bench/real_photos.py --ckpt $(TC_CKPTS) --out $(TC_RUNS)/real_photos
+	$(PY) bench/real_alpha.py --ckpt $(TC_CKPTS) --out $(TC_RUNS)/real_alpha
 
 train-cpu-seeds:
 	for s in 0 1 2; do $(MAKE) train-cpu SEED=$$s || exit 1; done

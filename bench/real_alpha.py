@@ -32,7 +32,7 @@ import numpy as np
 
 from bench.real_photos import FAR_PX, boundary_distance
 from pipeline import metrics as M
-from pipeline.evaluate import trimap_from_guide
+from pipeline.classical import METHODS as CLASSICAL, classical_alpha
 from utils.atomic import atomic_path, write_bytes_atomic
 from utils.cli import ArgumentParser, UserError, nonneg_int, positive_int, run_main
 from utils.images import IMAGE_EXTS, read_image, resize, write_png
@@ -92,17 +92,9 @@ def hair_crops(alpha: np.ndarray, size: int, count: int) -> list[tuple[int, int]
     return picked
 
 
-def classical(kind: str) -> Method:
-    """pymatting's closed-form (``cf``) or shared matting (``sm``) with a trimap of the guide +-10 px."""
-    def run(image: np.ndarray, guide: np.ndarray) -> np.ndarray:
-        from pymatting import estimate_alpha_cf, estimate_alpha_sm
-
-        tri = trimap_from_guide(guide, TRIMAP_PX)
-        if not (tri == 0.5).any() or not (tri == 1).any() or not (tri == 0).any():
-            return (tri > 0.5).astype(np.float32)  # nothing to solve for
-        solve = estimate_alpha_cf if kind == "cf" else estimate_alpha_sm
-        return np.clip(solve(image.astype(np.float64), tri), 0, 1).astype(np.float32)
-    return run
+def classical(method: str) -> Method:
+    """pymatting's closed-form or shared matting (``pipeline.classical``) with a trimap of the guide +-10 px."""
+    return lambda image, guide: classical_alpha(image, guide, method, TRIMAP_PX)
 
 
 def refiner(ckpt: str, guide_quality: str) -> Method:
@@ -120,7 +112,7 @@ def methods_for(ckpts: Sequence[str], guide_kind: str) -> dict[str, Method]:
         out[tag] = refiner(ckpt, "auto")
         if guide_kind == "accurate":
             out[f"{tag}_told"] = refiner(ckpt, "accurate")
-    out["closed_form"], out["shared"] = classical("cf"), classical("sm")
+    out.update({m: classical(m) for m in CLASSICAL})
     return out
 
 

@@ -12,9 +12,9 @@ without blur) x variant (``none light heavy_db1 heavy_db2 heavy_db4``) x seed it
 ``pipeline/solver_refiner_maggie.py`` with identical flags (same steps, batch, crop, schedule: the same budget)
 into ``<out>/runs/[camouflage_]<tree>_<variant>_s<seed>`` (``--jobs N``: N runs at a time, each a subprocess with
 one thread, its output in ``<out>/logs/``), scores every run's best checkpoint on the test split of its own set and
-tree (pipeline/evaluate.py, with the guide and closed-form baselines; per-frame MAD in ``per_frame.csv``, the focus
-map's correlation with the true blur where the root has blur records), and writes ``<out>/RESULTS.md`` (tables,
-paired tests, focus correlations), ``<out>/stats.json`` and ``<out>/ablation.png``. Paired tests (pipeline/stats.py):
+tree (pipeline/evaluate.py, with the guide, closed-form and shared-matting baselines; per-frame MAD in
+``per_frame.csv``, the focus map's correlation with the true blur where the root has blur records), and writes
+``<out>/RESULTS.md`` (tables, paired tests, focus correlations), ``<out>/stats.json`` and ``<out>/ablation.png``. Paired tests (pipeline/stats.py):
 per test frame, the variant's MAD minus ``none``'s on the same frame, each first averaged over the seeds; Wilcoxon
 signed-rank p, bootstrap 95% CI of the mean, effect sizes; and the interaction, that difference on the defocused
 frame minus on the same clip and frame all in focus. Finished runs are reused (a rerun skips them), a killed run is
@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval_long_side", "--long_side", dest="eval_long_side", type=nonneg_int, default=0,
                    help="evaluation: downscale frames to this long side (0: full resolution)")
     p.add_argument("--max_frames", type=nonneg_int, default=0, help="evaluation: frames per test clip (0: all)")
-    p.add_argument("--baselines", default="guide,closed_form")
+    p.add_argument("--baselines", default="guide,closed_form,shared",
+                   help="baselines scored beside every run (pipeline/evaluate.py --baselines)")
     p.add_argument("--jobs", type=positive_int, default=1,
                    help="runs (and evaluations) at a time; above 1 each is a subprocess with one thread")
     p.add_argument("--n_boot", type=positive_int, default=2000, help="bootstrap resamples of the confidence intervals")
@@ -452,8 +453,8 @@ def _report(args: argparse.Namespace, runs: list, extra: list[str], results: dic
     text = ("# DWT ablation\n\nSame budget for every run: " + settings + ".\n"
             f"{len(runs)} runs: variants {' '.join(args.variants)} x seeds {args.seeds} x trees {' '.join(args.trees)} "
             f"x sets {' '.join(args.sets)} (" + ", ".join(f"{ds}: {set_root(args, ds)}" for ds in args.sets) + "). "
-            "Each run is scored on the test split of its own set and tree; baselines (guide mask, closed-form "
-            "matting) need no training. Lower is better for every metric; scale factors in the headers. Evaluation "
+            "Each run is scored on the test split of its own set and tree; baselines (" + args.baselines + ") need no "
+            "training. Lower is better for every metric; scale factors in the headers. Evaluation "
             "details: " + ", ".join(str(eval_dir(args, ds, t) / "table.md") for ds in args.sets for t in args.trees)
             + ".\n")
     for ds in args.sets:

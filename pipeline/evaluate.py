@@ -11,9 +11,10 @@ no training, on a split of the per-frame layout:
 
 Writes to ``--out``: ``metrics.json`` (mean of every metric per method), ``per_clip.csv``, ``table.md`` (whole-frame
 and unknown-region columns, scale factors in the headers) and ``figure.png`` (image, guide, prediction, ground
-truth, error, focus map on the worst and best frames). Baselines: ``guide`` (the guide mask itself) and
-``closed_form`` (pymatting's closed-form matting on a trimap made from the guide: eroded guide = foreground,
-outside the dilated guide = background, the band between unknown).
+truth, error, focus map on the worst and best frames). Baselines: ``guide`` (the guide mask itself),
+``closed_form`` and ``shared`` (pymatting's closed-form and shared matting, ``pipeline/classical.py``, on a trimap
+made from the guide: eroded guide = foreground, outside the dilated guide = background, the band between unknown,
+2% of the frame's shorter side wide each way).
 
 Image metrics are averaged over all frames, video metrics (dtSSD, MESSDdt) over clips. The unknown region is the
 ground truth's 0 < alpha < 1 band grown by 1% of the frame's shorter side (at least 1 pixel).
@@ -41,6 +42,7 @@ from tqdm import tqdm
 from model.predictor import Predictor
 from model.sparse import RATIO_HELP, ratio_arg
 from pipeline import metrics as M
+from pipeline.classical import METHODS as CLASSICAL, classical_alpha
 from pipeline.data import Frame, MattingFrames, list_clips, list_frames
 from utils.atomic import atomic_dir, atomic_path, write_bytes_atomic, write_json_atomic
 from utils.cli import ArgumentParser, UserError, nonneg_int, run_main
@@ -52,31 +54,19 @@ log = logging.getLogger("evaluate")
 COLUMNS = ("sad", "mad", "mse", "grad", "conn")
 HEAD = {"sad": "SAD", "mad": "MAD", "mse": "MSE", "grad": "Grad", "conn": "Conn", "dtssd": "dtSSD",
         "messddt": "MESSDdt"}
-BASELINES = ("guide", "closed_form")
+BASELINES = ("guide",) + CLASSICAL
 
 Predict = Callable[[dict], tuple[np.ndarray, dict | None]]  # item -> (alpha HxW, {"focus", "gate": HxW} or None)
 
 
 # ------------------------------------------------------------------------------------------ predictors
-def trimap_from_guide(guide: np.ndarray, radius: int) -> np.ndarray:
-    """Trimap in {0, 0.5, 1}: the guide eroded by ``radius`` is 1, outside it dilated by ``radius`` is 0."""
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    g = (guide > 0.5).astype(np.uint8)
-    tri = np.full(g.shape, 0.5)
-    tri[cv2.erode(g, k) > 0] = 1.0
-    tri[cv2.dilate(g, k) == 0] = 0.0
-    return tri
-
-
-def closed_form(item: dict) -> tuple[np.ndarray, None]:
-    from pymatting import estimate_alpha_cf
-
-    image = item["image"].numpy().transpose(1, 2, 0).astype(np.float64)
-    guide = item["guide"][0].numpy()
-    tri = trimap_from_guide(guide, max(2, round(0.02 * min(guide.shape))))
-    if not (tri == 0.5).any() or (tri == 1).sum() == 0 or (tri == 0).sum() == 0:
-        return (tri > 0.5).astype(np.float32), None  # nothing to solve for
-    return np.clip(estimate_alpha_cf(image, tri), 0, 1).astype(np.float32), None
+def classical_baseline(method: str) -> Predict:
+    """pymatting's ``method`` (``pipeline.classical``) with a trimap of the guide +- 2% of the frame's shorter side."""
+    def predict(item: dict) -> tuple[np.ndarray, None]:
+        image = item["image"].numpy().transpose(1, 2, 0)
+        guide = item["guide"][0].numpy()
+        return classical_alpha(image, guide, method, max(2, round(0.02 * min(guide.shape)))), None
+    return predict
 
 
 def guide_baseline(item: dict) -> tuple[np.ndarray, None]:
@@ -282,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", nargs="*", default=[], help="checkpoint(s) to score")
     p.add_argument("--labels", nargs="*", default=None,
                    help="method name per checkpoint (default: its variant); equal labels are averaged as seeds")
-    p.add_argument("--baselines", default="guide,closed_form", help="comma list of guide, closed_form, or none")
+    p.add_argument("--baselines", default=",".join(BASELINES),
+                   help=f"comma list of {', '.join(BASELINES)}, or none")
     p.add_argument("--pred_dir", default=None, help="mode b: folder of predictions <clip>/[frames/]NNNN.png")
     p.add_argument("--gt_dir", default=None, help="mode b: folder of ground-truth alpha <clip>/[frames/]NNNN.png")
     p.add_argument("--name", default=None, help="method name for --pred_dir (default: the folder name)")
@@ -344,9 +335,9 @@ def _methods(args, device: torch.device) -> list[tuple[str, str, Predict]]:
     for b in baselines:
         if b not in BASELINES:
             raise UserError(f"unknown baseline {b!r}: use {', '.join(BASELINES)} or none")
-        methods.append((b, b, guide_baseline if b == "guide" else closed_form))
+        methods.append((b, b, guide_baseline if b == "guide" else classical_baseline(b)))
     if not baselines and not args.ckpt:
-        raise UserError("nothing to score: give --ckpt FILE(s) and/or --baselines (guide, closed_form)")
+        raise UserError(f"nothing to score: give --ckpt FILE(s) and/or --baselines ({', '.join(BASELINES)})")
     if args.labels is not None and len(args.labels) != len(args.ckpt):
         raise UserError(f"--labels needs one name per checkpoint ({len(args.ckpt)}), got {len(args.labels)}")
     for j, path in enumerate(args.ckpt):

@@ -35,17 +35,18 @@ def setup(tmp_path_factory):
 def test_table_metrics_and_figure(setup):
     root, _, out = setup
     table = (out / "table.md").read_text()
-    for name in ("| guide | 1 |", "| closed_form | 1 |", "| light | 2 |", "MAD (x1e3)", "SAD unk. (/1e3)", "±"):
+    for name in ("| guide | 1 |", "| closed_form | 1 |", "| shared | 1 |", "| light | 2 |", "MAD (x1e3)", "SAD unk. (/1e3)", "±"):
         assert name in table, name
     data = json.loads((out / "metrics.json").read_text())
-    assert set(data["methods"]) == {"guide", "closed_form", "light"}
+    assert set(data["methods"]) == {"guide", "closed_form", "shared", "light"}
     assert "mad_std" in data["methods"]["light"] and data["scales"]["mad"] == "x1e3"
     png = (out / "figure.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and read_image(out / "figure.png").shape[2] == 3
     rows = (out / "per_clip.csv").read_text().splitlines()
-    assert len(rows) == 1 + 2 * 4  # 2 clips x (guide, closed_form, 2 runs)
-    # the closed-form baseline beats the binary guide on soft edges
-    assert data["methods"]["closed_form"]["mad"] < data["methods"]["guide"]["mad"]
+    assert len(rows) == 1 + 2 * 5  # 2 clips x (guide, closed_form, shared, 2 runs)
+    # both classical baselines beat the binary guide on soft edges
+    for method in ("closed_form", "shared"):
+        assert data["methods"][method]["mad"] < data["methods"]["guide"]["mad"], method
 
 
 def test_guide_baseline_value_is_independent_recomputation(setup):
@@ -70,13 +71,6 @@ def test_pred_dir_mode_matches_checkpoint_mode(setup, tmp_path):
     for k in ("mad", "mse", "sad", "mad_unknown", "dtssd"):
         assert b[k] == pytest.approx(a[k], rel=1e-3, abs=1e-3), k  # 16-bit PNG round trip of the predictions
     assert (out2 / "figure.png").read_bytes()[:4] == b"\x89PNG"
-
-
-def test_trimap_from_guide():
-    g = np.zeros((20, 20), np.float32)
-    g[5:15, 5:15] = 1
-    t = E.trimap_from_guide(g, 2)
-    assert t[10, 10] == 1 and t[0, 0] == 0 and t[5, 10] == 0.5 and t[3, 10] == 0.5 and set(np.unique(t)) == {0, .5, 1}
 
 
 def test_unknown_mask_grows_band():
