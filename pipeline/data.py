@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.degrade import degrade
 from preprocess.perturb import accurate_guide, perturb_guide
 from utils.cli import UserError, unit_seed
 from utils.images import read_image_native, resize, to_float
@@ -103,7 +104,8 @@ class MattingFrames(torch.utils.data.Dataset):
     so cached or not, every item is the same.
 
     ``crop`` > 0 turns on training augmentation: scale in ``scale_range``, a ``crop``-sized window centred on an
-    unknown-region pixel with probability ``unknown_crop_prob``, horizontal flip, colour jitter.
+    unknown-region pixel with probability ``unknown_crop_prob``, horizontal flip, colour jitter, and with
+    probability ``degrade_prob`` a real camera's flaws (``pipeline.degrade``: lens blur, fringes, noise, gamma, JPEG).
 
     Guides: ``perturb`` (ground truth degraded as in ``preprocess.perturb.perturb_guide``), ``files`` (the mask
     layer), ``mixed`` (each item one of the two, 50/50), ``accurate`` (the ground truth binarised at 0.5). In
@@ -115,14 +117,14 @@ class MattingFrames(torch.utils.data.Dataset):
     def __init__(self, root: str | Path, frames: list[Frame], tree: str = "frames", guide: str = "perturb",
                  crop: int = 0, scale_range: tuple[float, float] = (0.75, 1.25), unknown_crop_prob: float = 0.7,
                  jitter: float = 0.15, with_fb: bool = True, eval_long_side: int = 0, seed: int = 0,
-                 accurate_prob: float = 0.0, cache_mb: float = 0.0):
+                 accurate_prob: float = 0.0, cache_mb: float = 0.0, degrade_prob: float = 0.0):
         if guide not in GUIDES:
             raise UserError(f"unknown guide {guide!r}: use one of {', '.join(GUIDES)}")
         self.layout = DataLayout(root)
         self.frames, self.tree, self.guide = frames, tree, guide
         self.crop, self.scale_range, self.unknown_crop_prob = crop, tuple(scale_range), unknown_crop_prob
         self.jitter, self.with_fb, self.eval_long_side, self.seed = jitter, with_fb, eval_long_side, seed
-        self.accurate_prob = accurate_prob
+        self.accurate_prob, self.degrade_prob = accurate_prob, degrade_prob
         self.cache_bytes = int(cache_mb * 2 ** 20)
         self._cache: dict[tuple[int, str], np.ndarray] = {}
         self._cached_bytes = 0
@@ -194,6 +196,8 @@ class MattingFrames(torch.utils.data.Dataset):
         rgb = [k for k in ("image", "fgr", "bgr") if k in d]
         for k, v in zip(rgb, _colour_jitter([d[k] for k in rgb], rng, self.jitter)):
             d[k] = v
+        if self.degrade_prob > 0 and rng.random() < self.degrade_prob:  # no draw at 0: older runs stay bit-exact
+            d = degrade({k: np.ascontiguousarray(v) for k, v in d.items()}, rng)
         return d
 
     def _eval_resize(self, d: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -202,7 +202,8 @@ def _datasets(cfg: TrainConfig) -> tuple[MattingFrames, MattingFrames, str]:
     train_set = MattingFrames(cfg.root, train_frames, cfg.tree, cfg.guide_mode, crop=cfg.crop,
                               scale_range=(cfg.scale_min, cfg.scale_max), unknown_crop_prob=cfg.unknown_crop_prob,
                               jitter=cfg.jitter, with_fb=cfg.w_comp > 0, seed=cfg.seed,
-                              accurate_prob=cfg.accurate_guide_prob, cache_mb=cfg.cache_mb)
+                              accurate_prob=cfg.accurate_guide_prob, cache_mb=cfg.cache_mb,
+                              degrade_prob=cfg.degrade_prob)
     val_set = MattingFrames(cfg.root, val_frames, cfg.tree, cfg.guide_mode, with_fb=False,
                             eval_long_side=cfg.eval_long_side, seed=cfg.seed)
     summary = (f"{len(train_frames)} train frames ({len(train_clips)} clips), {len(val_frames)} val frames "

@@ -53,6 +53,7 @@ class TrainConfig:
     scale_max: float = 1.25
     unknown_crop_prob: float = 0.7
     jitter: float = 0.15
+    degrade_prob: float = 0.0       # share of training crops given a real camera's flaws (pipeline/degrade.py)
     num_workers: int = 4
     cache_mb: float = 2048.0        # decoded training frames kept in memory per loader process (0: decode each time)
     # model: the refiner's settings (model.config.RefinerConfig), the YAML's `model:` block, flags --model.<key>
@@ -259,6 +260,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "num_workers": (0, 256), "warmup_steps": (0, math.inf), "val_max_frames": (0, math.inf),
     "eval_long_side": (0, 16384), "cache_mb": (0, 1e7), "val_fraction": (0, 1), "accurate_guide_prob": (0, 1),
     "scale_min": (0.05, 8), "scale_max": (0.05, 8), "unknown_crop_prob": (0, 1), "jitter": (0, 1),
+    "degrade_prob": (0, 1),
     "lr": (0, 1), "min_lr_ratio": (0, 1), "weight_decay": (0, 1), "grad_clip": (0, 1e6),
     **{k: (0, 1e4) for k in ("w_l1", "w_lap", "w_grad", "w_comp", "w_wll", "w_whigh", "w_gate", "w_bce", "w_trust",
                             "stride8", "stride4", "stride1", "final")},
