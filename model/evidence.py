@@ -1,4 +1,6 @@
-"""Far flips need evidence from the image: the do-no-harm rule that does not rest on the trust head.
+"""Evidence from the image for what the model changes: do-no-harm rules that do not rest on the gate or the trust head.
+
+``far_flip_evidence``: far flips need evidence.
 
 The coarse output rule (``model.output_rule``) may flip a pixel far from the guide's boundary (a missing arm, a false
 blob); on real photographs the trust head calls accurate guides coarse half the time and those flips then punch
@@ -8,6 +10,25 @@ of the side it flips to than to the side it leaves, both measured around it (a `
 resolution) over the guide's pixels the model did not flip. A hole punched far inside a person has no background
 around it to resemble, and a flip into colours that belong to the side it leaves is refused: every refused pixel
 comes back to the guide, bit for bit. Changes within ``near_px`` of the boundary are the output rule's alone.
+
+``ring_colour_evidence``: the accurate rule's ring changes may rest on the image instead of the gate. With an
+accurate guide only the guide's boundary ring may change (``model.output_rule``), and only where the gate is sure
+(``accurate_gate_threshold``); on real photographs the gate is as miscalibrated as the trust head and shuts where
+the refinement is right (measured: the ring's ungated changes would have cut the accurate guides' error on real
+hair by a fifth, bench/RESULTS.md "The ring follows colour evidence"). So a ring pixel also takes the model's
+on-side refinement where the colour line agrees: the pixel's colour projected on the line between the local
+foreground and background colours (each the mean over a ``RING_WINDOW`` px box of the guide's own side, at least
+``RING_INNER`` px from its boundary) gives an alpha, and the refinement must land nearer that alpha than the guide
+does. Where the two sides' colours are closer than ``RING_SEPARATION`` (orange hair on a red wall) the line says
+nothing and the gate alone decides, as before.
+
+``ring_agreement``: is the guide accurate? The image's answer, not the trust head's. At an accurate guide's ring
+the colour line puts most pixels on the guide's own side of 0.5 (the truth is at the guide's 0.5 level); at a
+coarse guide's ring (grown, shrunk or blocky, so its boundary runs through solid foreground or background) about
+half of them. Measured over real photographs and the embedded test frames (bench/RESULTS.md, "The ring follows
+colour evidence"): accurate guides 0.58-0.96, coarse ones 0.47-0.57 except embedded mask guides that are nearly
+accurate. With ``--guide_quality auto`` a frame whose agreement reaches ``GUIDE_AGREEMENT`` gets the accurate
+rule whatever the trust head says (the trust head called 12 of 27 real accurate guides coarse).
 """
 from __future__ import annotations
 
@@ -23,6 +44,10 @@ SCALE = 4  # the colour statistics' resolution (1/4: a cell is 4x4 px)
 WINDOW = 33  # cells: the box (132 px at full resolution) over which each side's local colour is averaged
 RATIO = 0.7  # a flip must be at least this much closer (distance ratio) to the side it flips to
 MIN_SHARE = 0.05  # a side needs this share of the box to have a local colour at all
+RING_WINDOW = 31  # px: the box of the ring rule's local foreground and background colours
+RING_INNER = 3  # px: only guide pixels this far (Chebyshev; a ring pixel is 1 px) from its boundary vouch for a side
+RING_SEPARATION = 0.1  # the two sides' colours must be this far apart (RGB in [0, 1]) for their line to say anything
+GUIDE_AGREEMENT = 0.6  # ring agreement at which a guide counts as accurate (real accurate >= 0.58, coarse <= 0.57)
 
 
 def box_sum(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -80,3 +105,52 @@ def far_flip_evidence(image: torch.Tensor, guide: torch.Tensor, alpha: torch.Ten
     ok[n, 0, y, x] = torch.where(inside[n, 0, y, x], to_bg, to_fg)  # each flip by the side it leaves
     # far changes that do not flip (the coarse rule makes none) have nothing to vouch for them either
     return torch.where(changed & ~(flip & ok), guide, alpha)
+
+
+def colour_line_alpha(image: torch.Tensor, guide: torch.Tensor, window: int = RING_WINDOW, inner: int = RING_INNER,
+                      separation: float = RING_SEPARATION) -> tuple[torch.Tensor, torch.Tensor]:
+    """(alpha, valid), both (N,1,H,W): each pixel's colour projected on the line from its local background colour
+    to its local foreground colour (0 at the background, 1 at the foreground, clipped), and where that says
+    anything: both sides present in the ``window`` box and their colours at least ``separation`` apart. A side's
+    colour is the mean over the box of the guide's pixels of that side at least ``inner`` px from its boundary."""
+    image = image.float()
+    inside = guide >= 0.5
+    core = dilate(boundary_ring(guide) > 0, max(inner - 2, 0)) == 0  # >= inner px off (a ring pixel is 1 px off)
+    means, counts = [], []
+    for side in (inside & core, ~inside & core):
+        weight = side.float()
+        count = box_sum(weight, window)
+        means.append(box_sum(image * weight, window) / count.clamp(min=1.0))
+        counts.append(count)
+    (fg, n_fg), (bg, n_bg) = zip(means, counts)
+    line = fg - bg
+    length2 = line.square().sum(1, keepdim=True)
+    alpha = (((image - bg) * line).sum(1, keepdim=True) / length2.clamp(min=1e-8)).clamp(0, 1)
+    valid = (n_fg > 0) & (n_bg > 0) & (length2 >= separation ** 2)
+    return alpha, valid
+
+
+def ring_colour_evidence(image: torch.Tensor, guide: torch.Tensor, refined: torch.Tensor, alpha: torch.Tensor,
+                         accurate: torch.Tensor, window: int = RING_WINDOW, inner: int = RING_INNER,
+                         separation: float = RING_SEPARATION) -> torch.Tensor:
+    """``alpha`` (N,1,H,W) with, in each accurate-ruled frame (``accurate`` (N,) bool), every boundary-ring pixel
+    whose on-side refinement (``refined`` held on the guide's side of 0.5) lands nearer the colour line's alpha
+    than the guide does set to that refinement; see the module docstring. Other pixels and frames: ``alpha``."""
+    if not bool(accurate.any()):
+        return alpha
+    ring = boundary_ring(guide) > 0
+    on_side = torch.where(guide >= 0.5, refined.clamp(min=0.5), refined.clamp(max=0.5)).to(alpha.dtype)
+    line_alpha, valid = colour_line_alpha(image, guide, window, inner, separation)
+    toward = (on_side - line_alpha).abs() < (guide - line_alpha).abs()
+    take = ring & valid & toward & accurate.view(-1, 1, 1, 1)
+    return torch.where(take, on_side, alpha)
+
+
+def ring_agreement(image: torch.Tensor, guide: torch.Tensor, window: int = RING_WINDOW, inner: int = RING_INNER,
+                   separation: float = RING_SEPARATION) -> torch.Tensor:
+    """(N,) the share of each frame's boundary-ring pixels, among those where the colour line says anything
+    (``colour_line_alpha``), whose colour-line alpha is on the guide's side of 0.5; 0 where it says nothing."""
+    line_alpha, valid = colour_line_alpha(image, guide, window, inner, separation)
+    judged = (boundary_ring(guide) > 0) & valid
+    agree = judged & ((line_alpha >= 0.5) == (guide >= 0.5))
+    return agree.flatten(1).sum(1) / judged.flatten(1).sum(1).clamp(min=1)

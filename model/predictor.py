@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from model.checkpoint import load_refiner
-from model.evidence import far_flip_evidence
+from model.evidence import GUIDE_AGREEMENT, far_flip_evidence, ring_agreement, ring_colour_evidence
 from model.refiner import Refiner, RefinerOutput
 from model.sparse import coarse_ratio, refine_sparse
 
@@ -42,11 +42,16 @@ class Predictor:
     pass; ``guide_quality``: one of :data:`GUIDE_QUALITIES`; ``autocast``: a dtype to run under autocast on
     ``device`` (float16 for inference's ``--fp16``, the solver's AMP dtype), or None for fp32; ``far_evidence``:
     flips far from the guide's boundary are kept only where the image supports them (``model.evidence``; off
-    only to measure what it does)."""
+    only to measure what it does); ``ring_evidence``: with the accurate rule, a boundary-ring pixel the gate kept
+    shut also takes the refinement where the image's colour line supports it (``model.evidence``; the dense pass
+    only: the sparse path's tiles keep the gate's call); ``guide_check``: with ``guide_quality`` auto, a frame
+    whose guide the image agrees with (``model.evidence.ring_agreement`` >= ``GUIDE_AGREEMENT``) gets the
+    accurate rule whatever the trust head says (the others: the trust head's call). The three are off only to
+    measure what they do."""
 
     def __init__(self, model: Refiner, device: torch.device | str = "cpu", downsample_ratio: float | str = "auto",
                  dense: bool = False, guide_quality: str = "auto", autocast: torch.dtype | None = None,
-                 far_evidence: bool = True):
+                 far_evidence: bool = True, ring_evidence: bool = True, guide_check: bool = True):
         if guide_quality not in GUIDE_QUALITIES:
             raise ValueError(f"guide_quality must be one of {', '.join(GUIDE_QUALITIES)}, got {guide_quality!r}")
         if downsample_ratio != "auto" and not 0 < float(downsample_ratio) <= 1:
@@ -56,7 +61,7 @@ class Predictor:
         self.downsample_ratio, self.dense = downsample_ratio, dense
         self.guide_accurate = GUIDE_QUALITIES[guide_quality]
         self.autocast = autocast
-        self.far_evidence = far_evidence
+        self.far_evidence, self.ring_evidence, self.guide_check = far_evidence, ring_evidence, guide_check
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: torch.device | str = "cpu",
@@ -73,14 +78,28 @@ class Predictor:
     def __call__(self, image: torch.Tensor, guide: torch.Tensor) -> Prediction:
         """image (N,3,H,W) RGB in [0,1], guide (N,1,H,W) in [0,1], on any device."""
         image, guide = image.to(self.device), guide.to(self.device)
+        guide_accurate = self.guide_accurate
+        if guide_accurate is None and self.guide_check:
+            by_image = ring_agreement(image, guide) >= GUIDE_AGREEMENT
+            if bool(by_image.all()):
+                guide_accurate = True
+            elif bool(by_image.any()):  # a mixed batch: each frame with its own call
+                return _cat([self._run(image[i:i + 1], guide[i:i + 1], True if by_image[i] else None)
+                             for i in range(image.shape[0])])
+        return self._run(image, guide, guide_accurate)
+
+    def _run(self, image: torch.Tensor, guide: torch.Tensor, guide_accurate: bool | None) -> Prediction:
         ratio = self.ratio_for(*image.shape[-2:])
         on = self.autocast is not None
         with torch.autocast(self.device.type, dtype=self.autocast) if on else contextlib.nullcontext():
             if ratio >= 1.0:
-                out = self.model(image, guide, guide_accurate=self.guide_accurate)
+                out = self.model(image, guide, guide_accurate=guide_accurate)
                 alpha, accurate, dense, ratio = out.alpha, out.accurate, out, 1.0
+                if self.ring_evidence:
+                    alpha = ring_colour_evidence(image, guide.to(alpha.dtype), out.refined, alpha, accurate)
+                    dense = dataclasses.replace(dense, alpha=alpha)
             else:
-                sparse = refine_sparse(self.model, image, guide, ratio, self.guide_accurate)
+                sparse = refine_sparse(self.model, image, guide, ratio, guide_accurate)
                 alpha, accurate, dense, ratio = sparse.alpha, sparse.accurate, None, sparse.ratio
         if self.far_evidence:  # the accurate rule never changes a far pixel: only coarse-ruled frames can change
             alpha = far_flip_evidence(image, guide.to(alpha.dtype), alpha)
@@ -93,3 +112,20 @@ class Predictor:
         x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
         g = torch.from_numpy(np.ascontiguousarray(guide))[None, None]
         return self(x, g).alpha[0, 0].float().cpu().numpy()
+
+
+def _cat(parts: list[Prediction]) -> Prediction:
+    """One prediction of a batch run frame by frame (the frames share a size, so a ratio and a path)."""
+    def cat(values):
+        first = values[0]
+        if isinstance(first, torch.Tensor):
+            return torch.cat(values)
+        if isinstance(first, dict):
+            return {k: torch.cat([v[k] for v in values]) for k in first}
+        return first
+    dense = None
+    if all(p.dense is not None for p in parts):
+        kind = type(parts[0].dense)  # RefinerOutput (or a test's stand-in dataclass)
+        dense = kind(**{f.name: cat([getattr(p.dense, f.name) for p in parts]) for f in dataclasses.fields(kind)})
+    return Prediction(torch.cat([p.alpha for p in parts]), torch.cat([p.accurate for p in parts]), parts[0].ratio,
+                      dense)

@@ -1,5 +1,6 @@
 """model.evidence: far flips are kept only where the image supports them; everything else far comes back to the
-guide bit for bit, and nothing near the guide's boundary is touched."""
+guide bit for bit, and nothing near the guide's boundary is touched. The accurate rule's ring takes the
+refinement where the colour line agrees, and nothing else changes."""
 import dataclasses
 
 import numpy as np
@@ -7,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.evidence import NEAR_PX, box_sum, far_flip_evidence
+from model.evidence import (GUIDE_AGREEMENT, NEAR_PX, box_sum, colour_line_alpha, far_flip_evidence, ring_agreement,
+                            ring_colour_evidence)
 from model.masks import boundary_ring, dilate
 from model.predictor import Predictor
 
@@ -92,6 +94,7 @@ def test_nothing_far_changed_returns_the_alpha_itself():
 class StubOutput:
     alpha: torch.Tensor
     accurate: torch.Tensor
+    refined: torch.Tensor | None = None
 
 
 class HolePuncher(torch.nn.Module):
@@ -102,7 +105,7 @@ class HolePuncher(torch.nn.Module):
         alpha = guide.clone()
         alpha[..., 40:56, 40:56] = 0.0
         alpha[..., 15:18, 30:60] = 0.6
-        return StubOutput(alpha, torch.zeros(guide.shape[0], dtype=torch.bool))
+        return StubOutput(alpha, torch.zeros(guide.shape[0], dtype=torch.bool), alpha)
 
 
 def test_the_predictor_applies_it_and_only_ever_moves_pixels_back_to_the_guide():
@@ -117,3 +120,186 @@ def test_the_predictor_applies_it_and_only_ever_moves_pixels_back_to_the_guide()
     near = dilate(boundary_ring(guide) > 0, NEAR_PX) > 0
     assert torch.equal(on.alpha[near], off.alpha[near]) and (off.alpha[near] != guide[near]).any()
     np.testing.assert_array_equal(on.alpha.numpy(), far_flip_evidence(image, guide, off.alpha).numpy())
+
+
+# ------------------------------------------------------------------------------------------ the ring's colour line
+def _line_alpha_by_loops(image: np.ndarray, guide: np.ndarray, window: int, inner: int, separation: float):
+    """colour_line_alpha for one frame, pixel by pixel: the side means over the box of core pixels."""
+    h, w = guide.shape
+    inside = guide >= 0.5
+    ring = np.zeros_like(inside)
+    for y in range(h):
+        for x in range(w):
+            nb = inside[max(0, y - 1):y + 2, max(0, x - 1):x + 2]
+            ring[y, x] = nb.any() and (~nb).any()
+    core = np.ones_like(inside)
+    r_out = inner - 2
+    for y, x in zip(*np.nonzero(ring)):
+        core[max(0, y - r_out):y + r_out + 1, max(0, x - r_out):x + r_out + 1] = False
+    alpha, valid, r = np.zeros((h, w)), np.zeros((h, w), bool), window // 2
+    for y in range(h):
+        for x in range(w):
+            box = (slice(max(0, y - r), y + r + 1), slice(max(0, x - r), x + r + 1))
+            fg_px = image[box][(inside & core)[box]]
+            bg_px = image[box][(~inside & core)[box]]
+            if len(fg_px) == 0 or len(bg_px) == 0:
+                continue
+            line = fg_px.mean(0) - bg_px.mean(0)
+            alpha[y, x] = np.clip((image[y, x] - bg_px.mean(0)) @ line / max(line @ line, 1e-8), 0, 1)
+            valid[y, x] = line @ line >= separation ** 2
+    return alpha, valid
+
+
+def test_colour_line_alpha_matches_a_pixel_by_pixel_computation():
+    rng = np.random.default_rng(0)
+    image = rng.random((20, 24, 3))
+    guide = np.zeros((20, 24), np.float32)
+    guide[4:15, 6:20] = 1
+    got_a, got_v = colour_line_alpha(torch.from_numpy(image).permute(2, 0, 1)[None], torch.from_numpy(guide)[None, None],
+                                     window=7, inner=3, separation=0.3)
+    ref_a, ref_v = _line_alpha_by_loops(image, guide, 7, 3, 0.3)
+    np.testing.assert_array_equal(got_v[0, 0].numpy(), ref_v)
+    assert ref_v.any() and not ref_v.all()
+    np.testing.assert_allclose(got_a[0, 0].numpy()[ref_v], ref_a[ref_v], atol=1e-5)
+
+
+def soft_edge_scene(fg=RED, bg=GREEN, size: int = 64, soft: tuple = (0.8, 0.6, 0.4, 0.2)):
+    """A person filling the left half, its truth falling over columns 30-33 (``soft``; all 1 or 0: a hard edge),
+    the image their composite, and the truth's accurate guide. The guide's ring: columns 31 (inside) and 32."""
+    truth = torch.zeros(1, 1, size, size)
+    truth[..., :30] = 1
+    for j, a in enumerate(soft):
+        truth[..., 30 + j] = a
+    f, b = torch.tensor(fg).view(1, 3, 1, 1), torch.tensor(bg).view(1, 3, 1, 1)
+    image = truth * f + (1 - truth) * b
+    return image, (truth >= 0.5).float(), truth
+
+
+def test_the_ring_takes_a_refinement_the_colours_support_and_nothing_else_changes():
+    image, guide, truth = soft_edge_scene()
+    refined = truth.clone()
+    refined[..., 10:20, 10:20] = 0.0  # a hole far inside: never the ring's business
+    gated = guide.clone()  # the gate kept the ring shut
+    out = ring_colour_evidence(image, guide, refined, gated, torch.tensor([True]))
+    ring = boundary_ring(guide) > 0
+    assert torch.equal(ring[0, 0, 0].nonzero().flatten(), torch.tensor([31, 32]))
+    assert torch.equal(out[~ring], guide[~ring])
+    torch.testing.assert_close(out[ring], truth[ring])  # 0.6 inside, 0.4 outside: the colours' own alpha
+    # a change across the guide's 0.5 is held on its side: 0.1 inside becomes 0.5, nearer 0.6 than 1 is
+    across = truth.clone()
+    across[..., 31] = 0.1
+    out = ring_colour_evidence(image, guide, across, gated, torch.tensor([True]))
+    torch.testing.assert_close(out[..., 31], torch.full_like(out[..., 31], 0.5))
+    # a frame with the coarse rule is left alone
+    assert ring_colour_evidence(image, guide, refined, gated, torch.tensor([False])) is gated
+
+
+def test_softening_a_hard_edge_the_colours_call_solid_is_refused():
+    image, guide, truth = soft_edge_scene(soft=(1.0, 1.0, 0.0, 0.0))
+    refined = truth.clone()
+    refined[..., 31], refined[..., 32] = 0.7, 0.3  # the colour line says 1 and 0 there
+    gated = guide.clone()
+    gated[..., :8, 31] = 0.95  # where the gate itself opened, its call stands
+    out = ring_colour_evidence(image, guide, refined, gated, torch.tensor([True]))
+    assert torch.equal(out, gated)
+
+
+def test_sides_of_one_colour_say_nothing_and_the_gate_alone_decides():
+    image, guide, truth = soft_edge_scene(fg=(0.5, 0.3, 0.3), bg=(0.5, 0.32, 0.3))  # 0.02 apart
+    gated = guide.clone()
+    gated[..., 29:31] = 0.9
+    out = ring_colour_evidence(image, guide, truth, gated, torch.tensor([True]))
+    assert torch.equal(out, gated)
+
+
+class RingStub(torch.nn.Module):
+    """A refiner whose gate stays shut (alpha = guide) while its refinement is the soft truth of the scene."""
+
+    def __init__(self, truth):
+        super().__init__()
+        self.truth = truth
+
+    def forward(self, image, guide, guide_accurate=None):
+        accurate = torch.full((guide.shape[0],), bool(guide_accurate), dtype=torch.bool)
+        return StubOutput(guide.clone(), accurate, self.truth.clone())
+
+
+def test_the_predictor_applies_the_ring_rule_to_accurate_ruled_frames_only():
+    image, guide, truth = soft_edge_scene()
+    told = Predictor(RingStub(truth), guide_quality="accurate")(image, guide)
+    ring = boundary_ring(guide) > 0
+    torch.testing.assert_close(told.alpha[ring], truth[ring])
+    assert torch.equal(told.dense.alpha, told.alpha)
+    off = Predictor(RingStub(truth), guide_quality="accurate", ring_evidence=False)(image, guide)
+    assert torch.equal(off.alpha, guide)
+    coarse = Predictor(RingStub(truth), guide_quality="coarse")(image, guide)
+    assert torch.equal(coarse.alpha, guide)
+
+
+# ------------------------------------------------------------------------------------------ the image's call
+def test_ring_agreement_is_the_share_of_judged_ring_pixels_on_the_guides_side():
+    rng = np.random.default_rng(1)
+    image = rng.random((20, 24, 3))
+    guide = np.zeros((20, 24), np.float32)
+    guide[4:15, 6:20] = 1
+    line_alpha, valid = _line_alpha_by_loops(image, guide, 31, 3, 0.1)
+    ring = (boundary_ring(torch.from_numpy(guide)[None, None]) > 0)[0, 0].numpy() & valid
+    ref = ((line_alpha >= 0.5) == (guide >= 0.5))[ring].mean()
+    got = ring_agreement(torch.from_numpy(image).permute(2, 0, 1)[None], torch.from_numpy(guide)[None, None])
+    assert got.shape == (1,) and got.item() == pytest.approx(ref, abs=1e-6)
+
+
+def test_an_accurate_guide_agrees_with_the_image_and_a_grown_one_does_not():
+    image, guide, _ = soft_edge_scene()
+    grown = torch.zeros_like(guide)
+    grown[..., :36] = 1  # 4 px too far out: its ring runs through the green background
+    both = ring_agreement(torch.cat([image, image]), torch.cat([guide, grown]))
+    assert both[0] == 1.0 and both[1] < 0.6 <= GUIDE_AGREEMENT
+    flat, _, _ = soft_edge_scene(fg=GREEN, bg=GREEN)
+    assert ring_agreement(flat, guide).item() == 0.0  # the colours say nothing: no vote
+
+
+class TrustStub(torch.nn.Module):
+    """A refiner whose trust head calls every guide coarse; told, it uses the rule it is told. Its coarse rule
+    softens the whole ring to 0.5, its accurate rule leaves the guide."""
+
+    def forward(self, image, guide, guide_accurate=None):
+        accurate = torch.full((guide.shape[0],), bool(guide_accurate), dtype=torch.bool)
+        alpha = guide.clone()
+        ring = boundary_ring(guide) > 0
+        coarse = (~accurate).view(-1, 1, 1, 1) & ring
+        alpha[coarse] = 0.5
+        return StubOutput(alpha, accurate, guide.clone())
+
+
+def test_auto_gives_the_accurate_rule_to_a_guide_the_image_agrees_with_frame_by_frame():
+    image, guide, _ = soft_edge_scene()
+    grown = torch.zeros_like(guide)
+    grown[..., :36] = 1
+    batch = Predictor(TrustStub())(torch.cat([image, image]), torch.cat([guide, grown]))
+    assert batch.accurate.tolist() == [True, False]
+    assert torch.equal(batch.alpha[0], guide[0]) and (batch.alpha[1] == 0.5).any()
+    one = [Predictor(TrustStub())(image, g) for g in (guide, grown)]
+    assert torch.equal(batch.alpha, torch.cat([p.alpha for p in one]))
+    assert torch.equal(batch.dense.alpha, batch.alpha) and batch.dense.refined.shape == batch.alpha.shape
+    off = Predictor(TrustStub(), guide_check=False)(image, guide)
+    assert off.accurate.tolist() == [False]  # the trust head's own call
+    told = Predictor(TrustStub(), guide_quality="coarse")(image, guide)
+    assert told.accurate.tolist() == [False]  # a rule the user chose is never overridden
+
+
+def test_a_mixed_batch_through_a_real_refiner_is_its_frames_one_by_one():
+    from model.refiner import build_refiner
+
+    torch.manual_seed(0)
+    model = build_refiner("light", base_channels=8)
+    image, guide, _ = soft_edge_scene()
+    grown = torch.zeros_like(guide)
+    grown[..., :36] = 1
+    predictor = Predictor(model)
+    batch = predictor(torch.cat([image, image]), torch.cat([guide, grown]))
+    one = [predictor(image, g) for g in (guide, grown)]
+    assert batch.accurate[0] and batch.accurate.tolist()[0] == one[0].accurate.item()
+    torch.testing.assert_close(batch.alpha, torch.cat([p.alpha for p in one]))
+    torch.testing.assert_close(batch.dense.focus_map, torch.cat([p.dense.focus_map for p in one]))
+    assert batch.dense.alpha_os[8].shape[0] == 2
