@@ -11,16 +11,15 @@ resolution) over the guide's pixels the model did not flip. A hole punched far i
 around it to resemble, and a flip into colours that belong to the side it leaves is refused: every refused pixel
 comes back to the guide, bit for bit. Changes within ``near_px`` of the boundary are the output rule's alone.
 
-``ring_colour_evidence``: the accurate rule's ring changes may rest on the image instead of the gate. With an
-accurate guide only the guide's boundary ring may change (``model.output_rule``), and only where the gate is sure
-(``accurate_gate_threshold``); on real photographs the gate is as miscalibrated as the trust head and shuts where
-the refinement is right (measured: the ring's ungated changes would have cut the accurate guides' error on real
-hair by a fifth, bench/RESULTS.md "The ring follows colour evidence"). So a ring pixel also takes the model's
-on-side refinement where the colour line agrees: the pixel's colour projected on the line between the local
-foreground and background colours (each the mean over a ``RING_WINDOW`` px box of the guide's own side, at least
-``RING_INNER`` px from its boundary) gives an alpha, and the refinement must land nearer that alpha than the guide
-does. Where the two sides' colours are closer than ``RING_SEPARATION`` (orange hair on a red wall) the line says
-nothing and the gate alone decides, as before.
+``ring_colour_evidence``: the accurate rule's ring changes rest on the image, not on the gate. With an accurate
+guide only the guide's boundary ring may change (``model.output_rule``), and only where the gate is sure
+(``accurate_gate_threshold``); on real photographs the gate is as miscalibrated as the trust head: it shuts where
+the refinement is right and opens where it is wrong (bench/RESULTS.md, "The ring follows colour evidence"). So
+the colour line judges each ring pixel: the pixel's colour projected on the line between the local foreground
+and background colours (each the mean over a ``RING_WINDOW`` px box of the guide's own side, at least
+``RING_INNER`` px from its boundary) gives an alpha, and the model's on-side refinement is taken where it lands
+nearer that alpha than the guide does, refused (the guide) where it does not. Where the two sides' colours are
+closer than ``RING_SEPARATION`` (orange hair on a red wall) the line says nothing and the gate decides, as before.
 
 ``ring_agreement``: is the guide accurate? The image's answer, not the trust head's. At an accurate guide's ring
 the colour line puts most pixels on the guide's own side of 0.5 (the truth is at the guide's 0.5 level); at a
@@ -133,17 +132,18 @@ def colour_line_alpha(image: torch.Tensor, guide: torch.Tensor, window: int = RI
 def ring_colour_evidence(image: torch.Tensor, guide: torch.Tensor, refined: torch.Tensor, alpha: torch.Tensor,
                          accurate: torch.Tensor, window: int = RING_WINDOW, inner: int = RING_INNER,
                          separation: float = RING_SEPARATION) -> torch.Tensor:
-    """``alpha`` (N,1,H,W) with, in each accurate-ruled frame (``accurate`` (N,) bool), every boundary-ring pixel
-    whose on-side refinement (``refined`` held on the guide's side of 0.5) lands nearer the colour line's alpha
-    than the guide does set to that refinement; see the module docstring. Other pixels and frames: ``alpha``."""
+    """``alpha`` (N,1,H,W) where, in each accurate-ruled frame (``accurate`` (N,) bool), the colour line judges
+    the boundary ring: a ring pixel where it says anything is the on-side refinement (``refined`` held on the
+    guide's side of 0.5) if that lands nearer the line's alpha than the guide does, else the guide; see the module
+    docstring. Ring pixels where the line says nothing, other pixels and frames: ``alpha`` (the gate's call)."""
     if not bool(accurate.any()):
         return alpha
     ring = boundary_ring(guide) > 0
     on_side = torch.where(guide >= 0.5, refined.clamp(min=0.5), refined.clamp(max=0.5)).to(alpha.dtype)
     line_alpha, valid = colour_line_alpha(image, guide, window, inner, separation)
     toward = (on_side - line_alpha).abs() < (guide - line_alpha).abs()
-    take = ring & valid & toward & accurate.view(-1, 1, 1, 1)
-    return torch.where(take, on_side, alpha)
+    judged = ring & valid & accurate.view(-1, 1, 1, 1)
+    return torch.where(judged, torch.where(toward, on_side, guide.to(alpha.dtype)), alpha)
 
 
 def ring_agreement(image: torch.Tensor, guide: torch.Tensor, window: int = RING_WINDOW, inner: int = RING_INNER,

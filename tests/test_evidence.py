@@ -194,14 +194,16 @@ def test_the_ring_takes_a_refinement_the_colours_support_and_nothing_else_change
     assert ring_colour_evidence(image, guide, refined, gated, torch.tensor([False])) is gated
 
 
-def test_softening_a_hard_edge_the_colours_call_solid_is_refused():
+def test_softening_a_hard_edge_the_colours_call_solid_is_refused_even_where_the_gate_opened():
     image, guide, truth = soft_edge_scene(soft=(1.0, 1.0, 0.0, 0.0))
     refined = truth.clone()
     refined[..., 31], refined[..., 32] = 0.7, 0.3  # the colour line says 1 and 0 there
     gated = guide.clone()
-    gated[..., :8, 31] = 0.95  # where the gate itself opened, its call stands
+    gated[..., :8, 31] = 0.7  # the gate opened here: the colour line overrules it
+    gated[..., 20:30, 10] = 0.3  # off the ring: not the line's business
     out = ring_colour_evidence(image, guide, refined, gated, torch.tensor([True]))
-    assert torch.equal(out, gated)
+    ring = boundary_ring(guide) > 0
+    assert torch.equal(out[ring], guide[ring]) and torch.equal(out[~ring], gated[~ring])
 
 
 def test_sides_of_one_colour_say_nothing_and_the_gate_alone_decides():
