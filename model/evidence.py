@@ -138,12 +138,18 @@ def ring_colour_evidence(image: torch.Tensor, guide: torch.Tensor, refined: torc
     docstring. Ring pixels where the line says nothing, other pixels and frames: ``alpha`` (the gate's call)."""
     if not bool(accurate.any()):
         return alpha
-    ring = boundary_ring(guide) > 0
-    on_side = torch.where(guide >= 0.5, refined.clamp(min=0.5), refined.clamp(max=0.5)).to(alpha.dtype)
     line_alpha, valid = colour_line_alpha(image, guide, window, inner, separation)
+    return judge_ring(guide, refined, alpha, line_alpha, valid & accurate.view(-1, 1, 1, 1), boundary_ring(guide) > 0)
+
+
+def judge_ring(guide: torch.Tensor, refined: torch.Tensor, alpha: torch.Tensor, line_alpha: torch.Tensor,
+               valid: torch.Tensor, ring: torch.Tensor) -> torch.Tensor:
+    """The colour line's verdict on ``ring`` pixels where it is ``valid``: the on-side refinement if it lands
+    nearer ``line_alpha`` than the guide does, else the guide; every other pixel: ``alpha``. All (N,1,H,W); the
+    sparse path calls it on tiles with the full frame's line (``colour_line_alpha``) cut to them."""
+    on_side = torch.where(guide >= 0.5, refined.clamp(min=0.5), refined.clamp(max=0.5)).to(alpha.dtype)
     toward = (on_side - line_alpha).abs() < (guide - line_alpha).abs()
-    judged = ring & valid & accurate.view(-1, 1, 1, 1)
-    return torch.where(judged, torch.where(toward, on_side, guide.to(alpha.dtype)), alpha)
+    return torch.where(ring & valid, torch.where(toward, on_side, guide.to(alpha.dtype)), alpha)
 
 
 def ring_agreement(image: torch.Tensor, guide: torch.Tensor, window: int = RING_WINDOW, inner: int = RING_INNER,

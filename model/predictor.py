@@ -42,9 +42,9 @@ class Predictor:
     pass; ``guide_quality``: one of :data:`GUIDE_QUALITIES`; ``autocast``: a dtype to run under autocast on
     ``device`` (float16 for inference's ``--fp16``, the solver's AMP dtype), or None for fp32; ``far_evidence``:
     flips far from the guide's boundary are kept only where the image supports them (``model.evidence``; off
-    only to measure what it does); ``ring_evidence``: with the accurate rule, a boundary-ring pixel the gate kept
-    shut also takes the refinement where the image's colour line supports it (``model.evidence``; the dense pass
-    only: the sparse path's tiles keep the gate's call); ``guide_check``: with ``guide_quality`` auto, a frame
+    only to measure what it does); ``ring_evidence``: with the accurate rule, the image's colour line judges each
+    boundary-ring pixel where it says anything, not the gate (``model.evidence``; the sparse path judges the ring
+    in the tiles it runs); ``guide_check``: with ``guide_quality`` auto, a frame
     whose guide the image agrees with (``model.evidence.ring_agreement`` >= ``GUIDE_AGREEMENT``) gets the
     accurate rule whatever the trust head says (the others: the trust head's call). The three are off only to
     measure what they do."""
@@ -99,7 +99,8 @@ class Predictor:
                     alpha = ring_colour_evidence(image, guide.to(alpha.dtype), out.refined, alpha, accurate)
                     dense = dataclasses.replace(dense, alpha=alpha)
             else:
-                sparse = refine_sparse(self.model, image, guide, ratio, guide_accurate)
+                sparse = refine_sparse(self.model, image, guide, ratio, guide_accurate,
+                                       ring_evidence=self.ring_evidence)
                 alpha, accurate, dense, ratio = sparse.alpha, sparse.accurate, None, sparse.ratio
         if self.far_evidence:  # the accurate rule never changes a far pixel: only coarse-ruled frames can change
             alpha = far_flip_evidence(image, guide.to(alpha.dtype), alpha)

@@ -35,6 +35,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from model.evidence import colour_line_alpha, judge_ring, ring_colour_evidence
 from model.fine import RADIUS, fine_output
 from model.masks import boundary_band, boundary_ring, dilate, or_window
 from model.output_rule import output_rule
@@ -128,11 +129,14 @@ def allowed(guide: torch.Tensor, accurate: bool, flips: torch.Tensor | None) -> 
 
 @torch.no_grad()
 def refine_sparse(model: Refiner, image: torch.Tensor, guide: torch.Tensor, downsample_ratio: float | str = "auto",
-                  guide_accurate: bool | None = None, tile: int = FINE_TILE) -> SparseOutput:
+                  guide_accurate: bool | None = None, tile: int = FINE_TILE,
+                  ring_evidence: bool = False) -> SparseOutput:
     """Alpha of ``image`` (N,3,H,W in [0,1]) given ``guide`` (N,1,H,W): a coarse pass at ``downsample_ratio``
     and the fine stage in ``tile``-px tiles where the refiner can change the guide (module docstring). A ratio of
     1 (what "auto" gives below ``1.5 * COARSE_LONG_SIDE`` px on the long side) is the dense pass itself.
-    ``guide_accurate`` forces the rule (None: the trust head's call on the coarse pass)."""
+    ``guide_accurate`` forces the rule (None: the trust head's call on the coarse pass). ``ring_evidence``: with
+    the accurate rule, the colour line judges the ring in every tile run (``model.evidence``; ring pixels in no
+    tile keep the guide). The dense pass here is the model's alone: the caller judges it."""
     if tile < 4 or tile % 4:
         raise ValueError(f"tile must be a positive multiple of 4, got {tile}")
     n, _, h, w = image.shape
@@ -145,7 +149,8 @@ def refine_sparse(model: Refiner, image: torch.Tensor, guide: torch.Tensor, down
         _warn_untrained_fine()
     alphas, rules, coverage, counts = [], [], [], []
     for i in range(n):
-        a, accurate, cov, count = _refine_one(model, image[i:i + 1], guide[i:i + 1], ratio, guide_accurate, tile)
+        a, accurate, cov, count = _refine_one(model, image[i:i + 1], guide[i:i + 1], ratio, guide_accurate, tile,
+                                              ring_evidence)
         alphas.append(a), rules.append(accurate), coverage.append(cov), counts.append(count)
     dev = image.device
     return SparseOutput(torch.cat(alphas), torch.tensor(rules, device=dev), torch.tensor(coverage, device=dev),
@@ -316,14 +321,14 @@ def refine_windows(model: Refiner, image: torch.Tensor, guide: torch.Tensor, map
 
 
 def _refine_one(model: Refiner, image: torch.Tensor, guide: torch.Tensor, ratio: float,
-                guide_accurate: bool | None, tile: int) -> tuple[torch.Tensor, bool, float, int]:
+                guide_accurate: bool | None, tile: int, ring_evidence: bool = False) -> tuple[torch.Tensor, bool, float, int]:
     h, w = image.shape[-2:]
     coarse, small_guide, covers = coarse_pass(model, image, guide, ratio, guide_accurate)
     accurate = bool(coarse.accurate[0])
     if not model.fine_trained:
         flips = None if accurate else _grown_full((coarse.alpha >= 0.5) != (small_guide >= 0.5), covers, (h, w))
         need = allowed(guide, accurate, flips) & _grown_full(coarse.gate > 0, covers, (h, w))
-        alpha, coverage, count = _tiles(model, image, guide, need, accurate, TILE, MARGIN)
+        alpha, coverage, count = _tiles(model, image, guide, need, accurate, TILE, MARGIN, ring_evidence)
         return alpha, accurate, coverage, count
 
     # the tiles the rule lets change (the guide's ring, or its band plus the coarse flips) where the coarse gate
@@ -341,10 +346,15 @@ def _refine_one(model: Refiner, image: torch.Tensor, guide: torch.Tensor, ratio:
     th, tw = grid.shape
     canvas = F.pad(guide, (0, tw * tile - w, 0, th * tile - h))
     cells = canvas.unfold(2, tile, tile).unfold(3, tile, tile)  # (1,1,th,tw,tile,tile): a view, written in place
+    line = colour_line_alpha(image, guide) if accurate and ring_evidence else None  # once for the frame
     for start in range(0, len(rows), FINE_BATCH):
         r, c = rows[start:start + FINE_BATCH], cols[start:start + FINE_BATCH]
-        cells[0, :, r, c] = refine_windows(model, image, guide, maps, r * tile, c * tile, tile,
-                                           accurate).alpha.permute(1, 0, 2, 3).to(canvas.dtype)
+        win = refine_windows(model, image, guide, maps, r * tile, c * tile, tile, accurate)
+        alpha = win.alpha
+        if line is not None:
+            cut = [_gather(t.to(image.dtype), r * tile, c * tile, tile) for t in line]
+            alpha = judge_ring(win.guide, win.refined, alpha, cut[0], cut[1] > 0.5, win.region > 0)
+        cells[0, :, r, c] = alpha.permute(1, 0, 2, 3).to(canvas.dtype)
     heights = (h - rows * tile).clamp(max=tile)
     widths = (w - cols * tile).clamp(max=tile)
     return canvas[..., :h, :w], accurate, float((heights * widths).sum()) / (h * w), len(rows)
@@ -357,7 +367,7 @@ def _grown_full(coarse_mask: torch.Tensor, covers: tuple[int, int], size: tuple[
 
 
 def _tiles(model: Refiner, image: torch.Tensor, guide: torch.Tensor, need: torch.Tensor, accurate: bool, tile: int,
-           margin: int) -> tuple[torch.Tensor, float, int]:
+           margin: int, ring_evidence: bool = False) -> tuple[torch.Tensor, float, int]:
     """The guide with every ``tile``-px cell that holds a ``need`` pixel replaced by the refiner's output there,
     each cell run with ``margin`` px of context; returns (alpha, fraction of pixels in those cells, their number)."""
     h, w = image.shape[-2:]
@@ -375,7 +385,11 @@ def _tiles(model: Refiner, image: torch.Tensor, guide: torch.Tensor, need: torch
         cells = chosen[start:start + TILE_BATCH]
         imgs = torch.cat([big_image[..., r * tile: r * tile + crop, c * tile: c * tile + crop] for r, c in cells])
         gds = torch.cat([big_guide[..., r * tile: r * tile + crop, c * tile: c * tile + crop] for r, c in cells])
-        out = model(imgs, gds, guide_accurate=accurate).alpha[..., margin: margin + tile, margin: margin + tile]
+        res = model(imgs, gds, guide_accurate=accurate)
+        out = res.alpha
+        if accurate and ring_evidence:  # the colour line's box (15 px each way) lies within the crop's margin
+            out = ring_colour_evidence(imgs, gds, res.refined, out, res.accurate)
+        out = out[..., margin: margin + tile, margin: margin + tile]
         for k, (r, c) in enumerate(cells):
             y, x = r * tile, c * tile
             hh, ww = min(tile, h - y), min(tile, w - x)

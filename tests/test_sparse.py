@@ -137,8 +137,9 @@ def fine_dense(model, image, guide, maps, accurate):
                          accurate)
 
 
-def _dense_reference(model, image, guide, ratio, accurate):
-    """The fine stage over the whole frame (edge-padded to even size) and the output rule over the whole frame."""
+def _dense_reference(model, image, guide, ratio, accurate, with_refined=False):
+    """The fine stage over the whole frame (edge-padded to even size) and the output rule over the whole frame
+    (with ``with_refined``, also the fine stage's refinement before the rule)."""
     h, w = image.shape[-2:]
     coarse, _, covers = coarse_pass(model, image, guide, ratio, accurate)
     hp, wp = h + h % 2, w + w % 2
@@ -153,6 +154,8 @@ def _dense_reference(model, image, guide, ratio, accurate):
         refined, gate = fine_dense(model, pad(image, (hp, wp)), pad(guide, (hp, wp)), maps, accurate)
         alpha, _ = output_rule(pad(guide, (hp, wp)), refined, gate, torch.tensor([accurate]), model.config.gate_threshold,
                                model.config.flip_threshold, model.config.accurate_gate_threshold)
+    if with_refined:
+        return alpha[..., :h, :w], refined[..., :h, :w]
     return alpha[..., :h, :w]
 
 
@@ -280,3 +283,42 @@ def test_box_filter_is_avg_pool_for_both_layouts():
             got = box_filter(x, k)
             assert got.is_contiguous() or k == 1
             assert torch.allclose(got, torch.nn.functional.avg_pool2d(x, k), atol=1e-6, rtol=0), k
+
+
+# ------------------------------------------------------------------------------------------ the ring's colour line
+def _two_colour_frame(h=200, w=264, seed=0):
+    """_frame's box person in red on green, with noise: a colour line the ring evidence can read."""
+    image, guide = _frame(h, w, seed)
+    red, green = torch.tensor([0.9, 0.1, 0.1]).view(1, 3, 1, 1), torch.tensor([0.1, 0.8, 0.2]).view(1, 3, 1, 1)
+    return (guide * red + (1 - guide) * green + 0.2 * (image - 0.5)).clamp(0, 1), guide
+
+
+@pytest.mark.parametrize("size,ratio", [((200, 264), 0.5), ((203, 259), 1 / 3)])
+def test_ring_evidence_in_fine_tiles_is_the_whole_frame_judged(size, ratio):
+    """The sparse path's tiles judge the ring with the whole frame's colour line: inside the tiles the output is
+    the dense fine stage and rule, judged over the whole frame; outside them the guide."""
+    from model.evidence import colour_line_alpha, judge_ring
+
+    model = _with_fine()
+    image, guide = _two_colour_frame(*size)
+    out = refine_sparse(model, image, guide, downsample_ratio=ratio, guide_accurate=True, ring_evidence=True)
+    plain = refine_sparse(model, image, guide, downsample_ratio=ratio, guide_accurate=True)
+    alpha, refined = _dense_reference(model, image, guide, ratio, True, with_refined=True)
+    line, valid = colour_line_alpha(image, guide)
+    ref = judge_ring(guide, refined, alpha, line, valid, boundary_ring(guide) > 0)
+    changed = out.alpha != guide
+    assert changed.sum() > 10 and not torch.equal(out.alpha, plain.alpha)
+    torch.testing.assert_close(out.alpha[changed], ref[changed], rtol=0, atol=1e-6)
+    assert not changed[boundary_ring(guide) == 0].any()
+
+
+def test_ring_evidence_in_the_fallback_tiles_is_the_dense_pass_judged():
+    from model.evidence import ring_colour_evidence
+
+    model = _forced(gate_bias=30.0, refine_bias=-0.2)  # open gate, refinement 0.45 everywhere: context-free
+    image, guide = _two_colour_frame()
+    out = refine_sparse(model, image, guide, downsample_ratio=0.5, guide_accurate=True, ring_evidence=True)
+    dense = model(image, guide, guide_accurate=True)
+    ref = ring_colour_evidence(image, guide, dense.refined, dense.alpha, dense.accurate)
+    assert not torch.equal(ref, dense.alpha)  # the line refuses some of the gate's softening
+    torch.testing.assert_close(out.alpha, ref, rtol=0, atol=1e-6)
