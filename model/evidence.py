@@ -18,7 +18,8 @@ the refinement is right and opens where it is wrong (bench/RESULTS.md, "The ring
 the colour line judges each ring pixel: the pixel's colour projected on the line between the local foreground
 and background colours (each the mean over a ``RING_WINDOW`` px box of the guide's own side, at least
 ``RING_INNER`` px from its boundary) gives an alpha, and the model's on-side refinement is taken where it lands
-nearer that alpha than the guide does, refused (the guide) where it does not. Where the two sides' colours are
+nearer that alpha than the guide does and the gate leans open (``RING_PROPOSAL``: the refiner proposes, the image
+disposes; an untrained refiner, gate 0.27, still returns its guide exactly), refused (the guide) elsewhere. Where the two sides' colours are
 closer than ``RING_SEPARATION`` (orange hair on a red wall) the line says nothing and the gate decides, as before.
 
 ``ring_agreement``: is the guide accurate? The image's answer, not the trust head's. At an accurate guide's ring
@@ -46,6 +47,8 @@ MIN_SHARE = 0.05  # a side needs this share of the box to have a local colour at
 RING_WINDOW = 31  # px: the box of the ring rule's local foreground and background colours
 RING_INNER = 3  # px: only guide pixels this far (Chebyshev; a ring pixel is 1 px) from its boundary vouch for a side
 RING_SEPARATION = 0.1  # the two sides' colours must be this far apart (RGB in [0, 1]) for their line to say anything
+RING_PROPOSAL = 0.5  # the gate must lean open for the line to take a refinement (an untrained gate is 0.27); a
+# model whose accurate_gate_threshold is lower (a test forcing its gates open) proposes at that
 GUIDE_AGREEMENT = 0.6  # ring agreement at which a guide counts as accurate (real accurate >= 0.58, coarse <= 0.57)
 
 
@@ -129,27 +132,33 @@ def colour_line_alpha(image: torch.Tensor, guide: torch.Tensor, window: int = RI
     return alpha, valid
 
 
-def ring_colour_evidence(image: torch.Tensor, guide: torch.Tensor, refined: torch.Tensor, alpha: torch.Tensor,
-                         accurate: torch.Tensor, window: int = RING_WINDOW, inner: int = RING_INNER,
+def ring_colour_evidence(image: torch.Tensor, guide: torch.Tensor, refined: torch.Tensor, gate_logit: torch.Tensor,
+                         alpha: torch.Tensor, accurate: torch.Tensor, proposal: float = RING_PROPOSAL,
+                         window: int = RING_WINDOW, inner: int = RING_INNER,
                          separation: float = RING_SEPARATION) -> torch.Tensor:
     """``alpha`` (N,1,H,W) where, in each accurate-ruled frame (``accurate`` (N,) bool), the colour line judges
     the boundary ring: a ring pixel where it says anything is the on-side refinement (``refined`` held on the
-    guide's side of 0.5) if that lands nearer the line's alpha than the guide does, else the guide; see the module
-    docstring. Ring pixels where the line says nothing, other pixels and frames: ``alpha`` (the gate's call)."""
+    guide's side of 0.5) if the gate leans open there (its probability >= ``proposal``) and the
+    refinement lands nearer the line's alpha than the guide does, else the guide; see the module docstring. Ring
+    pixels where the line says nothing, other pixels and frames: ``alpha`` (the gate's call)."""
     if not bool(accurate.any()):
         return alpha
     line_alpha, valid = colour_line_alpha(image, guide, window, inner, separation)
-    return judge_ring(guide, refined, alpha, line_alpha, valid & accurate.view(-1, 1, 1, 1), boundary_ring(guide) > 0)
+    return judge_ring(guide, refined, gate_logit, alpha, line_alpha, valid & accurate.view(-1, 1, 1, 1),
+                      boundary_ring(guide) > 0, proposal)
 
 
-def judge_ring(guide: torch.Tensor, refined: torch.Tensor, alpha: torch.Tensor, line_alpha: torch.Tensor,
-               valid: torch.Tensor, ring: torch.Tensor) -> torch.Tensor:
-    """The colour line's verdict on ``ring`` pixels where it is ``valid``: the on-side refinement if it lands
-    nearer ``line_alpha`` than the guide does, else the guide; every other pixel: ``alpha``. All (N,1,H,W); the
-    sparse path calls it on tiles with the full frame's line (``colour_line_alpha``) cut to them."""
+def judge_ring(guide: torch.Tensor, refined: torch.Tensor, gate_logit: torch.Tensor, alpha: torch.Tensor,
+               line_alpha: torch.Tensor, valid: torch.Tensor, ring: torch.Tensor,
+               proposal: float = RING_PROPOSAL) -> torch.Tensor:
+    """The colour line's verdict on ``ring`` pixels where it is ``valid``: the on-side refinement where the gate's
+    probability is >= ``proposal`` and it lands nearer ``line_alpha`` than the guide does, else the guide; every
+    other pixel: ``alpha``. All (N,1,H,W); the sparse path calls it on tiles with the full frame's line cut to
+    them."""
     on_side = torch.where(guide >= 0.5, refined.clamp(min=0.5), refined.clamp(max=0.5)).to(alpha.dtype)
-    toward = (on_side - line_alpha).abs() < (guide - line_alpha).abs()
-    return torch.where(ring & valid, torch.where(toward, on_side, guide.to(alpha.dtype)), alpha)
+    leans_open = torch.sigmoid(gate_logit.float()) >= proposal
+    take = ((on_side - line_alpha).abs() < (guide - line_alpha).abs()) & leans_open
+    return torch.where(ring & valid, torch.where(take, on_side, guide.to(alpha.dtype)), alpha)
 
 
 def ring_agreement(image: torch.Tensor, guide: torch.Tensor, window: int = RING_WINDOW, inner: int = RING_INNER,
@@ -160,3 +169,9 @@ def ring_agreement(image: torch.Tensor, guide: torch.Tensor, window: int = RING_
     judged = (boundary_ring(guide) > 0) & valid
     agree = judged & ((line_alpha >= 0.5) == (guide >= 0.5))
     return agree.flatten(1).sum(1) / judged.flatten(1).sum(1).clamp(min=1)
+
+
+def ring_proposal(model: torch.nn.Module) -> float:
+    """The gate probability at which a refiner's ring refinement is proposed to the colour line: ``RING_PROPOSAL``,
+    or the refiner's ``accurate_gate_threshold`` where that is lower (a model without a config: the constant)."""
+    return min(RING_PROPOSAL, float(getattr(getattr(model, "config", None), "accurate_gate_threshold", RING_PROPOSAL)))

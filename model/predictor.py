@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from model.checkpoint import load_refiner
-from model.evidence import GUIDE_AGREEMENT, far_flip_evidence, ring_agreement, ring_colour_evidence
+from model.evidence import GUIDE_AGREEMENT, far_flip_evidence, ring_agreement, ring_colour_evidence, ring_proposal
 from model.refiner import Refiner, RefinerOutput
 from model.sparse import coarse_ratio, refine_sparse
 
@@ -96,7 +96,8 @@ class Predictor:
                 out = self.model(image, guide, guide_accurate=guide_accurate)
                 alpha, accurate, dense, ratio = out.alpha, out.accurate, out, 1.0
                 if self.ring_evidence:
-                    alpha = ring_colour_evidence(image, guide.to(alpha.dtype), out.refined, alpha, accurate)
+                    alpha = ring_colour_evidence(image, guide.to(alpha.dtype), out.refined, out.gate_logit, alpha,
+                                                 accurate, ring_proposal(self.model))
                     dense = dataclasses.replace(dense, alpha=alpha)
             else:
                 sparse = refine_sparse(self.model, image, guide, ratio, guide_accurate,

@@ -35,7 +35,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from model.evidence import colour_line_alpha, judge_ring, ring_colour_evidence
+from model.evidence import colour_line_alpha, judge_ring, ring_colour_evidence, ring_proposal
 from model.fine import RADIUS, fine_output
 from model.masks import boundary_band, boundary_ring, dilate, or_window
 from model.output_rule import output_rule
@@ -353,7 +353,8 @@ def _refine_one(model: Refiner, image: torch.Tensor, guide: torch.Tensor, ratio:
         alpha = win.alpha
         if line is not None:
             cut = [_gather(t.to(image.dtype), r * tile, c * tile, tile) for t in line]
-            alpha = judge_ring(win.guide, win.refined, alpha, cut[0], cut[1] > 0.5, win.region > 0)
+            alpha = judge_ring(win.guide, win.refined, win.gate, alpha, cut[0], cut[1] > 0.5, win.region > 0,
+                               ring_proposal(model))
         cells[0, :, r, c] = alpha.permute(1, 0, 2, 3).to(canvas.dtype)
     heights = (h - rows * tile).clamp(max=tile)
     widths = (w - cols * tile).clamp(max=tile)
@@ -388,7 +389,8 @@ def _tiles(model: Refiner, image: torch.Tensor, guide: torch.Tensor, need: torch
         res = model(imgs, gds, guide_accurate=accurate)
         out = res.alpha
         if accurate and ring_evidence:  # the colour line's box (15 px each way) lies within the crop's margin
-            out = ring_colour_evidence(imgs, gds, res.refined, out, res.accurate)
+            out = ring_colour_evidence(imgs, gds, res.refined, res.gate_logit, out, res.accurate,
+                                       ring_proposal(model))
         out = out[..., margin: margin + tile, margin: margin + tile]
         for k, (r, c) in enumerate(cells):
             y, x = r * tile, c * tile

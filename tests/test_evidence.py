@@ -95,6 +95,7 @@ class StubOutput:
     alpha: torch.Tensor
     accurate: torch.Tensor
     refined: torch.Tensor | None = None
+    gate_logit: torch.Tensor | None = None
 
 
 class HolePuncher(torch.nn.Module):
@@ -163,6 +164,9 @@ def test_colour_line_alpha_matches_a_pixel_by_pixel_computation():
     np.testing.assert_allclose(got_a[0, 0].numpy()[ref_v], ref_a[ref_v], atol=1e-5)
 
 
+OPEN = torch.full((1, 1, 64, 64), 2.0)  # a gate logit that leans open (0.88) everywhere
+
+
 def soft_edge_scene(fg=RED, bg=GREEN, size: int = 64, soft: tuple = (0.8, 0.6, 0.4, 0.2)):
     """A person filling the left half, its truth falling over columns 30-33 (``soft``; all 1 or 0: a hard edge),
     the image their composite, and the truth's accurate guide. The guide's ring: columns 31 (inside) and 32."""
@@ -180,7 +184,7 @@ def test_the_ring_takes_a_refinement_the_colours_support_and_nothing_else_change
     refined = truth.clone()
     refined[..., 10:20, 10:20] = 0.0  # a hole far inside: never the ring's business
     gated = guide.clone()  # the gate kept the ring shut
-    out = ring_colour_evidence(image, guide, refined, gated, torch.tensor([True]))
+    out = ring_colour_evidence(image, guide, refined, OPEN, gated, torch.tensor([True]))
     ring = boundary_ring(guide) > 0
     assert torch.equal(ring[0, 0, 0].nonzero().flatten(), torch.tensor([31, 32]))
     assert torch.equal(out[~ring], guide[~ring])
@@ -188,10 +192,17 @@ def test_the_ring_takes_a_refinement_the_colours_support_and_nothing_else_change
     # a change across the guide's 0.5 is held on its side: 0.1 inside becomes 0.5, nearer 0.6 than 1 is
     across = truth.clone()
     across[..., 31] = 0.1
-    out = ring_colour_evidence(image, guide, across, gated, torch.tensor([True]))
+    out = ring_colour_evidence(image, guide, across, OPEN, gated, torch.tensor([True]))
     torch.testing.assert_close(out[..., 31], torch.full_like(out[..., 31], 0.5))
+    # a gate that does not lean open proposes nothing: an untrained refiner (0.27) returns its guide exactly
+    shut = torch.full_like(OPEN, -1.0)
+    assert torch.equal(ring_colour_evidence(image, guide, truth, shut, gated, torch.tensor([True])), guide)
+    half = OPEN.clone()
+    half[..., :32, :] = -1.0
+    out = ring_colour_evidence(image, guide, truth, half, gated, torch.tensor([True]))
+    assert torch.equal(out[..., :32, :], guide[..., :32, :]) and torch.equal(out[..., 32:, 31:33], truth[..., 32:, 31:33])
     # a frame with the coarse rule is left alone
-    assert ring_colour_evidence(image, guide, refined, gated, torch.tensor([False])) is gated
+    assert ring_colour_evidence(image, guide, refined, OPEN, gated, torch.tensor([False])) is gated
 
 
 def test_softening_a_hard_edge_the_colours_call_solid_is_refused_even_where_the_gate_opened():
@@ -201,7 +212,7 @@ def test_softening_a_hard_edge_the_colours_call_solid_is_refused_even_where_the_
     gated = guide.clone()
     gated[..., :8, 31] = 0.7  # the gate opened here: the colour line overrules it
     gated[..., 20:30, 10] = 0.3  # off the ring: not the line's business
-    out = ring_colour_evidence(image, guide, refined, gated, torch.tensor([True]))
+    out = ring_colour_evidence(image, guide, refined, OPEN, gated, torch.tensor([True]))
     ring = boundary_ring(guide) > 0
     assert torch.equal(out[ring], guide[ring]) and torch.equal(out[~ring], gated[~ring])
 
@@ -210,7 +221,7 @@ def test_sides_of_one_colour_say_nothing_and_the_gate_alone_decides():
     image, guide, truth = soft_edge_scene(fg=(0.5, 0.3, 0.3), bg=(0.5, 0.32, 0.3))  # 0.02 apart
     gated = guide.clone()
     gated[..., 29:31] = 0.9
-    out = ring_colour_evidence(image, guide, truth, gated, torch.tensor([True]))
+    out = ring_colour_evidence(image, guide, truth, OPEN, gated, torch.tensor([True]))
     assert torch.equal(out, gated)
 
 
@@ -223,7 +234,7 @@ class RingStub(torch.nn.Module):
 
     def forward(self, image, guide, guide_accurate=None):
         accurate = torch.full((guide.shape[0],), bool(guide_accurate), dtype=torch.bool)
-        return StubOutput(guide.clone(), accurate, self.truth.clone())
+        return StubOutput(guide.clone(), accurate, self.truth.clone(), torch.full_like(guide, 2.0))
 
 
 def test_the_predictor_applies_the_ring_rule_to_accurate_ruled_frames_only():
@@ -271,7 +282,7 @@ class TrustStub(torch.nn.Module):
         ring = boundary_ring(guide) > 0
         coarse = (~accurate).view(-1, 1, 1, 1) & ring
         alpha[coarse] = 0.5
-        return StubOutput(alpha, accurate, guide.clone())
+        return StubOutput(alpha, accurate, guide.clone(), torch.full_like(guide, -1.0))
 
 
 def test_auto_gives_the_accurate_rule_to_a_guide_the_image_agrees_with_frame_by_frame():
@@ -305,3 +316,19 @@ def test_a_mixed_batch_through_a_real_refiner_is_its_frames_one_by_one():
     torch.testing.assert_close(batch.alpha, torch.cat([p.alpha for p in one]))
     torch.testing.assert_close(batch.dense.focus_map, torch.cat([p.dense.focus_map for p in one]))
     assert batch.dense.alpha_os[8].shape[0] == 2
+
+
+def test_an_untrained_refiner_still_returns_its_guide_exactly_and_the_proposal_follows_the_config():
+    """The gate starts at 0.27: it proposes nothing to the colour line, so an untrained refiner's output is its
+    guide bit for bit (how the ablation tells a variant that never left its guide)."""
+    from model.evidence import RING_PROPOSAL, ring_proposal
+    from model.refiner import build_refiner
+
+    torch.manual_seed(0)
+    model = build_refiner("light", base_channels=8)
+    image, guide, _ = soft_edge_scene()
+    for quality in ("auto", "accurate"):
+        assert torch.equal(Predictor(model, guide_quality=quality)(image, guide).alpha, guide)
+    assert ring_proposal(model) == RING_PROPOSAL == 0.5
+    assert ring_proposal(build_refiner("light", base_channels=8, accurate_gate_threshold=0.2)) == 0.2
+    assert ring_proposal(torch.nn.Identity()) == RING_PROPOSAL

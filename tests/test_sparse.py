@@ -139,7 +139,7 @@ def fine_dense(model, image, guide, maps, accurate):
 
 def _dense_reference(model, image, guide, ratio, accurate, with_refined=False):
     """The fine stage over the whole frame (edge-padded to even size) and the output rule over the whole frame
-    (with ``with_refined``, also the fine stage's refinement before the rule)."""
+    (with ``with_refined``, also the fine stage's refinement and gate logit before the rule)."""
     h, w = image.shape[-2:]
     coarse, _, covers = coarse_pass(model, image, guide, ratio, accurate)
     hp, wp = h + h % 2, w + w % 2
@@ -155,7 +155,7 @@ def _dense_reference(model, image, guide, ratio, accurate, with_refined=False):
         alpha, _ = output_rule(pad(guide, (hp, wp)), refined, gate, torch.tensor([accurate]), model.config.gate_threshold,
                                model.config.flip_threshold, model.config.accurate_gate_threshold)
     if with_refined:
-        return alpha[..., :h, :w], refined[..., :h, :w]
+        return alpha[..., :h, :w], refined[..., :h, :w], gate[..., :h, :w]
     return alpha[..., :h, :w]
 
 
@@ -303,9 +303,9 @@ def test_ring_evidence_in_fine_tiles_is_the_whole_frame_judged(size, ratio):
     image, guide = _two_colour_frame(*size)
     out = refine_sparse(model, image, guide, downsample_ratio=ratio, guide_accurate=True, ring_evidence=True)
     plain = refine_sparse(model, image, guide, downsample_ratio=ratio, guide_accurate=True)
-    alpha, refined = _dense_reference(model, image, guide, ratio, True, with_refined=True)
+    alpha, refined, gate = _dense_reference(model, image, guide, ratio, True, with_refined=True)
     line, valid = colour_line_alpha(image, guide)
-    ref = judge_ring(guide, refined, alpha, line, valid, boundary_ring(guide) > 0)
+    ref = judge_ring(guide, refined, gate, alpha, line, valid, boundary_ring(guide) > 0)
     changed = out.alpha != guide
     assert changed.sum() > 10 and not torch.equal(out.alpha, plain.alpha)
     torch.testing.assert_close(out.alpha[changed], ref[changed], rtol=0, atol=1e-6)
@@ -319,6 +319,6 @@ def test_ring_evidence_in_the_fallback_tiles_is_the_dense_pass_judged():
     image, guide = _two_colour_frame()
     out = refine_sparse(model, image, guide, downsample_ratio=0.5, guide_accurate=True, ring_evidence=True)
     dense = model(image, guide, guide_accurate=True)
-    ref = ring_colour_evidence(image, guide, dense.refined, dense.alpha, dense.accurate)
+    ref = ring_colour_evidence(image, guide, dense.refined, dense.gate_logit, dense.alpha, dense.accurate)
     assert not torch.equal(ref, dense.alpha)  # the line refuses some of the gate's softening
     torch.testing.assert_close(out.alpha, ref, rtol=0, atol=1e-6)
