@@ -1,4 +1,5 @@
-"""Evidence from the image for what the model changes: do-no-harm rules that do not rest on the gate or the trust head.
+"""Evidence from the image for what the model changes: do-no-harm rules that rest on neither the gate nor the
+trust head.
 
 ``far_flip_evidence``: far flips need evidence.
 
@@ -18,9 +19,10 @@ the refinement is right and opens where it is wrong (bench/RESULTS.md, "The ring
 the colour line judges each ring pixel: the pixel's colour projected on the line between the local foreground
 and background colours (each the mean over a ``RING_WINDOW`` px box of the guide's own side, at least
 ``RING_INNER`` px from its boundary) gives an alpha, and the model's on-side refinement is taken where it lands
-nearer that alpha than the guide does and the gate leans open (``RING_PROPOSAL``: the refiner proposes, the image
-disposes; an untrained refiner, gate 0.27, still returns its guide exactly), refused (the guide) elsewhere. Where the two sides' colours are
-closer than ``RING_SEPARATION`` (orange hair on a red wall) the line says nothing and the gate decides, as before.
+nearer that alpha than the guide does and the gate leans open (``RING_PROPOSAL``: the refiner proposes, the
+image disposes; an untrained refiner, gate 0.27, still returns its guide exactly), refused (the guide) elsewhere.
+Where the two sides' colours are closer than ``RING_SEPARATION`` (orange hair on a red wall) the line says
+nothing and the gate decides, as before.
 
 ``ring_agreement``: is the guide accurate? The image's answer, not the trust head's. At an accurate guide's ring
 the colour line puts most pixels on the guide's own side of 0.5 (the truth is at the guide's 0.5 level); at a
@@ -174,4 +176,5 @@ def ring_agreement(image: torch.Tensor, guide: torch.Tensor, window: int = RING_
 def ring_proposal(model: torch.nn.Module) -> float:
     """The gate probability at which a refiner's ring refinement is proposed to the colour line: ``RING_PROPOSAL``,
     or the refiner's ``accurate_gate_threshold`` where that is lower (a model without a config: the constant)."""
-    return min(RING_PROPOSAL, float(getattr(getattr(model, "config", None), "accurate_gate_threshold", RING_PROPOSAL)))
+    threshold = getattr(getattr(model, "config", None), "accurate_gate_threshold", RING_PROPOSAL)
+    return min(RING_PROPOSAL, float(threshold))

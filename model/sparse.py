@@ -321,7 +321,8 @@ def refine_windows(model: Refiner, image: torch.Tensor, guide: torch.Tensor, map
 
 
 def _refine_one(model: Refiner, image: torch.Tensor, guide: torch.Tensor, ratio: float,
-                guide_accurate: bool | None, tile: int, ring_evidence: bool = False) -> tuple[torch.Tensor, bool, float, int]:
+                guide_accurate: bool | None, tile: int,
+                ring_evidence: bool = False) -> tuple[torch.Tensor, bool, float, int]:
     h, w = image.shape[-2:]
     coarse, small_guide, covers = coarse_pass(model, image, guide, ratio, guide_accurate)
     accurate = bool(coarse.accurate[0])

@@ -156,7 +156,8 @@ def test_colour_line_alpha_matches_a_pixel_by_pixel_computation():
     image = rng.random((20, 24, 3))
     guide = np.zeros((20, 24), np.float32)
     guide[4:15, 6:20] = 1
-    got_a, got_v = colour_line_alpha(torch.from_numpy(image).permute(2, 0, 1)[None], torch.from_numpy(guide)[None, None],
+    got_a, got_v = colour_line_alpha(torch.from_numpy(image).permute(2, 0, 1)[None],
+                                     torch.from_numpy(guide)[None, None],
                                      window=7, inner=3, separation=0.3)
     ref_a, ref_v = _line_alpha_by_loops(image, guide, 7, 3, 0.3)
     np.testing.assert_array_equal(got_v[0, 0].numpy(), ref_v)
@@ -200,7 +201,8 @@ def test_the_ring_takes_a_refinement_the_colours_support_and_nothing_else_change
     half = OPEN.clone()
     half[..., :32, :] = -1.0
     out = ring_colour_evidence(image, guide, truth, half, gated, torch.tensor([True]))
-    assert torch.equal(out[..., :32, :], guide[..., :32, :]) and torch.equal(out[..., 32:, 31:33], truth[..., 32:, 31:33])
+    assert torch.equal(out[..., :32, :], guide[..., :32, :])
+    assert torch.equal(out[..., 32:, 31:33], truth[..., 32:, 31:33])
     # a frame with the coarse rule is left alone
     assert ring_colour_evidence(image, guide, refined, OPEN, gated, torch.tensor([False])) is gated
 
