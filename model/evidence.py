@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from model.masks import boundary_ring, dilate
+from model.output_rule import on_guide_side
 
 NEAR_PX = 11  # Chebyshev radius of the zone left to the output rule: 11 px square < 16 px Euclidean everywhere
 SCALE = 4  # the colour statistics' resolution (1/4: a cell is 4x4 px)
@@ -136,16 +137,16 @@ def colour_line_alpha(image: torch.Tensor, guide: torch.Tensor, window: int = RI
 
 def ring_colour_evidence(image: torch.Tensor, guide: torch.Tensor, refined: torch.Tensor, gate_logit: torch.Tensor,
                          alpha: torch.Tensor, accurate: torch.Tensor, proposal: float = RING_PROPOSAL,
-                         window: int = RING_WINDOW, inner: int = RING_INNER,
-                         separation: float = RING_SEPARATION) -> torch.Tensor:
+                         line: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """``alpha`` (N,1,H,W) where, in each accurate-ruled frame (``accurate`` (N,) bool), the colour line judges
     the boundary ring: a ring pixel where it says anything is the on-side refinement (``refined`` held on the
     guide's side of 0.5) if the gate leans open there (its probability >= ``proposal``) and the
     refinement lands nearer the line's alpha than the guide does, else the guide; see the module docstring. Ring
-    pixels where the line says nothing, other pixels and frames: ``alpha`` (the gate's call)."""
+    pixels where the line says nothing, other pixels and frames: ``alpha`` (the gate's call). ``line``: the
+    frame's ``colour_line_alpha`` when the caller has it already."""
     if not bool(accurate.any()):
         return alpha
-    line_alpha, valid = colour_line_alpha(image, guide, window, inner, separation)
+    line_alpha, valid = colour_line_alpha(image, guide) if line is None else line
     return judge_ring(guide, refined, gate_logit, alpha, line_alpha, valid & accurate.view(-1, 1, 1, 1),
                       boundary_ring(guide) > 0, proposal)
 
@@ -157,17 +158,18 @@ def judge_ring(guide: torch.Tensor, refined: torch.Tensor, gate_logit: torch.Ten
     probability is >= ``proposal`` and it lands nearer ``line_alpha`` than the guide does, else the guide; every
     other pixel: ``alpha``. All (N,1,H,W); the sparse path calls it on tiles with the full frame's line cut to
     them."""
-    on_side = torch.where(guide >= 0.5, refined.clamp(min=0.5), refined.clamp(max=0.5)).to(alpha.dtype)
+    on_side = on_guide_side(guide, refined).to(alpha.dtype)
     leans_open = torch.sigmoid(gate_logit.float()) >= proposal
     take = ((on_side - line_alpha).abs() < (guide - line_alpha).abs()) & leans_open
     return torch.where(ring & valid, torch.where(take, on_side, guide.to(alpha.dtype)), alpha)
 
 
-def ring_agreement(image: torch.Tensor, guide: torch.Tensor, window: int = RING_WINDOW, inner: int = RING_INNER,
-                   separation: float = RING_SEPARATION) -> torch.Tensor:
+def ring_agreement(image: torch.Tensor, guide: torch.Tensor,
+                   line: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """(N,) the share of each frame's boundary-ring pixels, among those where the colour line says anything
-    (``colour_line_alpha``), whose colour-line alpha is on the guide's side of 0.5; 0 where it says nothing."""
-    line_alpha, valid = colour_line_alpha(image, guide, window, inner, separation)
+    (``colour_line_alpha``, or ``line`` when the caller has it), whose colour-line alpha is on the guide's side of
+    0.5; 0 where it says nothing."""
+    line_alpha, valid = colour_line_alpha(image, guide) if line is None else line
     judged = (boundary_ring(guide) > 0) & valid
     agree = judged & ((line_alpha >= 0.5) == (guide >= 0.5))
     return agree.flatten(1).sum(1) / judged.flatten(1).sum(1).clamp(min=1)

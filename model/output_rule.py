@@ -21,6 +21,11 @@ def _cut(p: torch.Tensor, threshold: float) -> torch.Tensor:
 
 
 
+def on_guide_side(guide: torch.Tensor, refined: torch.Tensor) -> torch.Tensor:
+    """``refined`` held on the guide's side of 0.5: a change that softens the guide but never flips it."""
+    return torch.where(guide >= 0.5, refined.clamp(min=0.5), refined.clamp(max=0.5))
+
+
 def output_rule(guide: torch.Tensor, refined: torch.Tensor, gate_logit: torch.Tensor, accurate: torch.Tensor,
                 gate_threshold: float, flip_threshold: float, accurate_gate_threshold: float,
                 ring: torch.Tensor | None = None,
@@ -34,7 +39,7 @@ def output_rule(guide: torch.Tensor, refined: torch.Tensor, gate_logit: torch.Te
     # wrong: a missing arm, a false blob) needs >= flip_threshold. Softening only in the band near the
     # guide's boundary; elsewhere only a flip may change a pixel.
     p = torch.sigmoid(gate_logit)
-    on_side = torch.where(guide >= 0.5, refined.clamp(min=0.5), refined.clamp(max=0.5))
+    on_side = on_guide_side(guide, refined)
     any_accurate, all_accurate = bool(accurate.any()), bool(accurate.all())  # skip a rule no image gets
     if not all_accurate:
         gate, flip = _cut(p, gate_threshold), _cut(p, flip_threshold)

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from model.checkpoint import load_refiner
-from model.evidence import GUIDE_AGREEMENT, far_flip_evidence, ring_agreement, ring_colour_evidence, ring_proposal
+from model.evidence import (GUIDE_AGREEMENT, colour_line_alpha, far_flip_evidence, ring_agreement,
+                            ring_colour_evidence, ring_proposal)
 from model.refiner import Refiner, RefinerOutput
 from model.sparse import coarse_ratio, refine_sparse
 
@@ -79,16 +80,19 @@ class Predictor:
         """image (N,3,H,W) RGB in [0,1], guide (N,1,H,W) in [0,1], on any device."""
         image, guide = image.to(self.device), guide.to(self.device)
         guide_accurate = self.guide_accurate
+        line = None  # the frames' colour line, computed once for the guide check and the ring
         if guide_accurate is None and self.guide_check:
-            by_image = ring_agreement(image, guide) >= GUIDE_AGREEMENT
+            line = colour_line_alpha(image, guide)
+            by_image = ring_agreement(image, guide, line) >= GUIDE_AGREEMENT
             if bool(by_image.all()):
                 guide_accurate = True
             elif bool(by_image.any()):  # a mixed batch: each frame with its own call
-                return _cat([self._run(image[i:i + 1], guide[i:i + 1], True if by_image[i] else None)
-                             for i in range(image.shape[0])])
-        return self._run(image, guide, guide_accurate)
+                return _cat([self._run(image[i:i + 1], guide[i:i + 1], True if by_image[i] else None,
+                                       (line[0][i:i + 1], line[1][i:i + 1])) for i in range(image.shape[0])])
+        return self._run(image, guide, guide_accurate, line)
 
-    def _run(self, image: torch.Tensor, guide: torch.Tensor, guide_accurate: bool | None) -> Prediction:
+    def _run(self, image: torch.Tensor, guide: torch.Tensor, guide_accurate: bool | None,
+             line: tuple[torch.Tensor, torch.Tensor] | None = None) -> Prediction:
         ratio = self.ratio_for(*image.shape[-2:])
         on = self.autocast is not None
         with torch.autocast(self.device.type, dtype=self.autocast) if on else contextlib.nullcontext():
@@ -97,11 +101,11 @@ class Predictor:
                 alpha, accurate, dense, ratio = out.alpha, out.accurate, out, 1.0
                 if self.ring_evidence:
                     alpha = ring_colour_evidence(image, guide.to(alpha.dtype), out.refined, out.gate_logit, alpha,
-                                                 accurate, ring_proposal(self.model))
+                                                 accurate, ring_proposal(self.model), line)
                     dense = dataclasses.replace(dense, alpha=alpha)
             else:
                 sparse = refine_sparse(self.model, image, guide, ratio, guide_accurate,
-                                       ring_evidence=self.ring_evidence)
+                                       ring_evidence=self.ring_evidence, line=line)
                 alpha, accurate, dense, ratio = sparse.alpha, sparse.accurate, None, sparse.ratio
         if self.far_evidence:  # the accurate rule never changes a far pixel: only coarse-ruled frames can change
             alpha = far_flip_evidence(image, guide.to(alpha.dtype), alpha)

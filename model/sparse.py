@@ -129,14 +129,15 @@ def allowed(guide: torch.Tensor, accurate: bool, flips: torch.Tensor | None) -> 
 
 @torch.no_grad()
 def refine_sparse(model: Refiner, image: torch.Tensor, guide: torch.Tensor, downsample_ratio: float | str = "auto",
-                  guide_accurate: bool | None = None, tile: int = FINE_TILE,
-                  ring_evidence: bool = False) -> SparseOutput:
+                  guide_accurate: bool | None = None, tile: int = FINE_TILE, ring_evidence: bool = False,
+                  line: tuple[torch.Tensor, torch.Tensor] | None = None) -> SparseOutput:
     """Alpha of ``image`` (N,3,H,W in [0,1]) given ``guide`` (N,1,H,W): a coarse pass at ``downsample_ratio``
     and the fine stage in ``tile``-px tiles where the refiner can change the guide (module docstring). A ratio of
     1 (what "auto" gives below ``1.5 * COARSE_LONG_SIDE`` px on the long side) is the dense pass itself.
     ``guide_accurate`` forces the rule (None: the trust head's call on the coarse pass). ``ring_evidence``: with
     the accurate rule, the colour line judges the ring in every tile run (``model.evidence``; ring pixels in no
-    tile keep the guide). The dense pass here is the model's alone: the caller judges it."""
+    tile keep the guide; ``line``: the frames' ``colour_line_alpha`` when the caller has it). The dense pass here is
+    the model's alone: the caller judges it."""
     if tile < 4 or tile % 4:
         raise ValueError(f"tile must be a positive multiple of 4, got {tile}")
     n, _, h, w = image.shape
@@ -150,7 +151,8 @@ def refine_sparse(model: Refiner, image: torch.Tensor, guide: torch.Tensor, down
     alphas, rules, coverage, counts = [], [], [], []
     for i in range(n):
         a, accurate, cov, count = _refine_one(model, image[i:i + 1], guide[i:i + 1], ratio, guide_accurate, tile,
-                                              ring_evidence)
+                                              ring_evidence, None if line is None else (line[0][i:i + 1],
+                                                                                        line[1][i:i + 1]))
         alphas.append(a), rules.append(accurate), coverage.append(cov), counts.append(count)
     dev = image.device
     return SparseOutput(torch.cat(alphas), torch.tensor(rules, device=dev), torch.tensor(coverage, device=dev),
@@ -321,8 +323,8 @@ def refine_windows(model: Refiner, image: torch.Tensor, guide: torch.Tensor, map
 
 
 def _refine_one(model: Refiner, image: torch.Tensor, guide: torch.Tensor, ratio: float,
-                guide_accurate: bool | None, tile: int,
-                ring_evidence: bool = False) -> tuple[torch.Tensor, bool, float, int]:
+                guide_accurate: bool | None, tile: int, ring_evidence: bool = False,
+                line: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, bool, float, int]:
     h, w = image.shape[-2:]
     coarse, small_guide, covers = coarse_pass(model, image, guide, ratio, guide_accurate)
     accurate = bool(coarse.accurate[0])
@@ -347,7 +349,10 @@ def _refine_one(model: Refiner, image: torch.Tensor, guide: torch.Tensor, ratio:
     th, tw = grid.shape
     canvas = F.pad(guide, (0, tw * tile - w, 0, th * tile - h))
     cells = canvas.unfold(2, tile, tile).unfold(3, tile, tile)  # (1,1,th,tw,tile,tile): a view, written in place
-    line = colour_line_alpha(image, guide) if accurate and ring_evidence else None  # once for the frame
+    if accurate and ring_evidence and line is None:
+        line = colour_line_alpha(image, guide)  # once for the frame
+    elif not (accurate and ring_evidence):
+        line = None
     for start in range(0, len(rows), FINE_BATCH):
         r, c = rows[start:start + FINE_BATCH], cols[start:start + FINE_BATCH]
         win = refine_windows(model, image, guide, maps, r * tile, c * tile, tile, accurate)
