@@ -349,15 +349,14 @@ def _refine_one(model: Refiner, image: torch.Tensor, guide: torch.Tensor, ratio:
     th, tw = grid.shape
     canvas = F.pad(guide, (0, tw * tile - w, 0, th * tile - h))
     cells = canvas.unfold(2, tile, tile).unfold(3, tile, tile)  # (1,1,th,tw,tile,tile): a view, written in place
-    if accurate and ring_evidence and line is None:
+    judge = accurate and ring_evidence
+    if judge and line is None:
         line = colour_line_alpha(image, guide)  # once for the frame
-    elif not (accurate and ring_evidence):
-        line = None
     for start in range(0, len(rows), FINE_BATCH):
         r, c = rows[start:start + FINE_BATCH], cols[start:start + FINE_BATCH]
         win = refine_windows(model, image, guide, maps, r * tile, c * tile, tile, accurate)
         alpha = win.alpha
-        if line is not None:
+        if judge:
             cut = [_gather(t.to(image.dtype), r * tile, c * tile, tile) for t in line]
             alpha = judge_ring(win.guide, win.refined, win.gate, alpha, cut[0], cut[1] > 0.5, win.region > 0,
                                ring_proposal(model))
