@@ -193,7 +193,7 @@ def profile_step(args) -> int:
         state.opt.zero_grad(set_to_none=True)
         loss.backward()
         t2 = time.perf_counter()
-        torch.nn.utils.clip_grad_norm_(supervised.parameters(), cfg.grad_clip)
+        getattr(solver, "clip_grad_norm", torch.nn.utils.clip_grad_norm_)(supervised.parameters(), cfg.grad_clip)
         state.opt.step()
         if timed:
             for key, dt in zip(split, (t1 - t0, t2 - t1, time.perf_counter() - t2)):

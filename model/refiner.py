@@ -69,6 +69,7 @@ from model.config import RefinerConfig
 from model.decoder import Decoder, DecoderOutput
 from model.encoder import Encoder, EncoderFeatures
 from model.fine import FineStage
+from model.layers import upsample_bilinear
 from model.output_rule import output_rule
 
 
@@ -189,7 +190,7 @@ class Refiner(nn.Module):
             return t[..., :h, :w]
 
         def full(t: torch.Tensor, stride: int) -> torch.Tensor:
-            return crop(F.interpolate(t, scale_factor=float(stride), mode="bilinear") if stride > 1 else t)
+            return crop(upsample_bilinear(t, stride) if stride > 1 else t)
 
         logits_os = {8: full(d.logit8, 8), 4: full(d.logit4, 4), 1: crop(d.logit1)}
         f2, f4, f8 = e.focus

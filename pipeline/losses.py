@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from model.layers import upsample_bilinear  # F.interpolate's bilinear, as matrix products on small maps
 from model.masks import uncertain  # the soft band of an alpha, dilated
 from model.output_rule import GATE_MARGIN  # the gate's target is defined with the rule it serves
 from model.wavelets import haar_dwt  # the light Haar (pywt.dwt2's convention; odd sizes edge-padded)
@@ -55,7 +56,7 @@ def laplacian_pyramid(x: torch.Tensor, levels: int = 5) -> list[torch.Tensor]:
         if min(cur.shape[-2:]) < 4:
             break
         down = _gauss_down(cur)
-        up = F.interpolate(down, size=cur.shape[-2:], mode="bilinear", align_corners=False)
+        up = upsample_bilinear(down, size=cur.shape[-2:])
         out.append(cur - up)
         cur = down
     out.append(cur)
