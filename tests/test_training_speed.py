@@ -26,15 +26,21 @@ def test_upsample_by_a_scale_is_f_interpolate_forward_and_backward(shape, scale)
 
 @pytest.mark.parametrize("size,out", [((17, 9), (33, 17)), ((3, 3), (5, 5)), ((64, 64), (128, 128))])
 def test_upsample_to_a_size_is_f_interpolate(size, out):
-    x = torch.rand(2, 1, *size, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x = torch.rand(2, 1, *size, generator=torch.Generator().manual_seed(1), dtype=torch.float64, requires_grad=True)
     ref = F.interpolate(x, size=out, mode="bilinear", align_corners=False)
     torch.testing.assert_close(upsample_bilinear(x, size=out), ref, rtol=0, atol=1e-12)
 
 
-def test_upsample_of_large_outputs_is_the_kernel_itself(monkeypatch):
-    x = torch.rand(1, 1, 8, 40)
+def test_upsample_without_gradients_or_of_large_outputs_is_the_kernel_itself(monkeypatch):
+    """Inference and validation (no gradients) are bit for bit the kernel's: the speed-up is for the backward."""
+    x = torch.rand(1, 1, 8, 40, generator=torch.Generator().manual_seed(3), requires_grad=True)
+    kernel = F.interpolate(x, scale_factor=8.0, mode="bilinear")
+    with torch.no_grad():
+        assert torch.equal(upsample_bilinear(x, 8), kernel)
+    assert torch.equal(upsample_bilinear(x.detach(), 8), kernel.detach())
+    assert not torch.equal(upsample_bilinear(x, 8), kernel)  # with gradients: the matrix products (to rounding)
     monkeypatch.setattr(layers, "MATMUL_UPSAMPLE_MAX", 100)  # 8x40 -> 64x320: above it
-    assert torch.equal(upsample_bilinear(x, 8), F.interpolate(x, scale_factor=8.0, mode="bilinear"))
+    assert torch.equal(upsample_bilinear(x, 8), kernel)
     assert upsample_bilinear(x, size=(8, 40)) is x  # already that size
 
 
