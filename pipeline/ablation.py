@@ -86,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=positive_int, default=1,
                    help="runs (and evaluations) at a time; above 1 each is a subprocess with one thread")
     p.add_argument("--n_boot", type=positive_int, default=2000, help="bootstrap resamples of the confidence intervals")
+    p.add_argument("--runs_dir", default=None,
+                   help="where the run folders (runs/, checkpoints) and logs (logs/) go (default: --out); keep them "
+                        "out of a repository that --commit commits to")
+    p.add_argument("--per_run", action="store_true",
+                   help="score each run as soon as it has trained (<out>/eval_runs/<run>/) and the baselines once "
+                        "per set and tree (<out>/eval_baselines/<set>_<tree>/); the report merges them")
+    p.add_argument("--commit", action="store_true",
+                   help="with --per_run: git-commit each finished unit's evaluation (CSVs, tables; never "
+                        "checkpoints) in the repository holding --out, so a grid stopped midway loses nothing")
     p.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
                    help="list the grid (one line per run: folder and done / partial / todo) and exit")
     p.add_argument("--tiny", action="store_true",
@@ -93,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu", action="store_true",
                    help="make ablation-cpu's grid: " + ", ".join(f"{k}={v}" for k, v in CPU.items())
                         + "; solver flags " + " ".join(CPU_SOLVER) + " (explicit flags win)")
+    p.add_argument("--_score_run", default=None, help=argparse.SUPPRESS)  # the per-run scoring subprocess
     return p
 
 
@@ -101,13 +111,18 @@ def run_name(tree: str, variant: str, seed: int, dataset: str = "standard") -> s
     return ("" if dataset == "standard" else f"{dataset}_") + f"{tree}_{variant}_s{seed}"
 
 
+def runs_root(args) -> Path:
+    """The folder holding ``runs/`` (checkpoints) and ``logs/``: ``--runs_dir``, else ``--out``."""
+    return Path(args.runs_dir or args.out)
+
+
 def set_root(args, dataset: str) -> str:
     return args.root if dataset == "standard" else args.camo_root
 
 
 def grid(args) -> list[dict]:
     """Every run of the ablation: set, root, tree, variant, seed, name, folder."""
-    runs = Path(args.out) / "runs"
+    runs = runs_root(args) / "runs"
     return [{"set": ds, "root": set_root(args, ds), "tree": tree, "variant": v, "seed": seed,
              "name": run_name(tree, v, seed, ds), "dir": runs / run_name(tree, v, seed, ds)}
             for ds in args.sets for tree in args.trees for v in args.variants for seed in args.seeds]
@@ -133,31 +148,42 @@ def best_ckpt(run_dir: Path) -> Path:
 def solver_argv(args, run: dict, extra: list[str]) -> list[str]:
     argv = ["--root", run["root"], "--tree", run["tree"], "--model", run["variant"], "--seed", str(run["seed"]),
             "--steps", str(args.steps), "--batch_size", str(args.batch_size), "--crop", str(args.crop),
-            "--base_channels", str(args.base_channels), "--runs_dir", str(Path(args.out) / "runs"),
+            "--base_channels", str(args.base_channels), "--runs_dir", str(runs_root(args) / "runs"),
             "--name", run["name"], *extra]
     if (run["dir"] / "last.pt").is_file():
         argv.append("--resume")
     return argv
 
 
-def run_parallel(tasks: list[tuple[str, list[str], Path]], jobs: int) -> None:
-    """Run ``(label, command, log file)`` tasks, ``jobs`` at a time, each a subprocess with one thread; raise one
-    UserError naming every failure (after the others finished)."""
+def run_parallel(tasks: list[tuple], jobs: int, on_done=None) -> None:
+    """Run ``(label, command, log file)`` tasks, ``jobs`` at a time, each a subprocess with one thread; a task's
+    command may be a list of commands, run in order until one fails. ``on_done(label)`` is called (one at a time)
+    as each task succeeds. Raise one UserError naming every failure (after the others finished)."""
     import os
     import subprocess
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent),
                                                        os.environ.get("PYTHONPATH", "")]))}
+    lock = threading.Lock()
 
     def one(task):
         label, cmd, log_path = task
+        cmds = cmd if cmd and isinstance(cmd[0], list) else [cmd]
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log.info("%s: started, log %s", label, log_path)
+        rc = 0
         with open(log_path, "ab") as fh:
-            rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
+            for c in cmds:
+                rc = subprocess.run(c, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
+                if rc:
+                    break
         log.info("%s: %s", label, "finished" if rc == 0 else f"FAILED (exit {rc}), see {log_path}")
+        if rc == 0 and on_done is not None:
+            with lock:
+                on_done(label)
         return label, rc, log_path
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
@@ -181,7 +207,7 @@ def train_grid(args, runs: list[dict], extra: list[str]) -> None:
         return
     one_thread = [] if "--threads" in extra else ["--threads", "1"]
     run_parallel([(run["name"], [sys.executable, str(SOLVER), *solver_argv(args, run, extra + one_thread)],
-                   Path(args.out) / "logs" / f"{run['name']}.log") for run in todo], args.jobs)
+                   runs_root(args) / "logs" / f"{run['name']}.log") for run in todo], args.jobs)
 
 
 def eval_dir(args, dataset: str, tree: str) -> Path:
@@ -211,10 +237,154 @@ def evaluate_grid(args, runs: list[dict]) -> None:
             evaluate.main(argv)
             write_json_atomic(out / "inputs.json", stamp)
         return
-    run_parallel([(label, [sys.executable, str(EVALUATE), *argv], Path(args.out) / "logs" / f"{out.name}.log")
+    run_parallel([(label, [sys.executable, str(EVALUATE), *argv], runs_root(args) / "logs" / f"{out.name}.log")
                   for label, argv, out, _ in tasks], args.jobs)
     for _, _, out, stamp in tasks:
         write_json_atomic(out / "inputs.json", stamp)
+
+
+# ------------------------------------------------------------------------------ per-run evaluation (--per_run)
+def run_eval_dir(args, run: dict) -> Path:
+    return Path(args.out) / "eval_runs" / run["name"]
+
+
+def baseline_eval_dir(args, dataset: str, tree: str) -> Path:
+    return Path(args.out) / "eval_baselines" / f"{dataset}_{tree}"
+
+
+def _eval_argv(args, dataset: str, tree: str, ckpts: list[str], labels: list[str], baselines: str,
+               out: Path) -> list[str]:
+    return ["--root", set_root(args, dataset), "--split", "test", "--tree", tree, "--ckpt", *ckpts,
+            "--labels", *labels, "--baselines", baselines, "--eval_long_side", str(args.eval_long_side),
+            "--max_frames", str(args.max_frames), "--out", str(out)]
+
+
+def _stamp(argv: list[str], ckpts: list[str]) -> dict:
+    return {"argv": argv, "ckpts": [[c, Path(c).stat().st_size, Path(c).stat().st_mtime_ns] for c in ckpts]}
+
+
+def _is_current(out: Path, stamp: dict) -> bool:
+    """An evaluation in ``out`` made from these inputs (flags, checkpoint files) exists."""
+    return ((out / "per_frame.csv").is_file() and (out / "inputs.json").is_file()
+            and json.loads((out / "inputs.json").read_text()) == stamp)
+
+
+def run_eval_argv(args, run: dict) -> tuple[list[str], dict]:
+    """One run's evaluation on its own set and tree (no baselines: those are scored once per set and tree)."""
+    ckpt = str(best_ckpt(run["dir"]))
+    argv = _eval_argv(args, run["set"], run["tree"], [ckpt], [run["variant"]], "none", run_eval_dir(args, run))
+    return argv, _stamp(argv, [ckpt])
+
+
+def commit_paths(paths: list[Path], message: str) -> None:
+    """``git add`` + ``git commit`` of exactly ``paths`` (files or folders) in the repository holding them;
+    nothing when they are already committed as they are. One line of error when it is not a repository."""
+    import subprocess
+
+    top = Path(paths[0]).resolve()
+    top = top if top.is_dir() else top.parent
+    rel = [str(Path(p).resolve()) for p in paths]
+    git = ["git", "-C", str(top)]
+    if subprocess.run(git + ["rev-parse", "--show-toplevel"], capture_output=True).returncode:
+        raise UserError(f"--commit: {top} is not inside a git repository")
+    subprocess.run(git + ["add", "--", *rel], check=True, capture_output=True)
+    if subprocess.run(git + ["diff", "--cached", "--quiet", "--", *rel]).returncode == 0:
+        return  # nothing new
+    subprocess.run(git + ["commit", "-q", "-m", message, "--", *rel], check=True, capture_output=True)
+    log.info("committed %s", ", ".join(str(p) for p in paths))
+
+
+def _unit_files(folder: Path) -> list[Path]:
+    """What of an evaluation folder is committed: its tables, CSVs and figure (never predictions)."""
+    return [folder / f for f in ("metrics.json", "per_clip.csv", "per_frame.csv", "table.md", "figure.png",
+                                 "inputs.json") if (folder / f).is_file()]
+
+
+def _finish_run_eval(args, run: dict, stamp: dict) -> None:
+    out = run_eval_dir(args, run)
+    write_json_atomic(out / "inputs.json", stamp)
+    if args.commit:
+        commit_paths(_unit_files(out), f"ablation {Path(args.out).name}: {run['name']} ({args.steps} steps), "
+                                       "its evaluation")
+
+
+def train_and_score_grid(args, runs: list[dict], extra: list[str]) -> None:
+    """--per_run: the baselines of every (set, tree) first (cheap next to training), then every run: trained if not
+    done, scored at once if its evaluation is missing or stale; each finished unit committed with --commit."""
+    for ds in args.sets:
+        for tree in args.trees:
+            out = baseline_eval_dir(args, ds, tree)
+            argv = _eval_argv(args, ds, tree, [], [], args.baselines, out)
+            if _is_current(out, _stamp(argv, [])):
+                log.info("%s/%s baselines: evaluated earlier, reusing %s", ds, tree, out)
+                continue
+            evaluate.main(argv)
+            write_json_atomic(out / "inputs.json", _stamp(argv, []))
+            if args.commit:
+                commit_paths(_unit_files(out), f"ablation {Path(args.out).name}: baselines of {ds}/{tree}")
+    todo = []
+    for run in runs:
+        done = status(run["dir"], args.steps) == "done"
+        if done and _is_current(run_eval_dir(args, run), run_eval_argv(args, run)[1]):
+            log.info("%s: trained and evaluated earlier, reusing %s", run["name"], run_eval_dir(args, run))
+        else:
+            todo.append((run, done))
+    if args.jobs <= 1:
+        for run, done in todo:
+            if not done:
+                cfg, resume, overwrite = parse(solver_argv(args, run, extra), defaults_yaml="maggie.yaml")
+                train(cfg, resume=resume, overwrite=overwrite)
+            argv, stamp = run_eval_argv(args, run)
+            evaluate.main(argv)
+            _finish_run_eval(args, run, stamp)
+        return
+    one_thread = [] if "--threads" in extra else ["--threads", "1"]
+    by_name = {run["name"]: run for run, _ in todo}
+    tasks = []
+    for run, done in todo:
+        # the evaluation's arguments are fixed once the run has trained: built by a command after the solver
+        cmds = [] if done else [[sys.executable, str(SOLVER), *solver_argv(args, run, extra + one_thread)]]
+        cmds.append([sys.executable, str(Path(__file__).resolve()), "--_score_run", run["name"], *args._argv])
+        tasks.append((run["name"], cmds, runs_root(args) / "logs" / f"{run['name']}.log"))
+
+    def on_done(name: str) -> None:
+        if args.commit:
+            commit_paths(_unit_files(run_eval_dir(args, by_name[name])),
+                         f"ablation {Path(args.out).name}: {name} ({args.steps} steps), its evaluation")
+
+    run_parallel(tasks, args.jobs, on_done)
+
+
+def score_one_run(args, name: str) -> int:
+    """The per-run evaluation of the grid's run ``name`` (a subprocess of --per_run --jobs N)."""
+    run = next((r for r in grid(args) if r["name"] == name), None)
+    if run is None:
+        raise UserError(f"no run {name!r} in this grid")
+    argv, stamp = run_eval_argv(args, run)
+    evaluate.main(argv)
+    write_json_atomic(run_eval_dir(args, run) / "inputs.json", stamp)
+    return 0
+
+
+def merge_run_evals(args, runs: list[dict]) -> None:
+    """--per_run: each (set, tree)'s baseline and per-run CSVs concatenated into the folder the report reads
+    (``eval_dir``), in grid order; runs not evaluated yet are left out (their absence shows in the tables)."""
+    for ds in args.sets:
+        for tree in args.trees:
+            parts = [baseline_eval_dir(args, ds, tree)] + [run_eval_dir(args, r) for r in runs
+                                                           if r["set"] == ds and r["tree"] == tree]
+            out = eval_dir(args, ds, tree)
+            for name in ("per_clip.csv", "per_frame.csv"):
+                rows: list[dict] = []
+                for part in parts:
+                    if (part / name).is_file():
+                        rows += list(csv.DictReader(open(part / name, newline="")))
+                fields = list(dict.fromkeys(k for r in rows for k in r))
+                buf = io.StringIO()
+                writer = csv.DictWriter(buf, fieldnames=fields, restval="")
+                writer.writeheader()
+                writer.writerows(rows)
+                write_bytes_atomic(out / name, buf.getvalue().encode())
 
 
 def dry_run(args, runs: list[dict]) -> None:
@@ -408,6 +578,9 @@ def _parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     if "--cpu" in own:
         parser.set_defaults(**CPU)
     args = parser.parse_args(own)
+    if args.commit and not args.per_run:
+        parser.error("--commit needs --per_run (the units it commits are the per-run evaluations)")
+    args._argv = own  # what a per-run scoring subprocess is given to rebuild this grid
     if args.tiny:
         extra = ["--eval_every", str(args.steps), "--ckpt_every", str(args.steps), "--log_every", "10",
                  "--warmup_steps", "5", "--lr", "2e-3", "--num_workers", "0", "--val_max_frames", "4",
@@ -455,8 +628,9 @@ def _report(args: argparse.Namespace, runs: list, extra: list[str], results: dic
             f"x sets {' '.join(args.sets)} (" + ", ".join(f"{ds}: {set_root(args, ds)}" for ds in args.sets) + "). "
             "Each run is scored on the test split of its own set and tree; baselines (" + args.baselines + ") need no "
             "training. Lower is better for every metric; scale factors in the headers. Evaluation "
-            "details: " + ", ".join(str(eval_dir(args, ds, t) / "table.md") for ds in args.sets for t in args.trees)
-            + ".\n")
+            "details: " + (", ".join(str(eval_dir(args, ds, t) / "table.md") for ds in args.sets for t in args.trees)
+                           if not args.per_run else f"{args.out}/eval_runs/<run>/table.md (each run) and "
+                           f"{args.out}/eval_baselines/<set>_<tree>/table.md (the baselines)") + ".\n")
     for ds in args.sets:
         idle = returned_the_guide(results[ds], args.trees, args.variants)
         if idle:
@@ -475,24 +649,34 @@ def _report(args: argparse.Namespace, runs: list, extra: list[str], results: dic
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, extra = _parse(argv)
+    if args._score_run:
+        return score_one_run(args, args._score_run)
     runs = grid(args)
     if args.dry_run:
         dry_run(args, runs)
         return 0
     _check_inputs(args)
     out = Path(args.out)
-    train_grid(args, runs, extra)
-    evaluate_grid(args, runs)
+    if args.per_run:
+        train_and_score_grid(args, runs, extra)
+        merge_run_evals(args, runs)
+    else:
+        train_grid(args, runs, extra)
+        evaluate_grid(args, runs)
     results, frames = _collect(args)
     tests = paired_tests(frames, args.sets, args.trees, args.variants, args.n_boot)
     write_json_atomic(out / "stats.json", tests)
     text = _report(args, runs, extra, results, frames, tests)
     write_bytes_atomic(out / "RESULTS.md", text.encode())
     plot(out / "ablation.png", results, args.sets, args.trees, args.variants)
+    if args.commit:
+        merged = [eval_dir(args, ds, t) / f for ds in args.sets for t in args.trees for f in ("per_clip.csv",
+                                                                                            "per_frame.csv")]
+        commit_paths([out / "RESULTS.md", out / "stats.json", out / "ablation.png", *merged],
+                     f"ablation {out.name}: the report ({len(runs)} runs, {args.steps} steps)")
     print(text)
     log.info("wrote %s, %s, %s", out / "RESULTS.md", out / "stats.json", out / "ablation.png")
     return 0
-
 
 if __name__ == "__main__":
     run_main(main)

@@ -152,3 +152,59 @@ def test_bad_numbers_are_usage_errors_before_anything_is_written(tmp_path, capsy
         run_main(ablation.main, ["--out", str(tmp_path / "abl"), "--dry-run", flag, value])
     assert exc.value.code == 64 and f"argument {flag}" in capsys.readouterr().err
     assert not (tmp_path / "abl").exists()
+
+
+def test_per_run_units_are_scored_and_committed_as_they_finish_and_match_the_joint_evaluation(tmp_path, caplog):
+    """--per_run --commit: the baselines, then each run scored as soon as it has trained and committed on its own
+    (never a checkpoint); the merged per-frame numbers are the joint evaluation's, and a rerun commits nothing."""
+    import csv
+    import subprocess
+
+    root = tmp_path / "data"
+    make_tiny_frames(root, "train", clips=("a", "b"), n_frames=2, size=(32, 40))
+    make_tiny_frames(root, "test", clips=("t",), n_frames=3, size=(32, 40), seed=1)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for cmd in (["init", "-q"], ["config", "user.email", "t@t"], ["config", "user.name", "t"],
+                ["commit", "-q", "--allow-empty", "-m", "start"]):
+        subprocess.run(["git", "-C", str(repo), *cmd], check=True)
+    out, runs_dir = repo / "results" / "abl", tmp_path / "checkpoints"
+    common = ["--root", str(root), "--tiny", "--steps", "3", "--crop", "32", "--trees", "frames",
+              "--baselines", "guide", "--runs_dir", str(runs_dir), "--n_boot", "200"]
+    solver = ["--", "--gate_threshold", "0", "--flip_threshold", "0", "--accurate_guide_prob", "0"]
+    assert ablation.main([*common, "--out", str(out), "--per_run", "--commit", "--jobs", "2", *solver]) == 0
+    log = subprocess.run(["git", "-C", str(repo), "log", "--format=%s"], capture_output=True, text=True).stdout
+    subjects = log.strip().splitlines()
+    assert len(subjects) == 5 and subjects[-1] == "start"  # baselines, two runs (either order), the report
+    assert subjects[-2] == "ablation abl: baselines of standard/frames"
+    assert {s for s in subjects[1:3]} == {"ablation abl: frames_none_s0 (3 steps), its evaluation",
+                                          "ablation abl: frames_light_s0 (3 steps), its evaluation"}
+    assert subjects[0].startswith("ablation abl: the report")
+    tracked = subprocess.run(["git", "-C", str(repo), "ls-files"], capture_output=True, text=True).stdout.split()
+    assert "results/abl/eval_runs/frames_light_s0/per_frame.csv" in tracked
+    assert "results/abl/RESULTS.md" in tracked and not [f for f in tracked if f.endswith((".pt", ".log"))]
+    assert (runs_dir / "runs" / "frames_light_s0" / "last.pt").is_file()
+
+    # the same checkpoints scored together, the old way: the same per-frame numbers
+    joint = tmp_path / "joint"
+    assert ablation.main([*common, "--out", str(joint), *solver]) == 0
+
+    def rows(path):
+        return sorted((r["method"], r["run"], r["clip"], r["frame"], round(float(r["mad"]), 9))
+                      for r in csv.DictReader(open(path)))
+    assert rows(out / "eval_frames" / "per_frame.csv") == rows(joint / "eval_frames" / "per_frame.csv")
+    assert len(rows(out / "eval_frames" / "per_frame.csv")) == 9  # guide, none, light x 3 frames
+
+    caplog.clear()
+    with caplog.at_level("INFO"):  # a rerun: every unit reused, nothing new to commit
+        assert ablation.main([*common, "--out", str(out), "--per_run", "--commit", "--jobs", "2", *solver]) == 0
+    assert caplog.text.count("trained and evaluated earlier") == 2 and "baselines: evaluated earlier" in caplog.text
+    again = subprocess.run(["git", "-C", str(repo), "log", "--format=%s"], capture_output=True, text=True).stdout
+    assert again == log
+
+
+def test_commit_without_per_run_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run_main(ablation.main, ["--root", str(tmp_path), "--out", str(tmp_path / "abl"), "--tiny", "--commit"])
+    err = capsys.readouterr().err.strip()
+    assert "--commit needs --per_run" in err and not (tmp_path / "abl").exists()
