@@ -101,7 +101,7 @@ class Decoder(nn.Module):
         return (evidence * boundary).sum((1, 2, 3)) / boundary.sum((1, 2, 3))
 
     def forward(self, e: EncoderFeatures, guide: torch.Tensor, radius: tuple[int, int]) -> DecoderOutput:
-        context = upsample_bilinear(self.ctx(e.context), 2)  # smooth: plain upsampling
+        context = upsample_bilinear(self.ctx(e.context), 2, for_backward=self.training)  # smooth: plain upsampling
         f = self.f8(torch.cat([e.s3, e.d3, context], 1))
         logit8 = self.head8(f) + self.prior(guide, 8)
         up = self.up4(self.ll4(f), self.hi4(e.d3).unflatten(1, (-1, 3)))
@@ -114,15 +114,15 @@ class Decoder(nn.Module):
         up = self.up1(self.ll1(f), self.hi1(e.d1).unflatten(1, (-1, 3)))
         hidden = self.f1[0](torch.cat([up, e.x], 1))  # the stride-1 hidden state (the fine stage's input)
         logit1 = self.f1[1](hidden) + self.prior(guide, 1)
-        gate_logit = upsample_bilinear(gate_logit, 4)
+        gate_logit = upsample_bilinear(gate_logit, 4, for_backward=self.training)
 
         # progressive refinement: a finer prediction replaces the coarser one only in the uncertain band
         r8, r4 = radius
         a8 = torch.sigmoid(logit8)
         u8 = F.interpolate(uncertain(a8, r8), scale_factor=2.0, mode="nearest")
-        merged4 = torch.where(u8 > 0, torch.sigmoid(logit4), upsample_bilinear(a8, 2))
+        merged4 = torch.where(u8 > 0, torch.sigmoid(logit4), upsample_bilinear(a8, 2, for_backward=self.training))
         u4 = F.interpolate(uncertain(merged4, r4), scale_factor=4.0, mode="nearest")
-        merged4_full = upsample_bilinear(merged4, 4)
+        merged4_full = upsample_bilinear(merged4, 4, for_backward=self.training)
         refined = torch.where(u4 > 0, torch.sigmoid(logit1), merged4_full)
         r = refined.detach()
         gate_logit = gate_logit + self.gate1(torch.cat([up, e.x, gate_logit, 2 * r - 1, (r - guide).abs()], 1))

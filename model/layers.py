@@ -50,7 +50,7 @@ class Up(nn.Module):
         if self.kind != "none":
             return self.op(ll, highs)
         x = ll + self.op(highs.flatten(1, 2))
-        return upsample_bilinear(x, 2)
+        return upsample_bilinear(x, 2, for_backward=self.training)
 
 
 # ---------------------------------------------------------------------------------------- bilinear upsampling
@@ -72,20 +72,22 @@ def _bilinear_matrix(n_in: int, n_out: int, dtype: torch.dtype, device: str) -> 
     return m.to(dtype=dtype, device=device)
 
 
-def upsample_bilinear(x: torch.Tensor, scale: int | None = None, size: tuple[int, int] | None = None) -> torch.Tensor:
+def upsample_bilinear(x: torch.Tensor, scale: int | None = None, size: tuple[int, int] | None = None,
+                      for_backward: bool = False) -> torch.Tensor:
     """``F.interpolate(x, scale_factor=scale or size=size, mode="bilinear", align_corners=False)`` of (N,C,H,W),
     equal to ~1e-7. Bilinear interpolation is separable, so on the small maps of a training crop it runs as
     ``A_h @ x @ A_w^T`` with the two interpolation matrices: forward and backward are then matrix products, 2-5x
     faster on a CPU than the interpolation kernel and its scatter-add backward (measured on 4x1x16x16 -> 128 and
-    4x32x16x16 -> 32, one and two threads; bench/RESULTS.md, "bench_train"). Only where a backward will follow
-    (training): without gradients (inference, validation) and for outputs with a side above
-    ``MATMUL_UPSAMPLE_MAX`` it is the kernel itself, whose cost does not grow with the side, so inference outputs
-    are bit for bit what they were."""
+    4x32x16x16 -> 32, one and two threads; bench/RESULTS.md, "bench_train"). Only where the caller says a
+    backward will follow (``for_backward``: a module in training mode, the losses) and autograd records: otherwise
+    (inference, validation, a model in eval mode) and for outputs with a side above ``MATMUL_UPSAMPLE_MAX`` it is
+    the kernel itself, whose cost does not grow with the side, so inference outputs are bit for bit what they
+    were."""
     h, w = x.shape[-2:]
     out = tuple(size) if size is not None else (h * scale, w * scale)
     if out == (h, w):
         return x
-    if not (x.requires_grad and torch.is_grad_enabled()) or max(out) > MATMUL_UPSAMPLE_MAX:
+    if not (for_backward and x.requires_grad and torch.is_grad_enabled()) or max(out) > MATMUL_UPSAMPLE_MAX:
         return F.interpolate(x, size=out, mode="bilinear", align_corners=False)
     a_h = _bilinear_matrix(h, out[0], x.dtype, str(x.device))
     a_w = _bilinear_matrix(w, out[1], x.dtype, str(x.device))

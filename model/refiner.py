@@ -168,7 +168,7 @@ class Refiner(nn.Module):
         features = self.encoder(image, guide)
         d = self.decoder(features, guide, uncertain_radius or self.config.uncertain_radius)
         alpha, gate, accurate = self._guide_gate(guide, d, guide_accurate)
-        return self._output(h, w, features, d, alpha, gate, accurate)
+        return self._output(h, w, features, d, alpha, gate, accurate, self.training)
 
     def _guide_gate(self, guide: torch.Tensor, d: DecoderOutput, guide_accurate) -> tuple:
         """Do no harm: the output rule (``model.output_rule``) -> (alpha, the gate applied, the rule of each
@@ -184,13 +184,13 @@ class Refiner(nn.Module):
 
     @staticmethod
     def _output(h: int, w: int, e: EncoderFeatures, d: DecoderOutput, alpha: torch.Tensor, gate: torch.Tensor,
-                accurate: torch.Tensor) -> RefinerOutput:
+                accurate: torch.Tensor, training: bool = False) -> RefinerOutput:
         """Every map cropped back to the input's HxW (strided ones upsampled first)."""
         def crop(t: torch.Tensor) -> torch.Tensor:
             return t[..., :h, :w]
 
         def full(t: torch.Tensor, stride: int) -> torch.Tensor:
-            return crop(upsample_bilinear(t, stride) if stride > 1 else t)
+            return crop(upsample_bilinear(t, stride, for_backward=training) if stride > 1 else t)
 
         logits_os = {8: full(d.logit8, 8), 4: full(d.logit4, 4), 1: crop(d.logit1)}
         f2, f4, f8 = e.focus

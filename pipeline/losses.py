@@ -56,7 +56,7 @@ def laplacian_pyramid(x: torch.Tensor, levels: int = 5) -> list[torch.Tensor]:
         if min(cur.shape[-2:]) < 4:
             break
         down = _gauss_down(cur)
-        up = upsample_bilinear(down, size=cur.shape[-2:])
+        up = upsample_bilinear(down, size=cur.shape[-2:], for_backward=True)
         out.append(cur - up)
         cur = down
     out.append(cur)

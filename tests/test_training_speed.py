@@ -17,7 +17,7 @@ def test_upsample_by_a_scale_is_f_interpolate_forward_and_backward(shape, scale)
     g = torch.randn(*shape[:2], shape[2] * scale, shape[3] * scale, dtype=torch.float64)
     ref = F.interpolate(x, scale_factor=float(scale), mode="bilinear", align_corners=False)
     (gx_ref,) = torch.autograd.grad(ref, x, g)
-    out = upsample_bilinear(x, scale)
+    out = upsample_bilinear(x, scale, for_backward=True)
     (gx,) = torch.autograd.grad(out, x, g)
     assert out.shape == ref.shape
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
@@ -28,20 +28,34 @@ def test_upsample_by_a_scale_is_f_interpolate_forward_and_backward(shape, scale)
 def test_upsample_to_a_size_is_f_interpolate(size, out):
     x = torch.rand(2, 1, *size, generator=torch.Generator().manual_seed(1), dtype=torch.float64, requires_grad=True)
     ref = F.interpolate(x, size=out, mode="bilinear", align_corners=False)
-    torch.testing.assert_close(upsample_bilinear(x, size=out), ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(upsample_bilinear(x, size=out, for_backward=True), ref, rtol=0, atol=1e-12)
 
 
-def test_upsample_without_gradients_or_of_large_outputs_is_the_kernel_itself(monkeypatch):
-    """Inference and validation (no gradients) are bit for bit the kernel's: the speed-up is for the backward."""
+def test_upsample_is_the_kernel_itself_unless_a_backward_follows_on_a_small_map(monkeypatch):
+    """Inference, validation and a model in eval mode are bit for bit the kernel's: the speed-up is for training."""
     x = torch.rand(1, 1, 8, 40, generator=torch.Generator().manual_seed(3), requires_grad=True)
     kernel = F.interpolate(x, scale_factor=8.0, mode="bilinear")
+    assert torch.equal(upsample_bilinear(x, 8), kernel)  # not told a backward follows
     with torch.no_grad():
-        assert torch.equal(upsample_bilinear(x, 8), kernel)
-    assert torch.equal(upsample_bilinear(x.detach(), 8), kernel.detach())
-    assert not torch.equal(upsample_bilinear(x, 8), kernel)  # with gradients: the matrix products (to rounding)
+        assert torch.equal(upsample_bilinear(x, 8, for_backward=True), kernel)
+    assert torch.equal(upsample_bilinear(x.detach(), 8, for_backward=True), kernel.detach())
+    assert not torch.equal(upsample_bilinear(x, 8, for_backward=True), kernel)  # the matrix products (rounding)
     monkeypatch.setattr(layers, "MATMUL_UPSAMPLE_MAX", 100)  # 8x40 -> 64x320: above it
-    assert torch.equal(upsample_bilinear(x, 8), kernel)
-    assert upsample_bilinear(x, size=(8, 40)) is x  # already that size
+    assert torch.equal(upsample_bilinear(x, 8, for_backward=True), kernel)
+    assert upsample_bilinear(x, size=(8, 40), for_backward=True) is x  # already that size
+
+
+def test_a_refiner_in_eval_mode_upsamples_with_the_kernel_with_or_without_gradients():
+    torch.manual_seed(0)
+    model = build_refiner("none", 8).eval()  # 'none' upsamples in every Up layer too
+    g = torch.Generator().manual_seed(4)
+    image, guide = torch.rand(1, 3, 48, 64, generator=g), (torch.rand(1, 1, 48, 64, generator=g) > 0.5).float()
+    with torch.no_grad():
+        ref = _outputs(model, image, guide)
+    assert torch.equal(_outputs(model, image, guide).detach(), ref)
+    model.train()
+    assert not torch.equal(_outputs(model, image, guide).detach(), ref)  # training: the matrix products
+    torch.testing.assert_close(_outputs(model, image, guide).detach(), ref, rtol=1e-4, atol=1e-4)
 
 
 def _outputs(model, image, guide):
