@@ -300,12 +300,9 @@ def _unit_files(folder: Path) -> list[Path]:
                                  "inputs.json") if (folder / f).is_file()]
 
 
-def _finish_run_eval(args, run: dict, stamp: dict) -> None:
-    out = run_eval_dir(args, run)
-    write_json_atomic(out / "inputs.json", stamp)
-    if args.commit:
-        commit_paths(_unit_files(out), f"ablation {Path(args.out).name}: {run['name']} ({args.steps} steps), "
-                                       "its evaluation")
+def _commit_run_eval(args, run: dict) -> None:
+    commit_paths(_unit_files(run_eval_dir(args, run)),
+                 f"ablation {Path(args.out).name}: {run['name']} ({args.steps} steps), its evaluation")
 
 
 def train_and_score_grid(args, runs: list[dict], extra: list[str]) -> None:
@@ -334,9 +331,9 @@ def train_and_score_grid(args, runs: list[dict], extra: list[str]) -> None:
             if not done:
                 cfg, resume, overwrite = parse(solver_argv(args, run, extra), defaults_yaml="maggie.yaml")
                 train(cfg, resume=resume, overwrite=overwrite)
-            argv, stamp = run_eval_argv(args, run)
-            evaluate.main(argv)
-            _finish_run_eval(args, run, stamp)
+            score_one_run(args, run["name"])
+            if args.commit:
+                _commit_run_eval(args, run)
         return
     one_thread = [] if "--threads" in extra else ["--threads", "1"]
     by_name = {run["name"]: run for run, _ in todo}
@@ -347,16 +344,12 @@ def train_and_score_grid(args, runs: list[dict], extra: list[str]) -> None:
         cmds.append([sys.executable, str(Path(__file__).resolve()), "--_score_run", run["name"], *args._argv])
         tasks.append((run["name"], cmds, runs_root(args) / "logs" / f"{run['name']}.log"))
 
-    def on_done(name: str) -> None:
-        if args.commit:
-            commit_paths(_unit_files(run_eval_dir(args, by_name[name])),
-                         f"ablation {Path(args.out).name}: {name} ({args.steps} steps), its evaluation")
-
-    run_parallel(tasks, args.jobs, on_done)
+    run_parallel(tasks, args.jobs, (lambda name: _commit_run_eval(args, by_name[name])) if args.commit else None)
 
 
 def score_one_run(args, name: str) -> int:
-    """The per-run evaluation of the grid's run ``name`` (a subprocess of --per_run --jobs N)."""
+    """The per-run evaluation of the grid's run ``name`` and its inputs stamp (in this process with --jobs 1, a
+    subprocess of --per_run --jobs N otherwise)."""
     run = next((r for r in grid(args) if r["name"] == name), None)
     if run is None:
         raise UserError(f"no run {name!r} in this grid")
