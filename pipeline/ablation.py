@@ -226,9 +226,8 @@ def evaluate_grid(args, runs: list[dict]) -> None:
             argv = ["--root", set_root(args, ds), "--split", "test", "--tree", tree, "--ckpt", *ckpts,
                     "--labels", *[r["variant"] for r in mine], "--baselines", args.baselines, "--eval_long_side",
                     str(args.eval_long_side), "--max_frames", str(args.max_frames), "--out", str(out)]
-            stamp = {"argv": argv, "ckpts": [[c, Path(c).stat().st_size, Path(c).stat().st_mtime_ns] for c in ckpts]}
-            if (out / "per_frame.csv").is_file() and (out / "inputs.json").is_file() \
-                    and json.loads((out / "inputs.json").read_text()) == stamp:
+            stamp = _stamp(argv, ckpts)
+            if _is_current(out, stamp):
                 log.info("%s/%s: evaluated earlier with these checkpoints, reusing %s", ds, tree, out)
                 continue
             tasks.append((f"eval {ds}/{tree}", argv, out, stamp))
