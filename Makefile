@@ -7,7 +7,7 @@ RUN_DIR   ?= runs/demo
 SEED      ?= 0
 
 .PHONY: demo test venv clean-demo demo-data demo-compose demo-blur demo-frames demo-masks demo-train demo-eval demo-ablation demo-infer \
-	train-cpu-data train-cpu train-cpu-eval train-cpu-seeds ablation-cpu train-fine-data train-fine train-fine-eval hd-data hd-eval
+	train-cpu-data train-cpu train-cpu-eval train-cpu-seeds ablation-cpu ablation-learned-data ablation-learned train-fine-data train-fine train-fine-eval hd-data hd-eval
 
 venv: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
@@ -196,3 +196,34 @@ ablation-cpu: demo-masks
 	$(PY) preprocess/guide_mask.py --root $(CAMO_ROOT) --seed $(SEED) --mode all_frames $(MASK_ARGS)
 	$(PY) preprocess/guide_mask.py --root $(CAMO_ROOT) --seed $(SEED) --mode all_frames --tree frames_sharp $(MASK_ARGS)
 	$(PY) pipeline/ablation.py --cpu --root $(DEMO_ROOT) --camo_root $(CAMO_ROOT) --out $(ABL_OUT) $(ABL_ARGS)
+
+# ---------------------------------------------------------------------------------------------------------------
+# make ablation-learned: the research answer at the budget every variant learns in (issue "The research answer";
+# results/ablation_learned/calibration: 3200 steps). The same 36 runs as ablation-cpu, make train-cpu's recipe, on
+# make train-cpu's training set ($(TC_ROOT), plus a test split and the all-in-focus tree) and a camouflage set of its
+# size ($(LRN_CAMO)); each run scored as soon as it has trained, on its test split and on the real photographs
+# (data/real_alpha, when there), and committed with its evaluation (never checkpoints: those stay in $(LRN_RUNS)),
+# so a stopped grid loses nothing and a later start, on any machine, continues. The grid is pinned to the commit it
+# started from (results/ablation_learned/grid.json): run it from a git worktree at that commit so work goes on in
+# main. About 14 minutes per pair of runs on 2 cores: ~4.2 hours. LRN_COMMIT= leaves the results uncommitted.
+LRN_CAMO   ?= data/camo-cpu
+LRN_RUNS   ?= runs/ablation-learned
+LRN_OUT    ?= results/ablation_learned
+LRN_COMMIT ?= --commit
+ablation-learned-data: train-cpu-data
+	$(PY) preprocess/make_demo_data.py --root $(TC_ROOT) --split test --seed $(SEED)
+	$(PY) preprocess/make_demo_data.py --root $(LRN_CAMO) --split train --scale 5 --frames 12 --camouflage --seed $(SEED)
+	$(PY) preprocess/make_demo_data.py --root $(LRN_CAMO) --split test --camouflage --seed $(SEED)
+	for r in $(TC_ROOT) $(LRN_CAMO); do \
+		$(PY) preprocess/compose_video_bg.py --root $$r --seed $(SEED) && \
+		$(PY) preprocess/depth.py --root $$r --seed $(SEED) && \
+		PYTHON=$(PY) ./run_blur.sh --root $$r --seed $(SEED) && \
+		$(PY) preprocess/frame_extraction.py --root $$r --seed $(SEED) && \
+		$(PY) preprocess/frame_extraction.py --root $$r --seed $(SEED) --source composed && \
+		$(PY) preprocess/guide_mask.py --root $$r --seed $(SEED) --mode all_frames --backend perturb && \
+		$(PY) preprocess/guide_mask.py --root $$r --seed $(SEED) --mode all_frames --tree frames_sharp --backend perturb \
+		|| exit 1; done
+
+ablation-learned: ablation-learned-data
+	$(PY) pipeline/ablation.py --learned --root $(TC_ROOT) --camo_root $(LRN_CAMO) --runs_dir $(LRN_RUNS) \
+		--out $(LRN_OUT) $(LRN_COMMIT) $(ABL_ARGS)

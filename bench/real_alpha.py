@@ -15,7 +15,8 @@ Grad, and ``far``: the share (%) of pixels 16 px or more from the guide's bounda
     python bench/real_alpha.py --root /path/to/real_alpha --ckpt runs/train-cpu/s0/best.pt --out runs/real_alpha
 
 Writes ``<out>/table.md`` (per item and the means), ``<out>/per_item.csv`` and ``<out>/<item>_<guide>.png`` panels
-(image | guide | each refiner | closed-form | |error| of the first refiner x4).
+(image | guide | each refiner | closed-form | |error| of the first refiner x4; ``--no_panels``: none).
+``--baselines none`` scores the guide and the refiners only (the ablation scores the classical methods once).
 """
 from __future__ import annotations
 
@@ -104,15 +105,16 @@ def refiner(ckpt: str, guide_quality: str) -> Method:
     return lambda image, guide: np.clip(predictor.alpha(image, guide), 0, 1)
 
 
-def methods_for(ckpts: Sequence[str], guide_kind: str) -> dict[str, Method]:
-    """The guide, each checkpoint (auto; and told the guide is accurate when it is), closed-form, shared matting."""
+def methods_for(ckpts: Sequence[str], guide_kind: str, baselines: Sequence[str] = CLASSICAL) -> dict[str, Method]:
+    """The guide, each checkpoint (auto; and told the guide is accurate when it is), and the classical
+    ``baselines`` (closed-form, shared matting)."""
     out: dict[str, Method] = {"guide": lambda image, guide: guide}
     for i, ckpt in enumerate(ckpts):
         tag = f"refiner{i}" if len(ckpts) > 1 else "refiner"
         out[tag] = refiner(ckpt, "auto")
         if guide_kind == "accurate":
             out[f"{tag}_told"] = refiner(ckpt, "accurate")
-    out.update({m: classical(m) for m in CLASSICAL})
+    out.update({m: classical(m) for m in baselines})
     return out
 
 
@@ -142,8 +144,8 @@ def items_of(name: str, image: np.ndarray, alpha: np.ndarray, crop: int, crops: 
 def panel(image: np.ndarray, guide: np.ndarray, alphas: dict[str, np.ndarray], gt: np.ndarray) -> np.ndarray:
     gray = lambda a: np.repeat(a[..., None], 3, axis=2)  # noqa: E731
     shown = [image, gray(guide)] + [gray(a) for k, a in alphas.items() if k.startswith("refiner")] + \
-        [gray(alphas["closed_form"]), gray(gt)]
-    first = next((a for k, a in alphas.items() if k.startswith("refiner")), alphas["closed_form"])
+        [gray(alphas[k]) for k in ("closed_form",) if k in alphas] + [gray(gt)]
+    first = next((a for k, a in alphas.items() if k.startswith("refiner")), alphas.get("closed_form", guide))
     shown.append(gray(np.clip(4 * np.abs(first - gt), 0, 1)))
     return np.concatenate([np.pad(t, ((0, 0), (0, 4), (0, 0)), constant_values=1.0) for t in shown], axis=1)
 
@@ -177,6 +179,9 @@ def build_parser():
     p.add_argument("--crops", type=nonneg_int, default=2, help="hair crops per photo")
     p.add_argument("--long_side", type=nonneg_int, default=640, help="px of the whole photo (0: no whole photo)")
     p.add_argument("--max_photos", type=nonneg_int, default=0, help="at most this many photos (0: all)")
+    p.add_argument("--baselines", default=",".join(CLASSICAL),
+                   help="classical methods beside the refiners, comma-separated, or none (the guide is always scored)")
+    p.add_argument("--no_panels", action="store_true", help="write the tables only (no image panels)")
     return p
 
 
@@ -191,7 +196,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not Path(c).is_file():
             raise UserError(f"checkpoint not found: {c}")
     pairs = pairs[: args.max_photos or None]
-    methods = {kind: methods_for(args.ckpt, kind) for kind in GUIDES}
+    baselines = [] if args.baselines == "none" else [b for b in args.baselines.split(",") if b]
+    unknown = [b for b in baselines if b not in CLASSICAL]
+    if unknown:
+        raise UserError(f"--baselines: unknown method {unknown[0]!r}: use {', '.join(CLASSICAL)} or none")
+    methods = {kind: methods_for(args.ckpt, kind, baselines) for kind in GUIDES}
     out = Path(args.out)
     rows: list[dict] = []
     panels = 0
@@ -205,8 +214,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 guide = accurate_guide(gt) if kind == "accurate" else coarse_guide(gt)
                 alphas = {m: run(img, guide) for m, run in methods[kind].items()}
                 rows += [{"item": item, "guide_kind": kind, "method": m, **score(a, gt, guide)} for m, a in alphas.items()]
-                write_png(out / f"{item.replace('/', '_').replace('@', '_')}_{kind}.png", panel(img, guide, alphas, gt))
-                panels += 1
+                if not args.no_panels:
+                    write_png(out / f"{item.replace('/', '_').replace('@', '_')}_{kind}.png",
+                              panel(img, guide, alphas, gt))
+                    panels += 1
             log.info("scored %s", item)
     names = list(methods["accurate"])
     text = table(rows, names)

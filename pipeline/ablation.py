@@ -60,6 +60,13 @@ CPU = {"variants": ["none", "light", "heavy_db2"], "sets": ["standard", "camoufl
        "out": repo_default("runs/ablation-cpu"), "camo_root": repo_default("data/camo"), "max_frames": 12}
 CPU_SOLVER = ["--guide_mode", "mixed", "--accurate_guide_prob", "0.5", "--warmup_steps", "100", "--lr", "1e-3",
               "--num_workers", "0", "--ckpt_every", "100", "--log_every", "50", "--val_max_frames", "8"]
+# make ablation-learned (issue "The research answer"): the same 36 runs at the budget where every variant learns
+# (results/ablation_learned/calibration: 3200 steps), on make train-cpu's training set and a camouflage set of its
+# size, each run scored as soon as it has trained (and on the real photographs when data/real_alpha holds them),
+# the evaluations (never the checkpoints, which stay in runs/) under results/ablation_learned
+LEARNED = {**CPU, "steps": 3200, "root": repo_default("data/train-cpu"), "camo_root": repo_default("data/camo-cpu"),
+           "out": repo_default("results/ablation_learned"), "runs_dir": repo_default("runs/ablation-learned"),
+           "per_run": True, "max_frames": 0, "real_root": repo_default("data/real_alpha")}
 SOLVER = Path(__file__).resolve().parent / "solver_refiner_maggie.py"
 EVALUATE = Path(__file__).resolve().parent / "evaluate.py"
 
@@ -95,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--commit", action="store_true",
                    help="with --per_run: git-commit each finished unit's evaluation (CSVs, tables; never "
                         "checkpoints) in the repository holding --out, so a grid stopped midway loses nothing")
+    p.add_argument("--real_root", default=None,
+                   help="with --per_run: also score every run on the real photographs with alpha under this folder "
+                        "(bench/real_alpha.py; skipped when it holds none), the classical methods once")
     p.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
                    help="list the grid (one line per run: folder and done / partial / todo) and exit")
     p.add_argument("--tiny", action="store_true",
@@ -102,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu", action="store_true",
                    help="make ablation-cpu's grid: " + ", ".join(f"{k}={v}" for k, v in CPU.items())
                         + "; solver flags " + " ".join(CPU_SOLVER) + " (explicit flags win)")
+    p.add_argument("--learned", action="store_true",
+                   help="make ablation-learned's grid: " + ", ".join(f"{k}={v}" for k, v in LEARNED.items())
+                        + "; solver flags as --cpu (explicit flags win)")
     p.add_argument("--_score_run", default=None, help=argparse.SUPPRESS)  # the per-run scoring subprocess
     return p
 
@@ -251,6 +264,25 @@ def baseline_eval_dir(args, dataset: str, tree: str) -> Path:
     return Path(args.out) / "eval_baselines" / f"{dataset}_{tree}"
 
 
+def real_baseline_dir(args) -> Path:
+    """Where the guide and classical matting are scored once on the real photographs (``real_alpha/`` in it)."""
+    return Path(args.out) / "eval_baselines" / "real"
+
+
+def _clear_stamp(out: Path) -> None:
+    """Before a unit is scored again: its stale stamp and real-photo scores go first (evaluate.py replaces only
+    a folder holding nothing but an evaluation), so a stamp never outlives the numbers it vouches for."""
+    import shutil
+
+    (out / "inputs.json").unlink(missing_ok=True)
+    shutil.rmtree(out / "real_alpha", ignore_errors=True)
+
+
+def _is_real_current(out: Path, stamp: dict) -> bool:
+    return ((out / "real_alpha" / "per_item.csv").is_file() and (out / "inputs.json").is_file()
+            and json.loads((out / "inputs.json").read_text()) == stamp)
+
+
 def _eval_argv(args, dataset: str, tree: str, ckpts: list[str], labels: list[str], baselines: str,
                out: Path) -> list[str]:
     return ["--root", set_root(args, dataset), "--split", "test", "--tree", tree, "--ckpt", *ckpts,
@@ -269,10 +301,51 @@ def _is_current(out: Path, stamp: dict) -> bool:
 
 
 def run_eval_argv(args, run: dict) -> tuple[list[str], dict]:
-    """One run's evaluation on its own set and tree (no baselines: those are scored once per set and tree)."""
+    """One run's evaluation on its own set and tree (no baselines: those are scored once per set and tree) and its
+    inputs stamp: the flags, the checkpoint file, the real-photo flags and the unit (``_unit``)."""
     ckpt = str(best_ckpt(run["dir"]))
     argv = _eval_argv(args, run["set"], run["tree"], [ckpt], [run["variant"]], "none", run_eval_dir(args, run))
-    return argv, _stamp(argv, [ckpt])
+    return argv, {**_stamp(argv, [ckpt]), "real": _real_argv(args, run_eval_dir(args, run), [ckpt]),
+                  "unit": _unit(args, run)}
+
+
+def _unit(args, run: dict) -> dict:
+    """What a committed evaluation is of, machine-independent: the run and the grid's budget and evaluation
+    settings. A later session (maybe on another machine, its checkpoints gone) reuses an evaluation with the same
+    unit instead of training the run again."""
+    return {"run": run["name"], "steps": args.steps, "batch_size": args.batch_size, "crop": args.crop,
+            "base_channels": args.base_channels, "max_frames": args.max_frames, "eval_long_side": args.eval_long_side,
+            "real_photos": _has_real(args)}
+
+
+def _landed(args, run: dict) -> bool:
+    """The run's evaluation is there for this unit: from these very checkpoints, or from checkpoints no longer
+    here (an earlier session's, committed)."""
+    out = run_eval_dir(args, run)
+    if not (out / "per_frame.csv").is_file() or not (out / "inputs.json").is_file():
+        return False
+    try:
+        saved = json.loads((out / "inputs.json").read_text())
+    except ValueError:
+        return False
+    if not isinstance(saved, dict) or saved.get("unit") != _unit(args, run):
+        return False
+    return not best_ckpt(run["dir"]).is_file() or saved == run_eval_argv(args, run)[1]
+
+
+def _has_real(args) -> bool:
+    from bench.real_alpha import find_pairs
+
+    return bool(args.real_root) and Path(args.real_root).is_dir() and bool(find_pairs(Path(args.real_root)))
+
+
+def _real_argv(args, out: Path, ckpts: list[str]) -> list[str] | None:
+    """bench/real_alpha.py's flags for ``ckpts`` (the classical methods only when there is none) into
+    ``out/real_alpha``, or None without real photographs."""
+    if not _has_real(args):
+        return None
+    return ["--root", str(args.real_root), "--out", str(out / "real_alpha"), "--no_panels",
+            *(["--ckpt", *ckpts, "--baselines", "none"] if ckpts else [])]
 
 
 def commit_paths(paths: list[Path], message: str) -> None:
@@ -286,17 +359,60 @@ def commit_paths(paths: list[Path], message: str) -> None:
     git = ["git", "-C", str(top)]
     if subprocess.run(git + ["rev-parse", "--show-toplevel"], capture_output=True).returncode:
         raise UserError(f"--commit: {top} is not inside a git repository")
-    subprocess.run(git + ["add", "--", *rel], check=True, capture_output=True)
-    if subprocess.run(git + ["diff", "--cached", "--quiet", "--", *rel]).returncode == 0:
-        return  # nothing new
-    subprocess.run(git + ["commit", "-q", "-m", message, "--", *rel], check=True, capture_output=True)
+    import time
+
+    for attempt in range(20):  # another git process (work going on in the same repository) may hold its lock
+        try:
+            subprocess.run(git + ["add", "--", *rel], check=True, capture_output=True)
+            if subprocess.run(git + ["diff", "--cached", "--quiet", "--", *rel]).returncode == 0:
+                return  # nothing new
+            subprocess.run(git + ["commit", "-q", "-m", message, "--", *rel], check=True, capture_output=True)
+            break
+        except subprocess.CalledProcessError as e:
+            if b"index.lock" not in (e.stderr or b"") or attempt == 19:
+                raise UserError(f"--commit: git failed: {(e.stderr or b'').decode(errors='replace').strip()}")
+            time.sleep(1.0)
     log.info("committed %s", ", ".join(str(p) for p in paths))
+
+
+def code_commit() -> tuple[str, bool]:
+    """The commit of the code running this grid and whether its tracked files differ from it."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    sha = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True).stdout.strip())
+    return sha or "unknown", dirty
+
+
+def pin_grid(args) -> dict:
+    """--commit: the grid runs from one recorded commit (``<out>/grid.json``, committed with the first unit): a
+    later start from other code is refused in one line, so every unit of the grid comes from the same code."""
+    sha, dirty = code_commit()
+    pin = Path(args.out) / "grid.json"
+    if pin.is_file():
+        saved = json.loads(pin.read_text())
+        if saved.get("commit") != sha:
+            raise UserError(f"{pin}: this grid was started from commit {saved.get('commit')}, this code is {sha}: "
+                            f"continue it from a worktree at that commit (git worktree add <dir> "
+                            f"{str(saved.get('commit'))[:12]}) or give another --out")
+        return saved
+    saved = {"commit": sha, "dirty": dirty, "steps": args.steps, "argv": args._argv}
+    write_json_atomic(pin, saved)
+    commit_paths([pin], f"ablation {Path(args.out).name}: the grid starts from {sha[:12]}"
+                        + (" (with uncommitted changes)" if dirty else ""))
+    if dirty:
+        log.warning("the code running this grid has uncommitted changes: %s records %s, which is not all of it",
+                    pin, sha[:12])
+    return saved
 
 
 def _unit_files(folder: Path) -> list[Path]:
     """What of an evaluation folder is committed: its tables, CSVs and figure (never predictions)."""
-    return [folder / f for f in ("metrics.json", "per_clip.csv", "per_frame.csv", "table.md", "figure.png",
-                                 "inputs.json") if (folder / f).is_file()]
+    names = ("metrics.json", "per_clip.csv", "per_frame.csv", "table.md", "figure.png", "inputs.json",
+             "real_alpha/table.md", "real_alpha/per_item.csv")  # real_alpha: numbers only, never the photos
+    return [folder / f for f in names if (folder / f).is_file()]
 
 
 def _commit_run_eval(args, run: dict) -> None:
@@ -314,14 +430,26 @@ def train_and_score_grid(args, runs: list[dict], extra: list[str]) -> None:
             if _is_current(out, _stamp(argv, [])):
                 log.info("%s/%s baselines: evaluated earlier, reusing %s", ds, tree, out)
                 continue
+            _clear_stamp(out)
             evaluate.main(argv)
             write_json_atomic(out / "inputs.json", _stamp(argv, []))
             if args.commit:
                 commit_paths(_unit_files(out), f"ablation {Path(args.out).name}: baselines of {ds}/{tree}")
+    real = _real_argv(args, real_baseline_dir(args), [])
+    if real is not None:
+        stamp = {"real": real}
+        if not _is_real_current(real_baseline_dir(args), stamp):
+            from bench import real_alpha
+
+            real_alpha.main(real)
+            write_json_atomic(real_baseline_dir(args) / "inputs.json", stamp)
+            if args.commit:
+                commit_paths(_unit_files(real_baseline_dir(args)),
+                             f"ablation {Path(args.out).name}: classical matting on the real photographs")
     todo = []
     for run in runs:
         done = status(run["dir"], args.steps) == "done"
-        if done and _is_current(run_eval_dir(args, run), run_eval_argv(args, run)[1]):
+        if _landed(args, run):
             log.info("%s: trained and evaluated earlier, reusing %s", run["name"], run_eval_dir(args, run))
         else:
             todo.append((run, done))
@@ -353,7 +481,12 @@ def score_one_run(args, name: str) -> int:
     if run is None:
         raise UserError(f"no run {name!r} in this grid")
     argv, stamp = run_eval_argv(args, run)
+    _clear_stamp(run_eval_dir(args, run))
     evaluate.main(argv)
+    if stamp["real"] is not None:
+        from bench import real_alpha
+
+        real_alpha.main(stamp["real"])
     write_json_atomic(run_eval_dir(args, run) / "inputs.json", stamp)
     return 0
 
@@ -383,6 +516,8 @@ def dry_run(args, runs: list[dict]) -> None:
     counts: dict[str, int] = {}
     for r in runs:
         st = status(r["dir"], args.steps)
+        if args.per_run and _landed(args, r):
+            st = "evaluated" if st == "done" else "evaluated (checkpoints elsewhere)"
         counts[st] = counts.get(st, 0) + 1
         print(f"{r['name']:<44} set={r['set']:<10} tree={r['tree']:<12} variant={r['variant']:<9} "
               f"seed={r['seed']}  {r['dir']}  {st}")
@@ -569,6 +704,8 @@ def _parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
         parser.set_defaults(**TINY)
     if "--cpu" in own:
         parser.set_defaults(**CPU)
+    if "--learned" in own:
+        parser.set_defaults(**LEARNED)
     args = parser.parse_args(own)
     if args.commit and not args.per_run:
         parser.error("--commit needs --per_run (the units it commits are the per-run evaluations)")
@@ -577,7 +714,7 @@ def _parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
         extra = ["--eval_every", str(args.steps), "--ckpt_every", str(args.steps), "--log_every", "10",
                  "--warmup_steps", "5", "--lr", "2e-3", "--num_workers", "0", "--val_max_frames", "4",
                  "--eval_long_side", "128", *extra]
-    if args.cpu:
+    if args.cpu or args.learned:
         extra = [*CPU_SOLVER, "--eval_every", str(args.steps), *extra]
     return args, extra
 
@@ -613,12 +750,15 @@ def _collect(args: argparse.Namespace) -> tuple[dict, dict]:
 
 def _report(args: argparse.Namespace, runs: list, extra: list[str], results: dict, frames: dict, tests: dict) -> str:
     """RESULTS.md's text: the settings, a warning for each set the budget does not answer, the tables."""
+    pin = Path(args.out) / "grid.json"
+    code = (json.loads(pin.read_text()).get("commit", "unknown") if pin.is_file() else None)
     settings = (f"steps {args.steps}, batch {args.batch_size}, crop {args.crop}, base_channels {args.base_channels}, "
                 f"seeds {args.seeds}, strategy pipeline/configs/maggie.yaml{', extra flags ' + ' '.join(extra) if extra else ''}")
     text = ("# DWT ablation\n\nSame budget for every run: " + settings + ".\n"
             f"{len(runs)} runs: variants {' '.join(args.variants)} x seeds {args.seeds} x trees {' '.join(args.trees)} "
             f"x sets {' '.join(args.sets)} (" + ", ".join(f"{ds}: {set_root(args, ds)}" for ds in args.sets) + "). "
-            "Each run is scored on the test split of its own set and tree; baselines (" + args.baselines + ") need no "
+            + (f"Every run from commit `{code}` (grid.json). " if code else "")
+            + "Each run is scored on the test split of its own set and tree; baselines (" + args.baselines + ") need no "
             "training. Lower is better for every metric; scale factors in the headers. Evaluation "
             "details: " + (", ".join(str(eval_dir(args, ds, t) / "table.md") for ds in args.sets for t in args.trees)
                            if not args.per_run else f"{args.out}/eval_runs/<run>/table.md (each run) and "
@@ -636,7 +776,49 @@ def _report(args: argparse.Namespace, runs: list, extra: list[str], results: dic
         text += (f"\n## Set: {ds}\n" + table.replace("\n### ", "\n### " + f"{ds} / ") if len(args.sets) > 1
                  else table)
     text += stats_tables(tests, args.n_boot) + focus_table(frames, args.sets, args.trees, args.variants)
+    if args.per_run:
+        text += real_table(args, runs)
     return text + "\n![ablation](ablation.png)\n"
+
+
+def real_table(args: argparse.Namespace, runs: list) -> str:
+    """The real photographs as a fifth evaluation of every run: per set, tree and variant the mean over seeds of
+    each run's mean whole-item MAD x1e3 (its guide kind's rule: auto), beside the guide and classical matting, and
+    how many items the refiner left worse than its guide (by more than 0.1), summed over the seeds."""
+    base = real_baseline_dir(args) / "real_alpha" / "per_item.csv"
+    if not base.is_file():
+        return ""
+    rows = list(csv.DictReader(open(base)))
+    kinds = ("accurate", "coarse")
+    guide = {(r["item"], r["guide_kind"]): float(r["mad"]) for r in rows if r["method"] == "guide"}
+    mean = lambda vals: float(np.mean(vals)) if vals else math.nan  # noqa: E731
+    lines = ["\n## Real photographs (a fifth evaluation of every run)\n",
+             f"bench/real_alpha.py on {len({k[0] for k in guide})} items under {args.real_root} (accurate and coarse "
+             "guides; the refiner's rule chosen by `--guide_quality auto`). Mean whole-item MAD x1e3; (n): items "
+             "worse than their guide by more than 0.1, summed over the seeds.\n",
+             "| set | tree | method | seeds | " + " | ".join(kinds) + " |", "|---|---|---|---:|" + "---:|" * len(kinds)]
+    for m in ("guide", *(b for b in ("closed_form", "shared") if any(r["method"] == b for r in rows))):
+        lines.append(f"| - | - | {m} | - | " + " | ".join(
+            f"{mean([float(r['mad']) for r in rows if r['method'] == m and r['guide_kind'] == k]):.2f}"
+            for k in kinds) + " |")
+    for ds in args.sets:
+        for tree in args.trees:
+            for v in args.variants:
+                mine = [r for r in runs if (r["set"], r["tree"], r["variant"]) == (ds, tree, v)
+                        and (run_eval_dir(args, r) / "real_alpha" / "per_item.csv").is_file()]
+                if not mine:
+                    continue
+                cells = []
+                for k in kinds:
+                    per_run, worse = [], 0
+                    for r in mine:
+                        got = [x for x in csv.DictReader(open(run_eval_dir(args, r) / "real_alpha" / "per_item.csv"))
+                               if x["method"] == "refiner" and x["guide_kind"] == k]
+                        per_run.append(mean([float(x["mad"]) for x in got]))
+                        worse += sum(float(x["mad"]) > guide[(x["item"], k)] + 0.1 for x in got)
+                    cells.append(f"{mean(per_run):.2f} ({worse})")
+                lines.append(f"| {ds} | {tree} | {v} | {len(mine)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -649,6 +831,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     _check_inputs(args)
     out = Path(args.out)
+    if args.commit:
+        pin_grid(args)
     if args.per_run:
         train_and_score_grid(args, runs, extra)
         merge_run_evals(args, runs)
@@ -664,7 +848,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.commit:
         merged = [eval_dir(args, ds, t) / f for ds in args.sets for t in args.trees for f in ("per_clip.csv",
                                                                                             "per_frame.csv")]
-        commit_paths([out / "RESULTS.md", out / "stats.json", out / "ablation.png", *merged],
+        commit_paths([out / "RESULTS.md", out / "stats.json", out / "ablation.png", out / "grid.json", *merged],
                      f"ablation {out.name}: the report ({len(runs)} runs, {args.steps} steps)")
     print(text)
     log.info("wrote %s, %s, %s", out / "RESULTS.md", out / "stats.json", out / "ablation.png")

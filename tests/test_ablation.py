@@ -175,8 +175,9 @@ def test_per_run_units_are_scored_and_committed_as_they_finish_and_match_the_joi
     assert ablation.main([*common, "--out", str(out), "--per_run", "--commit", "--jobs", "2", *solver]) == 0
     log = subprocess.run(["git", "-C", str(repo), "log", "--format=%s"], capture_output=True, text=True).stdout
     subjects = log.strip().splitlines()
-    assert len(subjects) == 5 and subjects[-1] == "start"  # baselines, two runs (either order), the report
-    assert subjects[-2] == "ablation abl: baselines of standard/frames"
+    assert len(subjects) == 6 and subjects[-1] == "start"  # the pin, baselines, two runs (either order), the report
+    assert subjects[-2].startswith("ablation abl: the grid starts from ")
+    assert subjects[-3] == "ablation abl: baselines of standard/frames"
     assert {s for s in subjects[1:3]} == {"ablation abl: frames_none_s0 (3 steps), its evaluation",
                                           "ablation abl: frames_light_s0 (3 steps), its evaluation"}
     assert subjects[0].startswith("ablation abl: the report")
@@ -208,3 +209,83 @@ def test_commit_without_per_run_is_a_usage_error(tmp_path, capsys):
         run_main(ablation.main, ["--root", str(tmp_path), "--out", str(tmp_path / "abl"), "--tiny", "--commit"])
     err = capsys.readouterr().err.strip()
     assert "--commit needs --per_run" in err and not (tmp_path / "abl").exists()
+
+
+def test_landed_units_survive_a_new_machine_and_real_photos_are_a_fifth_evaluation(tmp_path, caplog):
+    """--per_run --commit with --real_root: every run is also scored on the real photographs (the guide and
+    classical matting once), numbers only, never a panel; a later start whose checkpoints are gone (another
+    machine) reuses each committed unit instead of training it again, and --learned lists the 36-run grid."""
+    import csv
+    import shutil
+    import subprocess
+
+    import numpy as np
+
+    from utils.images import write_png
+
+    root = tmp_path / "data"
+    make_tiny_frames(root, "train", clips=("a", "b"), n_frames=2, size=(32, 40))
+    make_tiny_frames(root, "test", clips=("t",), n_frames=2, size=(32, 40), seed=1)
+    yy, xx = np.mgrid[:48, :48].astype(np.float32)
+    alpha = np.clip((14 - np.hypot(yy - 24, xx - 20)) / 3 + 0.5, 0, 1).astype(np.float32)
+    image = (alpha[..., None] * np.array([0.8, 0.6, 0.5]) + (1 - alpha[..., None]) * 0.2).astype(np.float32)
+    real = tmp_path / "real"
+    write_png(real / "p" / "image" / "x.png", image)
+    write_png(real / "p" / "alpha" / "x.png", alpha, bits=16)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for cmd in (["init", "-q"], ["config", "user.email", "t@t"], ["config", "user.name", "t"],
+                ["commit", "-q", "--allow-empty", "-m", "start"]):
+        subprocess.run(["git", "-C", str(repo), *cmd], check=True)
+    out, runs_dir = repo / "results" / "abl", tmp_path / "checkpoints"
+    argv = ["--root", str(root), "--tiny", "--steps", "3", "--crop", "32", "--trees", "frames", "--baselines",
+            "guide", "--runs_dir", str(runs_dir), "--n_boot", "100", "--out", str(out), "--per_run", "--commit",
+            "--real_root", str(real), "--", "--threads", "1"]
+    assert ablation.main(argv) == 0
+    subjects = subprocess.run(["git", "-C", str(repo), "log", "--format=%s"], capture_output=True,
+                              text=True).stdout.strip().splitlines()
+    assert "ablation abl: classical matting on the real photographs" in subjects and len(subjects) == 7
+    tracked = subprocess.run(["git", "-C", str(repo), "ls-files"], capture_output=True, text=True).stdout.split()
+    assert "results/abl/eval_runs/frames_none_s0/real_alpha/per_item.csv" in tracked
+    assert "results/abl/eval_baselines/real/real_alpha/per_item.csv" in tracked
+    assert not list(out.rglob("real_alpha/*.png"))  # the photos never land in the repository
+    per_run = list(csv.DictReader(open(out / "eval_runs" / "frames_light_s0" / "real_alpha" / "per_item.csv")))
+    assert {r["method"] for r in per_run} == {"guide", "refiner", "refiner_told"}
+    base = list(csv.DictReader(open(out / "eval_baselines" / "real" / "real_alpha" / "per_item.csv")))
+    assert {r["method"] for r in base} == {"guide", "closed_form", "shared"}
+    text = (out / "RESULTS.md").read_text()
+    assert "## Real photographs (a fifth evaluation of every run)" in text and "| standard | frames | light | 1 |" in text
+    mean_guide = np.mean([float(r["mad"]) for r in base if r["method"] == "guide" and r["guide_kind"] == "accurate"])
+    assert f"| - | - | guide | - | {mean_guide:.2f} |" in text
+
+    shutil.rmtree(runs_dir)  # a new machine: the committed evaluations, no checkpoint
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert ablation.main(argv) == 0
+    assert caplog.text.count("trained and evaluated earlier") == 2 and not runs_dir.joinpath("runs").exists()
+    again = subprocess.run(["git", "-C", str(repo), "log", "--format=%s"], capture_output=True,
+                           text=True).stdout.strip().splitlines()
+    assert again == subjects  # nothing retrained, nothing new to commit
+    with caplog.at_level("INFO"):  # another budget is another unit: trained again
+        assert ablation.main([a if a != "3" else "4" for a in argv]) == 0
+    assert (runs_dir / "runs" / "frames_light_s0" / "last.pt").is_file()
+
+    # the grid is pinned to the commit it started from: other code is refused in one line, nothing run
+    import json
+
+    from utils.cli import UserError
+    pin = json.loads((out / "grid.json").read_text())
+    assert pin["commit"] == ablation.code_commit()[0] and f"Every run from commit `{pin['commit']}`" in text
+    (out / "grid.json").write_text(json.dumps({**pin, "commit": "0" * 40}))
+    before = sorted(p.stat().st_mtime_ns for p in out.rglob("*.csv"))
+    with pytest.raises(UserError, match="started from commit 0000000000000000000000000000000000000000, this code"):
+        ablation.main(argv)
+    assert sorted(p.stat().st_mtime_ns for p in out.rglob("*.csv")) == before
+
+
+def test_dry_run_lists_the_learned_grid(tmp_path, capsys):
+    assert ablation.main(["--learned", "--dry-run", "--runs_dir", str(tmp_path / "r"),
+                          "--out", str(tmp_path / "abl")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 37 and lines[-1].startswith("36 runs (36 todo); 3200 steps, batch 4, crop 128, 2 at a time")
+    assert "data/train-cpu" in lines[-1] and "data/camo-cpu" in lines[-1]

@@ -91,3 +91,26 @@ def test_absent_set_is_skipped_and_a_size_mismatch_is_one_line(tmp_path, capsys)
     write_png(tmp_path / "s" / "x" / "alpha" / "p.png", alpha[:-2])
     with pytest.raises(UserError, match="its image"):
         R.main(["--root", str(tmp_path / "s"), "--out", str(tmp_path / "o")])
+
+
+def test_baselines_can_be_left_out_and_panels_skipped(tmp_path):
+    """The ablation scores each run's refiner alone (the classical methods once per grid): --baselines none
+    gives the guide and the refiners, the same numbers as with the baselines, and --no_panels no image."""
+    image, alpha = _photo()
+    write_png(tmp_path / "set" / "s" / "image" / "p0.png", image)
+    write_png(tmp_path / "set" / "s" / "alpha" / "p0.png", alpha, bits=16)
+    torch.manual_seed(0)
+    save_refiner(tmp_path / "m.pt", build_refiner("light", base_channels=8))
+    common = ["--root", str(tmp_path / "set"), "--ckpt", str(tmp_path / "m.pt"), "--crop", "48", "--crops", "1",
+              "--long_side", "0"]
+    assert R.main(common + ["--out", str(tmp_path / "all")]) == 0
+    assert R.main(common + ["--out", str(tmp_path / "alone"), "--baselines", "none", "--no_panels"]) == 0
+    read = lambda f: {(r["item"], r["guide_kind"], r["method"]): r["mad"]  # noqa: E731
+                      for r in __import__("csv").DictReader(open(f))}
+    alone, every = read(tmp_path / "alone" / "per_item.csv"), read(tmp_path / "all" / "per_item.csv")
+    assert {k[2] for k in alone} == {"guide", "refiner", "refiner_told"}
+    assert all(every[k] == v for k, v in alone.items())
+    assert not list((tmp_path / "alone").glob("*.png")) and len(list((tmp_path / "all").glob("*.png"))) == 2
+    with pytest.raises(UserError, match="unknown method 'knn'"):
+        R.main(common + ["--out", str(tmp_path / "bad"), "--baselines", "shared,knn"])
+    assert not (tmp_path / "bad").exists()
