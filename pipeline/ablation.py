@@ -453,6 +453,7 @@ def train_and_score_grid(args, runs: list[dict], extra: list[str]) -> None:
             log.info("%s: trained and evaluated earlier, reusing %s", run["name"], run_eval_dir(args, run))
         else:
             todo.append((run, done))
+    todo.sort(key=lambda t: t[0]["seed"])  # seed-major: a grid stopped midway has every cell at its first seeds
     if args.jobs <= 1:
         for run, done in todo:
             if not done:
