@@ -386,14 +386,27 @@ def code_commit() -> tuple[str, bool]:
     return sha or "unknown", dirty
 
 
+CODE_FILES = ("*.py", "*.yaml", "*.yml", "*.sh", "Makefile", "requirements.txt", "pyproject.toml")
+
+
+def same_code(a: str, b: str, repo: Path | None = None) -> bool:
+    """Commits ``a`` and ``b`` hold the same code (``CODE_FILES``): what results, notes and the grid's own
+    commits change does not count, so a grid run inside the repository it commits to continues."""
+    import subprocess
+
+    here = repo or Path(__file__).resolve().parent
+    return subprocess.run(["git", "-C", str(here), "diff", "--quiet", a, b, "--", *CODE_FILES],
+                          capture_output=True).returncode == 0
+
+
 def pin_grid(args) -> dict:
-    """--commit: the grid runs from one recorded commit (``<out>/grid.json``, committed with the first unit): a
-    later start from other code is refused in one line, so every unit of the grid comes from the same code."""
+    """--commit: the grid runs from one recorded commit (``<out>/grid.json``, committed before the first unit): a
+    later start from other code (``same_code``) is refused in one line, so every unit comes from the same code."""
     sha, dirty = code_commit()
     pin = Path(args.out) / "grid.json"
     if pin.is_file():
         saved = json.loads(pin.read_text())
-        if saved.get("commit") != sha:
+        if saved.get("commit") != sha and not same_code(str(saved.get("commit")), sha):
             raise UserError(f"{pin}: this grid was started from commit {saved.get('commit')}, this code is {sha}: "
                             f"continue it from a worktree at that commit (git worktree add <dir> "
                             f"{str(saved.get('commit'))[:12]}) or give another --out")

@@ -154,6 +154,17 @@ def test_bad_numbers_are_usage_errors_before_anything_is_written(tmp_path, capsy
     assert not (tmp_path / "abl").exists()
 
 
+def _empty_repo(repo):
+    """A git repository with one empty commit ("start"): where --commit lands the units."""
+    import subprocess
+
+    repo.mkdir()
+    for cmd in (["init", "-q"], ["config", "user.email", "t@t"], ["config", "user.name", "t"],
+                ["commit", "-q", "--allow-empty", "-m", "start"]):
+        subprocess.run(["git", "-C", str(repo), *cmd], check=True)
+    return repo
+
+
 def test_per_run_units_are_scored_and_committed_as_they_finish_and_match_the_joint_evaluation(tmp_path, caplog):
     """--per_run --commit: the baselines, then each run scored as soon as it has trained and committed on its own
     (never a checkpoint); the merged per-frame numbers are the joint evaluation's, and a rerun commits nothing."""
@@ -163,11 +174,7 @@ def test_per_run_units_are_scored_and_committed_as_they_finish_and_match_the_joi
     root = tmp_path / "data"
     make_tiny_frames(root, "train", clips=("a", "b"), n_frames=2, size=(32, 40))
     make_tiny_frames(root, "test", clips=("t",), n_frames=3, size=(32, 40), seed=1)
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for cmd in (["init", "-q"], ["config", "user.email", "t@t"], ["config", "user.name", "t"],
-                ["commit", "-q", "--allow-empty", "-m", "start"]):
-        subprocess.run(["git", "-C", str(repo), *cmd], check=True)
+    repo = _empty_repo(tmp_path / "repo")
     out, runs_dir = repo / "results" / "abl", tmp_path / "checkpoints"
     common = ["--root", str(root), "--tiny", "--steps", "3", "--crop", "32", "--trees", "frames",
               "--baselines", "guide", "--runs_dir", str(runs_dir), "--n_boot", "200"]
@@ -232,11 +239,7 @@ def test_landed_units_survive_a_new_machine_and_real_photos_are_a_fifth_evaluati
     real = tmp_path / "real"
     write_png(real / "p" / "image" / "x.png", image)
     write_png(real / "p" / "alpha" / "x.png", alpha, bits=16)
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for cmd in (["init", "-q"], ["config", "user.email", "t@t"], ["config", "user.name", "t"],
-                ["commit", "-q", "--allow-empty", "-m", "start"]):
-        subprocess.run(["git", "-C", str(repo), *cmd], check=True)
+    repo = _empty_repo(tmp_path / "repo")
     out, runs_dir = repo / "results" / "abl", tmp_path / "checkpoints"
     argv = ["--root", str(root), "--tiny", "--steps", "3", "--crop", "32", "--trees", "frames", "--baselines",
             "guide", "--runs_dir", str(runs_dir), "--n_boot", "100", "--out", str(out), "--per_run", "--commit",
@@ -289,3 +292,26 @@ def test_dry_run_lists_the_learned_grid(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 37 and lines[-1].startswith("36 runs (36 todo); 3200 steps, batch 4, crop 128, 2 at a time")
     assert "data/train-cpu" in lines[-1] and "data/camo-cpu" in lines[-1]
+
+
+def test_same_code_ignores_results_and_notes_but_not_code(tmp_path):
+    """A grid that commits its units into the repository it runs from moves HEAD: those commits (and notes) are
+    not a change of code, a changed .py or config is."""
+    import subprocess
+
+    repo = _empty_repo(tmp_path / "repo")
+
+    def commit(path, text):
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo / path).write_text(text)
+        subprocess.run(["git", "-C", str(repo), "add", path], check=True)
+        subprocess.run(["git", "-C", str(repo), "commit", "-q", "-m", path], check=True)
+        return subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                              text=True).stdout.strip()
+    start = commit("pipeline/x.py", "a = 1\n")
+    results = commit("results/abl/eval_runs/r/per_frame.csv", "mad\n1\n")
+    notes = commit("README.md", "notes\n")
+    assert ablation.same_code(start, results, repo) and ablation.same_code(start, notes, repo)
+    assert not ablation.same_code(start, commit("pipeline/configs/m.yaml", "k: 2\n"), repo)
+    assert not ablation.same_code(start, commit("pipeline/x.py", "a = 2\n"), repo)
+    assert not ablation.same_code("0" * 40, start, repo)  # an unknown commit is never the same code
