@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real_root", default=None,
                    help="with --per_run: also score every run on the real photographs with alpha under this folder "
                         "(bench/real_alpha.py; skipped when it holds none), the classical methods once")
+    p.add_argument("--report_only", action="store_true",
+                   help="with --per_run: write the report from the evaluations that have landed (no training, no "
+                        "scoring; the grid may be partial or running elsewhere)")
     p.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
                    help="list the grid (one line per run: folder and done / partial / todo) and exit")
     p.add_argument("--tiny", action="store_true",
@@ -655,15 +658,111 @@ def results_table(results: dict, trees: list[str], variants: list[str], seeds: l
                 v = np.array([r[k] for r in runs])
                 cells.append(f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    if "none" in variants and len(trees) == 2:
+    if "none" in variants and len(trees) == 2 and all("none" in results[t] for t in trees):
         lines += ["\n### DWT effect on MAD in the unknown region (none minus variant; positive = the DWT helps)\n",
                   "| variant | " + " | ".join(trees) + " | defocused minus control |", "|---|---:|---:|---:|"]
         base = {t: np.mean([r["mad_unknown"] for r in results[t]["none"]]) for t in trees}
         for v in variants:
-            if v == "none":
+            if v == "none" or not all(v in results[t] for t in trees):
                 continue
             gain = [base[t] - np.mean([r["mad_unknown"] for r in results[t][v]]) for t in trees]
             lines.append(f"| {v} | {gain[0]:.3f} | {gain[1]:.3f} | {gain[0] - gain[1]:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+LEARNED_RATIO = 0.8  # a variant has learned where its whole-frame MAD is at most this times its guide's
+
+
+def learned(results: dict, ds: str, tree: str, v: str) -> float | None:
+    """The variant's mean whole-frame MAD over its seeds divided by its guide's (None where either is missing)."""
+    runs, guide = results.get(ds, {}).get(tree, {}).get(v), results.get(ds, {}).get(tree, {}).get("guide")
+    if not runs or not guide:
+        return None
+    return float(np.mean([r["mad"] for r in runs]) / guide[0]["mad"])
+
+
+def learned_table(results: dict, sets: list[str], trees: list[str], variants: list[str]) -> str:
+    """Did each variant leave its guide? Per set, tree and variant: whole-frame MAD (mean +/- std over seeds), its
+    ratio to the guide's, and whether it is at most ``LEARNED_RATIO`` (no conclusion is drawn otherwise)."""
+    lines = ["\n## Did every variant learn? (whole-frame MAD x1e3, mask guides, relative to the guide's)\n",
+             f"A variant whose MAD is above {LEARNED_RATIO}x its guide's has not left its guide: no conclusion about "
+             "the DWT is drawn from it.\n", "| set | tree | guide | " + " | ".join(variants) + " |",
+             "|---|---|---:|" + "---:|" * len(variants)]
+    for ds in sets:
+        for tree in trees:
+            guide = results.get(ds, {}).get(tree, {}).get("guide")
+            if not guide:
+                continue
+            cells = []
+            for v in variants:
+                ratio = learned(results, ds, tree, v)
+                if ratio is None:
+                    cells.append("-")
+                    continue
+                vals = np.array([r["mad"] for r in results[ds][tree][v]])
+                spread = f" ± {vals.std(ddof=1):.2f}" if len(vals) > 1 else ""
+                cells.append(f"{vals.mean():.2f}{spread} ({ratio:.2f}x{'' if ratio <= LEARNED_RATIO else ', not learned'}"
+                             f", {len(vals)} seed{'s' if len(vals) > 1 else ''})")
+            lines.append(f"| {ds} | {tree} | {guide[0]['mad']:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _verdict(r: dict) -> str:
+    if r["ci_lo"] > 0:
+        return "worse than `none`"
+    if r["ci_hi"] < 0:
+        return "better than `none`"
+    return "no difference detectable (the CI holds 0)"
+
+
+def answers(results: dict, tests: dict, sets: list[str], trees: list[str], variants: list[str]) -> str:
+    """The two answers, each with its CI and p on whole-frame MAD: (H1) each DWT variant against ``none`` on the
+    defocused frames of each set; (H2) the interaction (DWT minus none, defocused minus all-in-focus) on the
+    camouflage set, where only defocus separates person and background. A variant (or ``none``) that did not
+    learn gets no conclusion."""
+    lines = ["\n## The answers (whole-frame MAD x1e3, paired by test frame; statistics as in the tables below)\n"]
+    for v in variants:
+        if v == "none":
+            continue
+        for ds in sets:
+            r = next((x for x in tests["paired"] if (x["set"], x["tree"], x["variant"], x["metric"])
+                      == (ds, "frames", v, "mad")), None)
+            if r is None:
+                continue
+            idle = [m for m in (v, "none") if (learned(results, ds, "frames", m) or 1.0) > LEARNED_RATIO]
+            head = f"- **H1, {v} vs none, {ds}, defocused:** {r['mean']:+.3f} [{r['ci_lo']:+.3f}, {r['ci_hi']:+.3f}], p {S.fmt_p(r['p'])}, {r['n']} frames: "
+            lines.append(head + (f"no conclusion ({' and '.join(idle)} did not learn)" if idle else _verdict(r)))
+        r = next((x for x in tests["interaction"] if (x["set"], x["variant"], x["metric"])
+                  == ("camouflage", v, "mad")), None)
+        if r is not None:
+            idle = [m for m in (v, "none") for t in trees
+                    if (learned(results, "camouflage", t, m) or 1.0) > LEARNED_RATIO]
+            head = (f"- **H2, {v}, camouflage, (DWT minus none) defocused minus all-in-focus:** {r['mean']:+.3f} "
+                    f"[{r['ci_lo']:+.3f}, {r['ci_hi']:+.3f}], p {S.fmt_p(r['p'])}, {r['n']} frames: ")
+            what = ("the DWT gains more with defocus" if r["ci_hi"] < 0 else
+                    "the DWT gains less with defocus" if r["ci_lo"] > 0 else "no interaction detectable (the CI holds 0)")
+            lines.append(head + (f"no conclusion ({', '.join(dict.fromkeys(idle))} did not learn)" if idle else what))
+    return "\n".join(lines) + "\n" if len(lines) > 1 else ""
+
+
+def per_clip_table(frames: dict, sets: list[str], trees: list[str], variants: list[str]) -> str:
+    """Per set, tree and test clip: each method's whole-frame MAD, per frame averaged over the seeds, then over the
+    clip's frames."""
+    lines = ["\n## Per clip (whole-frame MAD x1e3, seed-averaged)\n"]
+    for ds in sets:
+        for tree in trees:
+            fr = frames.get((ds, tree), {})
+            methods = [m for m in ("guide", "closed_form", "shared", *variants) if m in fr]
+            if not methods:
+                continue
+            means = {m: seed_mean(fr[m], "mad") for m in methods}
+            clips = sorted({c for m in methods for c, _ in means[m]})
+            lines += [f"\n{ds} / {tree}:\n", "| clip | " + " | ".join(methods) + " |",
+                      "|---|" + "---:|" * len(methods)]
+            for c in clips:
+                lines.append(f"| {c} | " + " | ".join(
+                    f"{np.mean([x for (cc, _), x in means[m].items() if cc == c]):.2f}"
+                    if any(cc == c for cc, _ in means[m]) else "-" for m in methods) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -723,6 +822,8 @@ def _parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     args = parser.parse_args(own)
     if args.commit and not args.per_run:
         parser.error("--commit needs --per_run (the units it commits are the per-run evaluations)")
+    if args.report_only and not args.per_run:
+        parser.error("--report_only needs --per_run (it reads the per-run evaluations)")
     args._argv = own  # what a per-run scoring subprocess is given to rebuild this grid
     if args.tiny:
         extra = ["--eval_every", str(args.steps), "--ckpt_every", str(args.steps), "--log_every", "10",
@@ -785,6 +886,14 @@ def _report(args: argparse.Namespace, runs: list, extra: list[str], results: dic
                      f"{what} returned its guide unchanged in every run (the guide's scores exactly): the gate "
                      f"never opened in {args.steps} steps, so {'their' if len(idle) > 1 else 'its'} rows and DWT "
                      "effect are the guide's by construction. `make ablation-cpu` is the budget that answers it.\n")
+    if args.per_run:
+        landed = sum((run_eval_dir(args, r) / "per_frame.csv").is_file() for r in runs)
+        if landed < len(runs):
+            text += (f"\n**Partial: {landed} of {len(runs)} runs have landed** (the grid trains seed-major); "
+                     "every number below is over the runs that have.\n")
+        text += answers(results, tests, args.sets, args.trees, args.variants)
+        text += learned_table(results, args.sets, args.trees, args.variants)
+        text += per_clip_table(frames, args.sets, args.trees, args.variants)
     for ds in args.sets:
         table = results_table(results[ds], args.trees, args.variants, args.seeds)
         text += (f"\n## Set: {ds}\n" + table.replace("\n### ", "\n### " + f"{ds} / ") if len(args.sets) > 1
@@ -843,12 +952,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         dry_run(args, runs)
         return 0
-    _check_inputs(args)
     out = Path(args.out)
-    if args.commit:
-        pin_grid(args)
+    if not args.report_only:
+        _check_inputs(args)
+        if args.commit:
+            pin_grid(args)
     if args.per_run:
-        train_and_score_grid(args, runs, extra)
+        if not args.report_only:
+            train_and_score_grid(args, runs, extra)
         merge_run_evals(args, runs)
     else:
         train_grid(args, runs, extra)
@@ -862,8 +973,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.commit:
         merged = [eval_dir(args, ds, t) / f for ds in args.sets for t in args.trees for f in ("per_clip.csv",
                                                                                             "per_frame.csv")]
-        commit_paths([out / "RESULTS.md", out / "stats.json", out / "ablation.png", out / "grid.json", *merged],
-                     f"ablation {out.name}: the report ({len(runs)} runs, {args.steps} steps)")
+        landed = sum((run_eval_dir(args, r) / "per_frame.csv").is_file() for r in runs)
+        commit_paths([p for p in (out / "RESULTS.md", out / "stats.json", out / "ablation.png", out / "grid.json",
+                                  *merged) if p.is_file()],
+                     f"ablation {out.name}: the report ({landed} of {len(runs)} runs, {args.steps} steps)")
     print(text)
     log.info("wrote %s, %s, %s", out / "RESULTS.md", out / "stats.json", out / "ablation.png")
     return 0

@@ -171,6 +171,8 @@ def test_per_run_units_are_scored_and_committed_as_they_finish_and_match_the_joi
     import csv
     import subprocess
 
+    import numpy as np
+
     root = tmp_path / "data"
     make_tiny_frames(root, "train", clips=("a", "b"), n_frames=2, size=(32, 40))
     make_tiny_frames(root, "test", clips=("t",), n_frames=3, size=(32, 40), seed=1)
@@ -209,6 +211,25 @@ def test_per_run_units_are_scored_and_committed_as_they_finish_and_match_the_joi
     assert caplog.text.count("trained and evaluated earlier") == 2 and "baselines: evaluated earlier" in caplog.text
     again = subprocess.run(["git", "-C", str(repo), "log", "--format=%s"], capture_output=True, text=True).stdout
     assert again == log
+
+    # --report_only: the report from what has landed, no checkpoint needed; partial grids say so
+    import json
+    import shutil
+
+    shutil.rmtree(runs_dir)
+    shutil.rmtree(out / "eval_runs" / "frames_light_s0")
+    assert ablation.main([*common, "--out", str(out), "--per_run", "--report_only", *solver]) == 0
+    text = (out / "RESULTS.md").read_text()
+    assert "**Partial: 1 of 2 runs have landed**" in text and not runs_dir.exists()
+    assert "## Did every variant learn?" in text and "## Per clip" in text
+    guide = json.loads((out / "eval_baselines" / "standard_frames" / "metrics.json").read_text())
+    guide_mad = guide["methods"]["guide"]["mad"]
+    none_rows = [r for r in csv.DictReader(open(out / "eval_frames" / "per_frame.csv")) if r["method"] == "none"]
+    none_mad = np.mean([float(r["mad"]) for r in none_rows])
+    assert f"({none_mad / guide_mad:.2f}x" in text
+    assert "| t | " in text  # the one test clip's row
+    with pytest.raises(SystemExit):
+        run_main(ablation.main, [*common, "--out", str(out), "--report_only"])
 
 
 def test_commit_without_per_run_is_a_usage_error(tmp_path, capsys):
@@ -315,3 +336,33 @@ def test_same_code_ignores_results_and_notes_but_not_code(tmp_path):
     assert not ablation.same_code(start, commit("pipeline/configs/m.yaml", "k: 2\n"), repo)
     assert not ablation.same_code(start, commit("pipeline/x.py", "a = 2\n"), repo)
     assert not ablation.same_code("0" * 40, start, repo)  # an unknown commit is never the same code
+
+
+def test_answers_draw_no_conclusion_from_a_variant_that_did_not_learn():
+    """H1 and H2 lines: the CI decides the verdict, and a variant (or none) above 0.8x its guide gets none."""
+    def runs(*mads):
+        return [{"mad": m} for m in mads]
+    results = {"standard": {"frames": {"guide": runs(50.0), "none": runs(30.0, 32.0), "light": runs(25.0, 27.0)}},
+               "camouflage": {t: {"guide": runs(50.0), "none": runs(45.0), "light": runs(30.0)}
+                              for t in ("frames", "frames_sharp")}}
+    row = {"p": 0.01, "n": 12, "dz": -1.0, "rank_biserial": -0.8}
+    tests = {"paired": [{**row, "set": "standard", "tree": "frames", "variant": "light", "metric": "mad",
+                         "mean": -5.0, "ci_lo": -7.0, "ci_hi": -3.0},
+                        {**row, "set": "camouflage", "tree": "frames", "variant": "light", "metric": "mad",
+                         "mean": -1.0, "ci_lo": -3.0, "ci_hi": 1.0}],
+             "interaction": [{**row, "set": "camouflage", "variant": "light", "metric": "mad", "mean": -2.0,
+                              "ci_lo": -4.0, "ci_hi": -0.5}]}
+    text = ablation.answers(results, tests, ["standard", "camouflage"], ["frames", "frames_sharp"], ["none", "light"])
+    lines = text.strip().splitlines()
+    assert "**H1, light vs none, standard, defocused:** -5.000 [-7.000, -3.000]" in lines[2]
+    assert lines[2].endswith("better than `none`")
+    assert lines[3].endswith("no conclusion (none did not learn)")  # none at 0.9x its guide on camouflage
+    assert "**H2, light, camouflage" in lines[4] and lines[4].endswith("no conclusion (none did not learn)")
+    results["camouflage"] = {t: {"guide": runs(50.0), "none": runs(35.0), "light": runs(30.0)}
+                             for t in ("frames", "frames_sharp")}
+    lines = ablation.answers(results, tests, ["standard", "camouflage"], ["frames", "frames_sharp"],
+                             ["none", "light"]).strip().splitlines()
+    assert lines[3].endswith("no difference detectable (the CI holds 0)")
+    assert lines[4].endswith("the DWT gains more with defocus")
+    table = ablation.learned_table(results, ["standard"], ["frames"], ["none", "light"])
+    assert "| standard | frames | 50.00 | 31.00 ± 1.41 (0.62x, 2 seeds) | 26.00 ± 1.41 (0.52x, 2 seeds) |" in table
