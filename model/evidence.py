@@ -24,6 +24,15 @@ image disposes; an untrained refiner, gate 0.27, still returns its guide exactly
 Where the two sides' colours are closer than ``RING_SEPARATION`` (orange hair on a red wall) the line says
 nothing and the gate decides, as before.
 
+``ring_sampled_alpha``: the ring's values come from the image's own samples. The refiner's values in the ring are
+worse than a pair of local colour samples on real photographs and on the embedded frames alike (bench/RESULTS.md,
+"The ring's values from local samples"): for each ring pixel, the nearest pixel of each side (at least
+``SAMPLE_KNOWN_PX`` from the guide's boundary) to the pixel and to the 8 points ``SAMPLE_REACH`` px around it give
+9 foreground and 9 background samples; of the 81 pairs the one whose line explains the pixel's colour best (the
+least distance from the colour to its projection on the pair's line, as in shared matting) gives the alpha. Where
+the gate leans open (the refiner proposes) the ring takes that alpha, held on the guide's side of 0.5; every
+variant of the refiner gets the same samples, and an untrained refiner (gate shut) still returns its guide.
+
 ``ring_agreement``: is the guide accurate? The image's answer, not the trust head's. At an accurate guide's ring
 the colour line puts most pixels on the guide's own side of 0.5 (the truth is at the guide's 0.5 level); at a
 coarse guide's ring (grown, shrunk or blocky, so its boundary runs through solid foreground or background) about
@@ -36,6 +45,8 @@ from __future__ import annotations
 
 import math
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -53,6 +64,10 @@ RING_SEPARATION = 0.1  # the two sides' colours must be this far apart (RGB in [
 RING_PROPOSAL = 0.5  # the gate must lean open for the line to take a refinement (an untrained gate is 0.27); a
 # model whose accurate_gate_threshold is lower (a test forcing its gates open) proposes at that
 GUIDE_AGREEMENT = 0.6  # ring agreement at which a guide counts as accurate (real accurate >= 0.58, coarse <= 0.57)
+SAMPLE_KNOWN_PX = 2.0  # a side's samples are guide pixels at least this far (L2 px) from the guide's boundary
+SAMPLE_REACH = 6  # px: the 8 points around each ring pixel whose nearest samples it also takes
+SAMPLE_CHUNK = 8192  # ring pixels judged at a time (81 pairs each)
+SAMPLE_MARGIN = 48  # px around the ring's box where samples are looked for
 
 
 def box_sum(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -135,9 +150,77 @@ def colour_line_alpha(image: torch.Tensor, guide: torch.Tensor, window: int = RI
     return alpha, valid
 
 
+def _nearest(known: np.ndarray, qy: np.ndarray, qx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column of the nearest ``known`` pixel (bool HxW, at least one) to each query point (OpenCV's
+    labels)."""
+    _, label = cv2.distanceTransformWithLabels((~known).astype(np.uint8), cv2.DIST_L2, 5,
+                                               labelType=cv2.DIST_LABEL_PIXEL)
+    # OpenCV numbers the known pixels 1, 2, ... in row-major order (tested against brute force)
+    where = np.flatnonzero(known)[label[qy, qx] - 1]
+    return where // known.shape[1], where % known.shape[1]
+
+
+def ring_sampled_alpha(image: torch.Tensor, guide: torch.Tensor,
+                       ring: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(alpha, valid), both (N,1,H,W): at each ``ring`` pixel (default: the guide's boundary ring) the alpha of the
+    best of 81 pairs of local samples (see the module docstring), pairs of colours closer than ``RING_SEPARATION``
+    left out; valid where such a pair exists. Elsewhere
+    alpha is 0 and valid False. ``image`` (N,3,H,W) in [0, 1], ``guide`` (N,1,H,W)."""
+    n, _, h, w = guide.shape
+    ring = boundary_ring(guide) > 0 if ring is None else ring
+    alpha = torch.zeros(n, 1, h, w, dtype=torch.float32, device=guide.device)
+    valid = torch.zeros(n, 1, h, w, dtype=torch.bool, device=guide.device)
+    step = (-SAMPLE_REACH, 0, SAMPLE_REACH)
+    dy = np.array([a for a in step for _ in step])
+    dx = np.array([b for _ in step for b in step])
+    for i in range(n):
+        full = (guide[i, 0] >= 0.5).cpu().numpy().astype(np.uint8)
+        ys, xs = np.nonzero(ring[i, 0].cpu().numpy())
+        if not len(ys) or full.all() or not full.any():
+            continue
+        # the samples are looked for in the ring's box grown by SAMPLE_MARGIN px: a frame's far corners cost
+        # time and hold no sample nearer than that
+        y0, x0 = max(0, ys.min() - SAMPLE_MARGIN), max(0, xs.min() - SAMPLE_MARGIN)
+        y1, x1 = min(h, ys.max() + SAMPLE_MARGIN + 1), min(w, xs.max() + SAMPLE_MARGIN + 1)
+        inside = np.ascontiguousarray(full[y0:y1, x0:x1])
+        qy = np.clip(ys[:, None] + dy, y0, y1 - 1) - y0  # (M,9) query points, in the box
+        qx = np.clip(xs[:, None] + dx, x0, x1 - 1) - x0
+        samples = []
+        for side in (inside, 1 - inside):  # foreground, background
+            known = cv2.distanceTransform(side, cv2.DIST_L2, 5) >= SAMPLE_KNOWN_PX
+            if not known.any():
+                break
+            rows, cols = _nearest(known, qy, qx)
+            samples.append((torch.from_numpy(rows + y0), torch.from_numpy(cols + x0)))
+        if len(samples) < 2:
+            continue
+        img = image[i].float().cpu()
+        (fy, fx), (by, bx) = samples
+        py, px = torch.from_numpy(ys), torch.from_numpy(xs)
+        out, ok = torch.empty(len(ys)), torch.zeros(len(ys), dtype=torch.bool)
+        for a in range(0, len(ys), SAMPLE_CHUNK):
+            sl = slice(a, a + SAMPLE_CHUNK)
+            colour = img[:, py[sl], px[sl]].T[:, None, None, :]  # (m,1,1,3)
+            fg = img[:, fy[sl], fx[sl]].permute(1, 2, 0)[:, :, None, :]  # (m,9,1,3)
+            bg = img[:, by[sl], bx[sl]].permute(1, 2, 0)[:, None, :, :]  # (m,1,9,3)
+            line = fg - bg
+            pair_alpha = (((colour - bg) * line).sum(-1) / line.square().sum(-1).clamp(min=1e-8)).clamp(0, 1)
+            miss = (colour - bg - pair_alpha[..., None] * line).square().sum(-1)  # (m,9,9)
+            apart = line.square().sum(-1) >= RING_SEPARATION ** 2  # a pair of one colour says nothing
+            miss = torch.where(apart, miss, torch.full_like(miss, math.inf))
+            best = miss.flatten(1).argmin(1, keepdim=True)
+            out[sl] = pair_alpha.flatten(1).gather(1, best)[:, 0]
+            ok[sl] = apart.flatten(1).any(1)
+        py, px = py[ok].to(guide.device), px[ok].to(guide.device)
+        alpha[i, 0, py, px] = out[ok].to(guide.device)
+        valid[i, 0, py, px] = True
+    return alpha, valid
+
+
 def ring_colour_evidence(image: torch.Tensor, guide: torch.Tensor, refined: torch.Tensor, gate_logit: torch.Tensor,
                          alpha: torch.Tensor, accurate: torch.Tensor, proposal: float = RING_PROPOSAL,
-                         line: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                         line: tuple[torch.Tensor, torch.Tensor] | None = None,
+                         sampled: bool = True) -> torch.Tensor:
     """``alpha`` (N,1,H,W) where, in each accurate-ruled frame (``accurate`` (N,) bool), the colour line judges
     the boundary ring: a ring pixel where it says anything is the on-side refinement (``refined`` held on the
     guide's side of 0.5) if the gate leans open there (its probability >= ``proposal``) and the
@@ -147,13 +230,16 @@ def ring_colour_evidence(image: torch.Tensor, guide: torch.Tensor, refined: torc
     if not bool(accurate.any()):
         return alpha
     line_alpha, valid = colour_line_alpha(image, guide) if line is None else line
-    return judge_ring(guide, refined, gate_logit, alpha, line_alpha, valid & accurate.view(-1, 1, 1, 1),
-                      boundary_ring(guide) > 0, proposal)
+    ring = boundary_ring(guide) > 0
+    sample = ring_sampled_alpha(image, guide, ring & accurate.view(-1, 1, 1, 1)) if sampled else None
+    return judge_ring(guide, refined, gate_logit, alpha, line_alpha, valid & accurate.view(-1, 1, 1, 1), ring,
+                      proposal, sample)
 
 
 def judge_ring(guide: torch.Tensor, refined: torch.Tensor, gate_logit: torch.Tensor, alpha: torch.Tensor,
                line_alpha: torch.Tensor, valid: torch.Tensor, ring: torch.Tensor,
-               proposal: float = RING_PROPOSAL) -> torch.Tensor:
+               proposal: float = RING_PROPOSAL,
+               sample: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """The colour line's verdict on ``ring`` pixels where it is ``valid``: the on-side refinement where the gate's
     probability is >= ``proposal`` and it lands nearer ``line_alpha`` than the guide does, else the guide; every
     other pixel: ``alpha``. All (N,1,H,W); the sparse path calls it on tiles with the full frame's line cut to
@@ -161,7 +247,11 @@ def judge_ring(guide: torch.Tensor, refined: torch.Tensor, gate_logit: torch.Ten
     on_side = on_guide_side(guide, refined).to(alpha.dtype)
     leans_open = torch.sigmoid(gate_logit.float()) >= proposal
     take = ((on_side - line_alpha).abs() < (guide - line_alpha).abs()) & leans_open
-    return torch.where(ring & valid, torch.where(take, on_side, guide.to(alpha.dtype)), alpha)
+    out = torch.where(ring & valid, torch.where(take, on_side, guide.to(alpha.dtype)), alpha)
+    if sample is not None:  # where the refiner proposes, the ring's value is the local samples' alpha
+        sampled = on_guide_side(guide, sample[0].to(alpha.dtype)).to(alpha.dtype)
+        out = torch.where(ring & sample[1] & leans_open, sampled, out)
+    return out
 
 
 def ring_agreement(image: torch.Tensor, guide: torch.Tensor,

@@ -47,12 +47,14 @@ class Predictor:
     boundary-ring pixel where it says anything, not the gate (``model.evidence``; the sparse path judges the ring
     in the tiles it runs); ``guide_check``: with ``guide_quality`` auto, a frame
     whose guide the image agrees with (``model.evidence.ring_agreement`` >= ``GUIDE_AGREEMENT``) gets the
-    accurate rule whatever the trust head says (the others: the trust head's call). The three are off only to
-    measure what they do."""
+    accurate rule whatever the trust head says (the others: the trust head's call); ``ring_samples``: with the
+    ring evidence, where the gate leans open the ring's value is the alpha of local colour samples
+    (``model.evidence.ring_sampled_alpha``), not the refiner's. They are off only to measure what they do."""
 
     def __init__(self, model: Refiner, device: torch.device | str = "cpu", downsample_ratio: float | str = "auto",
                  dense: bool = False, guide_quality: str = "auto", autocast: torch.dtype | None = None,
-                 far_evidence: bool = True, ring_evidence: bool = True, guide_check: bool = True):
+                 far_evidence: bool = True, ring_evidence: bool = True, guide_check: bool = True,
+                 ring_samples: bool = True):
         if guide_quality not in GUIDE_QUALITIES:
             raise ValueError(f"guide_quality must be one of {', '.join(GUIDE_QUALITIES)}, got {guide_quality!r}")
         if downsample_ratio != "auto" and not 0 < float(downsample_ratio) <= 1:
@@ -63,6 +65,7 @@ class Predictor:
         self.guide_accurate = GUIDE_QUALITIES[guide_quality]
         self.autocast = autocast
         self.far_evidence, self.ring_evidence, self.guide_check = far_evidence, ring_evidence, guide_check
+        self.ring_samples = ring_samples
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: torch.device | str = "cpu",
@@ -101,11 +104,12 @@ class Predictor:
                 alpha, accurate, dense, ratio = out.alpha, out.accurate, out, 1.0
                 if self.ring_evidence:
                     alpha = ring_colour_evidence(image, guide.to(alpha.dtype), out.refined, out.gate_logit, alpha,
-                                                 accurate, ring_proposal(self.model), line)
+                                                 accurate, ring_proposal(self.model), line, self.ring_samples)
                     dense = dataclasses.replace(dense, alpha=alpha)
             else:
                 sparse = refine_sparse(self.model, image, guide, ratio, guide_accurate,
-                                       ring_evidence=self.ring_evidence, line=line)
+                                       ring_evidence=self.ring_evidence, line=line,
+                                       ring_samples=self.ring_samples)
                 alpha, accurate, dense, ratio = sparse.alpha, sparse.accurate, None, sparse.ratio
         if self.far_evidence:  # the accurate rule never changes a far pixel: only coarse-ruled frames can change
             alpha = far_flip_evidence(image, guide.to(alpha.dtype), alpha)

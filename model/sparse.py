@@ -35,7 +35,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from model.evidence import colour_line_alpha, judge_ring, ring_colour_evidence, ring_proposal
+from model.evidence import colour_line_alpha, judge_ring, ring_colour_evidence, ring_proposal, ring_sampled_alpha
 from model.fine import RADIUS, fine_output
 from model.masks import boundary_band, boundary_ring, dilate, or_window
 from model.output_rule import output_rule
@@ -130,7 +130,7 @@ def allowed(guide: torch.Tensor, accurate: bool, flips: torch.Tensor | None) -> 
 @torch.no_grad()
 def refine_sparse(model: Refiner, image: torch.Tensor, guide: torch.Tensor, downsample_ratio: float | str = "auto",
                   guide_accurate: bool | None = None, tile: int = FINE_TILE, ring_evidence: bool = False,
-                  line: tuple[torch.Tensor, torch.Tensor] | None = None) -> SparseOutput:
+                  line: tuple[torch.Tensor, torch.Tensor] | None = None, ring_samples: bool = True) -> SparseOutput:
     """Alpha of ``image`` (N,3,H,W in [0,1]) given ``guide`` (N,1,H,W): a coarse pass at ``downsample_ratio``
     and the fine stage in ``tile``-px tiles where the refiner can change the guide (module docstring). A ratio of
     1 (what "auto" gives below ``1.5 * COARSE_LONG_SIDE`` px on the long side) is the dense pass itself.
@@ -152,7 +152,8 @@ def refine_sparse(model: Refiner, image: torch.Tensor, guide: torch.Tensor, down
     for i in range(n):
         a, accurate, cov, count = _refine_one(model, image[i:i + 1], guide[i:i + 1], ratio, guide_accurate, tile,
                                               ring_evidence, None if line is None else (line[0][i:i + 1],
-                                                                                        line[1][i:i + 1]))
+                                                                                        line[1][i:i + 1]),
+                                              ring_samples)
         alphas.append(a), rules.append(accurate), coverage.append(cov), counts.append(count)
     dev = image.device
     return SparseOutput(torch.cat(alphas), torch.tensor(rules, device=dev), torch.tensor(coverage, device=dev),
@@ -324,14 +325,16 @@ def refine_windows(model: Refiner, image: torch.Tensor, guide: torch.Tensor, map
 
 def _refine_one(model: Refiner, image: torch.Tensor, guide: torch.Tensor, ratio: float,
                 guide_accurate: bool | None, tile: int, ring_evidence: bool = False,
-                line: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, bool, float, int]:
+                line: tuple[torch.Tensor, torch.Tensor] | None = None,
+                ring_samples: bool = True) -> tuple[torch.Tensor, bool, float, int]:
     h, w = image.shape[-2:]
     coarse, small_guide, covers = coarse_pass(model, image, guide, ratio, guide_accurate)
     accurate = bool(coarse.accurate[0])
     if not model.fine_trained:
         flips = None if accurate else _grown_full((coarse.alpha >= 0.5) != (small_guide >= 0.5), covers, (h, w))
         need = allowed(guide, accurate, flips) & _grown_full(coarse.gate > 0, covers, (h, w))
-        alpha, coverage, count = _tiles(model, image, guide, need, accurate, TILE, MARGIN, ring_evidence)
+        alpha, coverage, count = _tiles(model, image, guide, need, accurate, TILE, MARGIN, ring_evidence,
+                                        ring_samples)
         return alpha, accurate, coverage, count
 
     # the tiles the rule lets change (the guide's ring, or its band plus the coarse flips) where the coarse gate
@@ -352,14 +355,15 @@ def _refine_one(model: Refiner, image: torch.Tensor, guide: torch.Tensor, ratio:
     judge = accurate and ring_evidence
     if judge and line is None:
         line = colour_line_alpha(image, guide)  # once for the frame
+    sample = ring_sampled_alpha(image, guide) if judge and ring_samples else None  # once for the frame
     for start in range(0, len(rows), FINE_BATCH):
         r, c = rows[start:start + FINE_BATCH], cols[start:start + FINE_BATCH]
         win = refine_windows(model, image, guide, maps, r * tile, c * tile, tile, accurate)
         alpha = win.alpha
         if judge:
-            cut = [_gather(t.to(image.dtype), r * tile, c * tile, tile) for t in line]
+            cut = [_gather(t.to(image.dtype), r * tile, c * tile, tile) for t in (*line, *(sample or ()))]
             alpha = judge_ring(win.guide, win.refined, win.gate, alpha, cut[0], cut[1] > 0.5, win.region > 0,
-                               ring_proposal(model))
+                               ring_proposal(model), (cut[2], cut[3] > 0.5) if sample else None)
         cells[0, :, r, c] = alpha.permute(1, 0, 2, 3).to(canvas.dtype)
     heights = (h - rows * tile).clamp(max=tile)
     widths = (w - cols * tile).clamp(max=tile)
@@ -373,7 +377,7 @@ def _grown_full(coarse_mask: torch.Tensor, covers: tuple[int, int], size: tuple[
 
 
 def _tiles(model: Refiner, image: torch.Tensor, guide: torch.Tensor, need: torch.Tensor, accurate: bool, tile: int,
-           margin: int, ring_evidence: bool = False) -> tuple[torch.Tensor, float, int]:
+           margin: int, ring_evidence: bool = False, ring_samples: bool = True) -> tuple[torch.Tensor, float, int]:
     """The guide with every ``tile``-px cell that holds a ``need`` pixel replaced by the refiner's output there,
     each cell run with ``margin`` px of context; returns (alpha, fraction of pixels in those cells, their number)."""
     h, w = image.shape[-2:]
@@ -395,7 +399,7 @@ def _tiles(model: Refiner, image: torch.Tensor, guide: torch.Tensor, need: torch
         out = res.alpha
         if accurate and ring_evidence:  # the colour line's box (15 px each way) lies within the crop's margin
             out = ring_colour_evidence(imgs, gds, res.refined, res.gate_logit, out, res.accurate,
-                                       ring_proposal(model))
+                                       ring_proposal(model), sampled=ring_samples)
         out = out[..., margin: margin + tile, margin: margin + tile]
         for k, (r, c) in enumerate(cells):
             y, x = r * tile, c * tile

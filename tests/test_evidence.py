@@ -3,6 +3,7 @@ guide bit for bit, and nothing near the guide's boundary is touched. The accurat
 refinement where the colour line agrees, and nothing else changes."""
 import dataclasses
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -185,7 +186,7 @@ def test_the_ring_takes_a_refinement_the_colours_support_and_nothing_else_change
     refined = truth.clone()
     refined[..., 10:20, 10:20] = 0.0  # a hole far inside: never the ring's business
     gated = guide.clone()  # the gate kept the ring shut
-    out = ring_colour_evidence(image, guide, refined, OPEN, gated, torch.tensor([True]))
+    out = ring_colour_evidence(image, guide, refined, OPEN, gated, torch.tensor([True]), sampled=False)
     ring = boundary_ring(guide) > 0
     assert torch.equal(ring[0, 0, 0].nonzero().flatten(), torch.tensor([31, 32]))
     assert torch.equal(out[~ring], guide[~ring])
@@ -193,14 +194,14 @@ def test_the_ring_takes_a_refinement_the_colours_support_and_nothing_else_change
     # a change across the guide's 0.5 is held on its side: 0.1 inside becomes 0.5, nearer 0.6 than 1 is
     across = truth.clone()
     across[..., 31] = 0.1
-    out = ring_colour_evidence(image, guide, across, OPEN, gated, torch.tensor([True]))
+    out = ring_colour_evidence(image, guide, across, OPEN, gated, torch.tensor([True]), sampled=False)
     torch.testing.assert_close(out[..., 31], torch.full_like(out[..., 31], 0.5))
     # a gate that does not lean open proposes nothing: an untrained refiner (0.27) returns its guide exactly
     shut = torch.full_like(OPEN, -1.0)
     assert torch.equal(ring_colour_evidence(image, guide, truth, shut, gated, torch.tensor([True])), guide)
     half = OPEN.clone()
     half[..., :32, :] = -1.0
-    out = ring_colour_evidence(image, guide, truth, half, gated, torch.tensor([True]))
+    out = ring_colour_evidence(image, guide, truth, half, gated, torch.tensor([True]), sampled=False)
     assert torch.equal(out[..., :32, :], guide[..., :32, :])
     assert torch.equal(out[..., 32:, 31:33], truth[..., 32:, 31:33])
     # a frame with the coarse rule is left alone
@@ -241,7 +242,7 @@ class RingStub(torch.nn.Module):
 
 def test_the_predictor_applies_the_ring_rule_to_accurate_ruled_frames_only():
     image, guide, truth = soft_edge_scene()
-    told = Predictor(RingStub(truth), guide_quality="accurate")(image, guide)
+    told = Predictor(RingStub(truth), guide_quality="accurate", ring_samples=False)(image, guide)
     ring = boundary_ring(guide) > 0
     torch.testing.assert_close(told.alpha[ring], truth[ring])
     assert torch.equal(told.dense.alpha, told.alpha)
@@ -334,3 +335,81 @@ def test_an_untrained_refiner_still_returns_its_guide_exactly_and_the_proposal_f
     assert ring_proposal(model) == RING_PROPOSAL == 0.5
     assert ring_proposal(build_refiner("light", base_channels=8, accurate_gate_threshold=0.2)) == 0.2
     assert ring_proposal(torch.nn.Identity()) == RING_PROPOSAL
+
+
+# ------------------------------------------------------------------------------------ the ring's local samples
+def _sampled_by_loops(image, guide, known_px, reach, separation):
+    """ring_sampled_alpha pixel by pixel: the nearest known pixel of each side (brute force, L2) to the ring pixel
+    and its 8 neighbours ``reach`` px off, the best of the 81 pairs by the colour's distance to the pair's line."""
+    h, w = guide.shape
+    inside = guide >= 0.5
+    dist_in = cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, 5)
+    dist_out = cv2.distanceTransform((~inside).astype(np.uint8), cv2.DIST_L2, 5)
+    known = [np.argwhere(dist_in >= known_px), np.argwhere(dist_out >= known_px)]
+    ring = (boundary_ring(torch.from_numpy(guide)[None, None]) > 0)[0, 0].numpy()
+    alpha, valid = np.zeros((h, w)), np.zeros((h, w), bool)
+    for y, x in np.argwhere(ring):
+        sides = []
+        for pts in known:
+            cand = []
+            for dy in (-reach, 0, reach):
+                for dx in (-reach, 0, reach):
+                    q = np.array([min(max(y + dy, 0), h - 1), min(max(x + dx, 0), w - 1)])
+                    d = ((pts - q) ** 2).sum(1)
+                    cand.append(image[tuple(pts[np.argmin(d)])])
+            sides.append(cand)
+        best = None
+        for f in sides[0]:
+            for b in sides[1]:
+                line = f - b
+                if line @ line < separation ** 2:
+                    continue
+                a = float(np.clip((image[y, x] - b) @ line / (line @ line), 0, 1))
+                miss = float(((image[y, x] - b - a * line) ** 2).sum())
+                if best is None or miss < best[0]:
+                    best = (miss, a)
+        if best is not None:
+            alpha[y, x], valid[y, x] = best[1], True
+    return alpha, valid
+
+
+def test_ring_sampled_alpha_matches_a_pixel_by_pixel_computation():
+    """Against brute force on a textured frame whose nearest samples are unique (distinct distances): the same
+    alpha and validity at every ring pixel, nothing elsewhere."""
+    from model.evidence import RING_SEPARATION, SAMPLE_KNOWN_PX, SAMPLE_REACH, ring_sampled_alpha
+
+    rng = np.random.default_rng(3)
+    image = rng.random((26, 30, 3)).astype(np.float32)
+    guide = np.zeros((26, 30), np.float32)
+    guide[6:19, 8:23] = 1
+    guide[10:14, 23:25] = 1  # a bump: the ring is not a rectangle
+    got_a, got_v = ring_sampled_alpha(torch.from_numpy(image).permute(2, 0, 1)[None], torch.from_numpy(guide)[None, None])
+    ref_a, ref_v = _sampled_by_loops(image, guide, SAMPLE_KNOWN_PX, SAMPLE_REACH, RING_SEPARATION)
+    assert ref_v.sum() > 40
+    agree = (got_v[0, 0].numpy() == ref_v)
+    # ties between equidistant samples may pick another of them: allow a few pixels to differ, no more
+    close = np.isclose(got_a[0, 0].numpy(), ref_a, atol=1e-5)
+    assert agree.mean() > 0.97 and (close & agree).mean() > 0.9
+    ring = (boundary_ring(torch.from_numpy(guide)[None, None]) > 0)[0, 0].numpy()
+    assert not got_v[0, 0].numpy()[~ring].any() and (got_a[0, 0].numpy()[~ring] == 0).all()
+
+
+def test_the_ring_takes_the_local_samples_alpha_where_the_gate_leans_open():
+    """A soft edge only in the ring (its samples pure): the ring gets the truth whatever the refinement says,
+    held on the guide's side; a shut gate gives the guide exactly; one-colour sides leave the gate's call."""
+    image, guide, truth = soft_edge_scene(soft=(1.0, 0.6, 0.4, 0.0))
+    ring = boundary_ring(guide) > 0
+    wrong = torch.full_like(truth, 0.05)  # a refinement that is wrong everywhere
+    out = ring_colour_evidence(image, guide, wrong, OPEN, guide.clone(), torch.tensor([True]))
+    torch.testing.assert_close(out[ring], truth[ring])
+    assert torch.equal(out[~ring], guide[~ring])
+    across = soft_edge_scene(soft=(1.0, 0.3, 0.7, 0.0))  # colours that say the edge lies across the guide's 0.5
+    out = ring_colour_evidence(across[0], guide, wrong, OPEN, guide.clone(), torch.tensor([True]))
+    torch.testing.assert_close(out[..., 31], torch.full_like(out[..., 31], 0.5))  # held on the guide's side
+    shut = torch.full_like(OPEN, -1.0)
+    assert torch.equal(ring_colour_evidence(image, guide, wrong, shut, guide.clone(), torch.tensor([True])), guide)
+    assert torch.equal(ring_colour_evidence(image, guide, wrong, OPEN, guide.clone(), torch.tensor([False])), guide)
+    flat, guide2, _ = soft_edge_scene(fg=(0.5, 0.3, 0.3), bg=(0.5, 0.32, 0.3), soft=(1.0, 0.6, 0.4, 0.0))
+    gated = guide2.clone()
+    gated[..., 29:31] = 0.9
+    assert torch.equal(ring_colour_evidence(flat, guide2, wrong, OPEN, gated, torch.tensor([True])), gated)

@@ -297,7 +297,7 @@ def _two_colour_frame(h=200, w=264, seed=0):
 def test_ring_evidence_in_fine_tiles_is_the_whole_frame_judged(size, ratio):
     """The sparse path's tiles judge the ring with the whole frame's colour line: inside the tiles the output is
     the dense fine stage and rule, judged over the whole frame; outside them the guide."""
-    from model.evidence import colour_line_alpha, judge_ring
+    from model.evidence import colour_line_alpha, judge_ring, ring_sampled_alpha
 
     model = _with_fine()
     image, guide = _two_colour_frame(*size)
@@ -305,7 +305,8 @@ def test_ring_evidence_in_fine_tiles_is_the_whole_frame_judged(size, ratio):
     plain = refine_sparse(model, image, guide, downsample_ratio=ratio, guide_accurate=True)
     alpha, refined, gate = _dense_reference(model, image, guide, ratio, True, with_refined=True)
     line, valid = colour_line_alpha(image, guide)
-    ref = judge_ring(guide, refined, gate, alpha, line, valid, boundary_ring(guide) > 0)
+    ref = judge_ring(guide, refined, gate, alpha, line, valid, boundary_ring(guide) > 0,
+                     sample=ring_sampled_alpha(image, guide))
     changed = out.alpha != guide
     assert changed.sum() > 10 and not torch.equal(out.alpha, plain.alpha)
     torch.testing.assert_close(out.alpha[changed], ref[changed], rtol=0, atol=1e-6)
