@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--commit", action="store_true",
                    help="with --per_run: git-commit each finished unit's evaluation (CSVs, tables; never "
                         "checkpoints) in the repository holding --out, so a grid stopped midway loses nothing")
+    p.add_argument("--no_ring_samples", action="store_true",
+                   help="evaluation: the ring keeps each variant's own values (pipeline/evaluate.py --no_ring_samples)")
     p.add_argument("--real_root", default=None,
                    help="with --per_run: also score every run on the real photographs with alpha under this folder "
                         "(bench/real_alpha.py; skipped when it holds none), the classical methods once")
@@ -241,7 +243,8 @@ def evaluate_grid(args, runs: list[dict]) -> None:
             out = eval_dir(args, ds, tree)
             argv = ["--root", set_root(args, ds), "--split", "test", "--tree", tree, "--ckpt", *ckpts,
                     "--labels", *[r["variant"] for r in mine], "--baselines", args.baselines, "--eval_long_side",
-                    str(args.eval_long_side), "--max_frames", str(args.max_frames), "--out", str(out)]
+                    str(args.eval_long_side), "--max_frames", str(args.max_frames), "--out", str(out),
+                    *(["--no_ring_samples"] if args.no_ring_samples else [])]
             stamp = _stamp(argv, ckpts)
             if _is_current(out, stamp):
                 log.info("%s/%s: evaluated earlier with these checkpoints, reusing %s", ds, tree, out)
@@ -290,7 +293,8 @@ def _eval_argv(args, dataset: str, tree: str, ckpts: list[str], labels: list[str
                out: Path) -> list[str]:
     return ["--root", set_root(args, dataset), "--split", "test", "--tree", tree, "--ckpt", *ckpts,
             "--labels", *labels, "--baselines", baselines, "--eval_long_side", str(args.eval_long_side),
-            "--max_frames", str(args.max_frames), "--out", str(out)]
+            "--max_frames", str(args.max_frames), "--out", str(out),
+            *(["--no_ring_samples"] if args.no_ring_samples else [])]
 
 
 def _stamp(argv: list[str], ckpts: list[str]) -> dict:

@@ -74,11 +74,12 @@ def guide_baseline(item: dict) -> tuple[np.ndarray, None]:
 
 
 def checkpoint_predictor(path: Path, device: torch.device, downsample_ratio: float | str = "auto",
-                         dense: bool = False) -> tuple[Predict, dict]:
+                         dense: bool = False, ring_samples: bool = True) -> tuple[Predict, dict]:
     """A checkpoint as a predictor: the sparse path (``model.sparse``: a coarse pass at ``downsample_ratio``, full
     resolution tiles where the refiner can act) unless ``dense``; a frame whose coarse pass is at full size
     (ratio 1) is the dense pass, which also gives the focus map and the gate for the figure."""
-    predictor, ckpt = Predictor.from_checkpoint(path, device, downsample_ratio=downsample_ratio, dense=dense)
+    predictor, ckpt = Predictor.from_checkpoint(path, device, downsample_ratio=downsample_ratio, dense=dense,
+                                                ring_samples=ring_samples)
 
     def predict(item: dict):
         p = predictor(item["image"][None], item["guide"][None])
@@ -282,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--downsample_ratio", type=ratio_arg, default="auto",
                    help=RATIO_HELP)
     p.add_argument("--dense", action="store_true", help="the dense path (every pixel at full resolution)")
+    p.add_argument("--no_ring_samples", action="store_true",
+                   help="the ring keeps the refiner's values (model.evidence.ring_sampled_alpha off; only to "
+                        "measure what the local samples do, or to compare variants by their own ring values)")
     p.add_argument("--max_frames", type=nonneg_int, default=0, help="at most this many frames per clip (0: all)")
     p.add_argument("--save_pred", action="store_true", help="also write predictions to <out>/pred/<method>/")
     p.add_argument("--out", default=repo_default("runs/eval"), help="output folder")
@@ -341,7 +345,8 @@ def _methods(args, device: torch.device) -> list[tuple[str, str, Predict]]:
     if args.labels is not None and len(args.labels) != len(args.ckpt):
         raise UserError(f"--labels needs one name per checkpoint ({len(args.ckpt)}), got {len(args.labels)}")
     for j, path in enumerate(args.ckpt):
-        predict, ckpt = checkpoint_predictor(Path(path), device, args.downsample_ratio, args.dense)
+        predict, ckpt = checkpoint_predictor(Path(path), device, args.downsample_ratio, args.dense,
+                                             not args.no_ring_samples)
         methods.append((args.labels[j] if args.labels else str(ckpt["variant"]), str(path), predict))
     return methods
 

@@ -59,9 +59,10 @@ def test_miniature_grid_parallel_report_matches_scipy(tmp_path, caplog):
     make_tiny_frames(root, "test", clips=("t", "u"), n_frames=4, size=(32, 40), seed=1)
     out = tmp_path / "abl"
     # an open gate, under either rule the untrained trust head picks: the untrained variants' mattes differ from
-    # the guide
+    # the guide (and from each other: --no_ring_samples, else an accurate-ruled ring takes the same local samples
+    # for every variant)
     argv = ["--root", str(root), "--out", str(out), "--tiny", "--steps", "3", "--crop", "32", "--seeds", "0", "1",
-            "--trees", "frames", "--baselines", "guide", "--jobs", "2", "--n_boot", "500", "--",
+            "--trees", "frames", "--baselines", "guide", "--jobs", "2", "--n_boot", "500", "--no_ring_samples", "--",
             "--gate_threshold", "0", "--flip_threshold", "0", "--accurate_gate_threshold", "0"]
     assert ablation.main(argv) == 0
     text = (out / "RESULTS.md").read_text()
