@@ -226,7 +226,9 @@ def ring_colour_evidence(image: torch.Tensor, guide: torch.Tensor, refined: torc
     guide's side of 0.5) if the gate leans open there (its probability >= ``proposal``) and the
     refinement lands nearer the line's alpha than the guide does, else the guide; see the module docstring. Ring
     pixels where the line says nothing, other pixels and frames: ``alpha`` (the gate's call). ``line``: the
-    frame's ``colour_line_alpha`` when the caller has it already."""
+    frame's ``colour_line_alpha`` when the caller has it already. ``sampled``: where the gate leans open, the
+    ring's value is then the local samples' alpha (``ring_sampled_alpha``, ``judge_ring``) wherever they say
+    anything; off only to measure what they do."""
     if not bool(accurate.any()):
         return alpha
     line_alpha, valid = colour_line_alpha(image, guide) if line is None else line
@@ -241,8 +243,9 @@ def judge_ring(guide: torch.Tensor, refined: torch.Tensor, gate_logit: torch.Ten
                proposal: float = RING_PROPOSAL,
                sample: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """The colour line's verdict on ``ring`` pixels where it is ``valid``: the on-side refinement where the gate's
-    probability is >= ``proposal`` and it lands nearer ``line_alpha`` than the guide does, else the guide; every
-    other pixel: ``alpha``. All (N,1,H,W); the sparse path calls it on tiles with the full frame's line cut to
+    probability is >= ``proposal`` and it lands nearer ``line_alpha`` than the guide does, else the guide; then,
+    with ``sample`` (``ring_sampled_alpha``'s (alpha, valid)), every ring pixel where the gate leans open and the
+    samples say something takes their alpha held on the guide's side; every other pixel: ``alpha``. All (N,1,H,W); the sparse path calls it on tiles with the full frame's line cut to
     them."""
     on_side = on_guide_side(guide, refined).to(alpha.dtype)
     leans_open = torch.sigmoid(gate_logit.float()) >= proposal

@@ -241,10 +241,7 @@ def evaluate_grid(args, runs: list[dict]) -> None:
             mine = [r for r in runs if r["set"] == ds and r["tree"] == tree]
             ckpts = [str(best_ckpt(r["dir"])) for r in mine]
             out = eval_dir(args, ds, tree)
-            argv = ["--root", set_root(args, ds), "--split", "test", "--tree", tree, "--ckpt", *ckpts,
-                    "--labels", *[r["variant"] for r in mine], "--baselines", args.baselines, "--eval_long_side",
-                    str(args.eval_long_side), "--max_frames", str(args.max_frames), "--out", str(out),
-                    *(["--no_ring_samples"] if args.no_ring_samples else [])]
+            argv = _eval_argv(args, ds, tree, ckpts, [r["variant"] for r in mine], args.baselines, out)
             stamp = _stamp(argv, ckpts)
             if _is_current(out, stamp):
                 log.info("%s/%s: evaluated earlier with these checkpoints, reusing %s", ds, tree, out)
