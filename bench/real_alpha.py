@@ -98,22 +98,24 @@ def classical(method: str) -> Method:
     return lambda image, guide: classical_alpha(image, guide, method, TRIMAP_PX)
 
 
-def refiner(ckpt: str, guide_quality: str) -> Method:
+def refiner(ckpt: str, guide_quality: str, **options) -> Method:
+    """A checkpoint's predictor (``options``: ``model.predictor.Predictor``'s, e.g. ring_gate, soft_zone)."""
     from model.predictor import Predictor
 
-    predictor, _ = Predictor.from_checkpoint(ckpt, "cpu", guide_quality=guide_quality)
+    predictor, _ = Predictor.from_checkpoint(ckpt, "cpu", guide_quality=guide_quality, **options)
     return lambda image, guide: np.clip(predictor.alpha(image, guide), 0, 1)
 
 
-def methods_for(ckpts: Sequence[str], guide_kind: str, baselines: Sequence[str] = CLASSICAL) -> dict[str, Method]:
-    """The guide, each checkpoint (auto; and told the guide is accurate when it is), and the classical
-    ``baselines`` (closed-form, shared matting)."""
+def methods_for(ckpts: Sequence[str], guide_kind: str, baselines: Sequence[str] = CLASSICAL,
+                **options) -> dict[str, Method]:
+    """The guide, each checkpoint (auto; and told the guide is accurate when it is; ``options`` for its
+    predictor), and the classical ``baselines`` (closed-form, shared matting)."""
     out: dict[str, Method] = {"guide": lambda image, guide: guide}
     for i, ckpt in enumerate(ckpts):
         tag = f"refiner{i}" if len(ckpts) > 1 else "refiner"
-        out[tag] = refiner(ckpt, "auto")
+        out[tag] = refiner(ckpt, "auto", **options)
         if guide_kind == "accurate":
-            out[f"{tag}_told"] = refiner(ckpt, "accurate")
+            out[f"{tag}_told"] = refiner(ckpt, "accurate", **options)
     out.update({m: classical(m) for m in baselines})
     return out
 
@@ -182,6 +184,11 @@ def build_parser():
     p.add_argument("--baselines", default=",".join(CLASSICAL),
                    help="classical methods beside the refiners, comma-separated, or none (the guide is always scored)")
     p.add_argument("--no_panels", action="store_true", help="write the tables only (no image panels)")
+    p.add_argument("--gated_ring", action="store_true",
+                   help="the refiner's ring takes its local samples only where the gate leans open (Predictor "
+                        "ring_gate; the ablation's evaluations)")
+    p.add_argument("--soft_zone", action="store_true",
+                   help="the refiner grows the soft zone beyond the ring (model.evidence.soft_zone_alpha)")
     return p
 
 
@@ -200,7 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [b for b in baselines if b not in CLASSICAL]
     if unknown:
         raise UserError(f"--baselines: unknown method {unknown[0]!r}: use {', '.join(CLASSICAL)} or none")
-    methods = {kind: methods_for(args.ckpt, kind, baselines) for kind in GUIDES}
+    options = {"ring_gate": args.gated_ring, "soft_zone": args.soft_zone}
+    methods = {kind: methods_for(args.ckpt, kind, baselines, **options) for kind in GUIDES}
     out = Path(args.out)
     rows: list[dict] = []
     panels = 0

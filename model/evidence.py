@@ -68,6 +68,11 @@ SAMPLE_KNOWN_PX = 2.0  # a side's samples are guide pixels at least this far (L2
 SAMPLE_REACH = 6  # px: the 8 points around each ring pixel whose nearest samples it also takes
 SAMPLE_CHUNK = 8192  # ring pixels judged at a time (81 pairs each)
 SAMPLE_MARGIN = 48  # px around the ring's box where samples are looked for
+ZONE_PX = 6.0  # the soft zone reaches at most this far (L2 px) from the guide's boundary, on either side
+ZONE_KNOWN_PX = 7.0  # its samples lie beyond it: guide pixels at least this far from the boundary
+ZONE_SOFT = 0.1  # a pixel is soft where its sampled alpha lies in (ZONE_SOFT, 1 - ZONE_SOFT)
+ZONE_FIT = 0.05  # and its colour lies this close to its pair's line (distance over the pair's distance)
+ZONE_STEPS = 8  # 8-connected growth steps from the seeds: the zone stays within 8 px (Chebyshev) of one
 
 
 def box_sum(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -160,16 +165,25 @@ def _nearest(known: np.ndarray, qy: np.ndarray, qx: np.ndarray) -> tuple[np.ndar
     return where // known.shape[1], where % known.shape[1]
 
 
-def ring_sampled_alpha(image: torch.Tensor, guide: torch.Tensor,
-                       ring: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def ring_sampled_alpha(image: torch.Tensor, guide: torch.Tensor, ring: torch.Tensor | None = None,
+                       known_px: float = SAMPLE_KNOWN_PX) -> tuple[torch.Tensor, torch.Tensor]:
     """(alpha, valid), both (N,1,H,W): at each ``ring`` pixel (default: the guide's boundary ring) the alpha of the
-    best of 81 pairs of local samples (see the module docstring), pairs of colours closer than ``RING_SEPARATION``
-    left out; valid where such a pair exists. Elsewhere
-    alpha is 0 and valid False. ``image`` (N,3,H,W) in [0, 1], ``guide`` (N,1,H,W)."""
+    best of 81 pairs of local samples (see the module docstring), the samples guide pixels at least ``known_px``
+    from its boundary, pairs of colours closer than ``RING_SEPARATION`` left out; valid where such a pair exists.
+    Elsewhere alpha is 0 and valid False. ``image`` (N,3,H,W) in [0, 1], ``guide`` (N,1,H,W)."""
+    alpha, valid, _ = _sampled_alpha_and_fit(image, guide, ring, known_px)
+    return alpha, valid
+
+
+def _sampled_alpha_and_fit(image: torch.Tensor, guide: torch.Tensor, ring: torch.Tensor | None,
+                           known_px: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``ring_sampled_alpha``'s (alpha, valid) and the best pair's misfit: the distance from the pixel's colour to
+    the pair's line over the pair's distance (0 where the colour lies on the line; inf where not valid)."""
     n, _, h, w = guide.shape
     ring = boundary_ring(guide) > 0 if ring is None else ring
     alpha = torch.zeros(n, 1, h, w, dtype=torch.float32, device=guide.device)
     valid = torch.zeros(n, 1, h, w, dtype=torch.bool, device=guide.device)
+    misfit = torch.full((n, 1, h, w), math.inf, dtype=torch.float32, device=guide.device)
     step = (-SAMPLE_REACH, 0, SAMPLE_REACH)
     dy = np.array([a for a in step for _ in step])
     dx = np.array([b for _ in step for b in step])
@@ -187,7 +201,7 @@ def ring_sampled_alpha(image: torch.Tensor, guide: torch.Tensor,
         qx = np.clip(xs[:, None] + dx, x0, x1 - 1) - x0
         samples = []
         for side in (inside, 1 - inside):  # foreground, background
-            known = cv2.distanceTransform(side, cv2.DIST_L2, 5) >= SAMPLE_KNOWN_PX
+            known = cv2.distanceTransform(side, cv2.DIST_L2, 5) >= known_px
             if not known.any():
                 break
             rows, cols = _nearest(known, qy, qx)
@@ -197,7 +211,7 @@ def ring_sampled_alpha(image: torch.Tensor, guide: torch.Tensor,
         img = image[i].float().cpu()
         (fy, fx), (by, bx) = samples
         py, px = torch.from_numpy(ys), torch.from_numpy(xs)
-        out, ok = torch.empty(len(ys)), torch.zeros(len(ys), dtype=torch.bool)
+        out, ok, fit = torch.empty(len(ys)), torch.zeros(len(ys), dtype=torch.bool), torch.empty(len(ys))
         for a in range(0, len(ys), SAMPLE_CHUNK):
             sl = slice(a, a + SAMPLE_CHUNK)
             colour = img[:, py[sl], px[sl]].T[:, None, None, :]  # (m,1,1,3)
@@ -211,16 +225,65 @@ def ring_sampled_alpha(image: torch.Tensor, guide: torch.Tensor,
             best = miss.flatten(1).argmin(1, keepdim=True)
             out[sl] = pair_alpha.flatten(1).gather(1, best)[:, 0]
             ok[sl] = apart.flatten(1).any(1)
+            fit[sl] = (miss.flatten(1).gather(1, best)[:, 0]
+                       / line.square().sum(-1).flatten(1).gather(1, best)[:, 0].clamp(min=1e-8)).sqrt()
         py, px = py[ok].to(guide.device), px[ok].to(guide.device)
         alpha[i, 0, py, px] = out[ok].to(guide.device)
         valid[i, 0, py, px] = True
-    return alpha, valid
+        misfit[i, 0, py, px] = fit[ok].to(guide.device)
+    return alpha, valid, misfit
+
+
+def _boundary_distance(full: np.ndarray) -> np.ndarray:
+    """L2 px from each pixel of a 0/1 mask to the nearest pixel of the other side (1 on the ring's pixels)."""
+    inside = cv2.distanceTransform(full, cv2.DIST_L2, 5)
+    outside = cv2.distanceTransform(1 - full, cv2.DIST_L2, 5)
+    return np.where(full > 0, inside, outside)
+
+
+def soft_zone_alpha(image: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor, accurate: torch.Tensor,
+                    reach: float = ZONE_PX) -> torch.Tensor:
+    """``alpha`` (N,1,H,W) with, in each accurate-ruled frame (``accurate`` (N,) bool), the soft zone beyond the
+    boundary ring refined from local samples. The zone grows from the seeds (ring pixels the ring rule changed to
+    a soft value: the refiner proposed there and the samples found a mixed pixel), ``ZONE_STEPS`` 8-connected
+    steps at most, through pixels within ``reach`` px of the guide's boundary whose own sampled alpha
+    (``ring_sampled_alpha`` with samples at least ``ZONE_KNOWN_PX`` px away) is soft (``ZONE_SOFT``), explained
+    by its pair (misfit <= ``ZONE_FIT``) and no nearer the guide's side than a zone neighbour's (outside the guide
+    alpha only falls going out, inside it only rises going in); each zone pixel takes that alpha. Hair that spreads
+    past a binary edge is soft all the way out and the zone follows it; at a solid edge the samples say 0 or 1,
+    there is no seed and nothing grows. No seed (an untrained refiner's gate is shut, so its ring is its guide's):
+    ``alpha`` exactly. Coarse-ruled frames, ring pixels and pixels beyond the zone: ``alpha``."""
+    if not bool(accurate.any()):
+        return alpha
+    ring = boundary_ring(guide) > 0
+    soft = (alpha > ZONE_SOFT) & (alpha < 1 - ZONE_SOFT)
+    seeds = ring & soft & ((alpha - guide).abs() > 1e-6) & accurate.view(-1, 1, 1, 1).to(guide.device)
+    if not bool(seeds.any()):
+        return alpha
+    inside = guide >= 0.5
+    band = torch.stack([torch.from_numpy(_boundary_distance(inside[i, 0].cpu().numpy().astype(np.uint8)) <= reach)
+                        for i in range(guide.shape[0])])[:, None].to(guide.device)
+    candidates = band & ~ring & (dilate(seeds, ZONE_STEPS) > 0)
+    sampled, valid, misfit = _sampled_alpha_and_fit(image, guide, candidates, ZONE_KNOWN_PX)
+    passable = candidates & valid & (sampled > ZONE_SOFT) & (sampled < 1 - ZONE_SOFT) & (misfit <= ZONE_FIT)
+    value = torch.where(seeds, alpha.float(), sampled)
+    zone = seeds
+    for _ in range(ZONE_STEPS):
+        # the highest and the lowest value among each pixel's zone neighbours (3x3)
+        high = F.max_pool2d(torch.where(zone, value, -1.0), 3, 1, 1)
+        low = -F.max_pool2d(torch.where(zone, -value, -2.0), 3, 1, 1)
+        falls = torch.where(inside, value >= low, value <= high)
+        grown = zone | (passable & falls & (high >= 0))
+        if torch.equal(grown, zone):
+            break
+        zone = grown
+    return torch.where(zone & ~ring, sampled.to(alpha.dtype), alpha)
 
 
 def ring_colour_evidence(image: torch.Tensor, guide: torch.Tensor, refined: torch.Tensor, gate_logit: torch.Tensor,
                          alpha: torch.Tensor, accurate: torch.Tensor, proposal: float = RING_PROPOSAL,
                          line: tuple[torch.Tensor, torch.Tensor] | None = None,
-                         sampled: bool = True) -> torch.Tensor:
+                         sampled: bool = True, gate_samples: bool = True) -> torch.Tensor:
     """``alpha`` (N,1,H,W) where, in each accurate-ruled frame (``accurate`` (N,) bool), the colour line judges
     the boundary ring: a ring pixel where it says anything is the on-side refinement (``refined`` held on the
     guide's side of 0.5) if the gate leans open there (its probability >= ``proposal``) and the
@@ -228,20 +291,21 @@ def ring_colour_evidence(image: torch.Tensor, guide: torch.Tensor, refined: torc
     pixels where the line says nothing, other pixels and frames: ``alpha`` (the gate's call). ``line``: the
     frame's ``colour_line_alpha`` when the caller has it already. ``sampled``: where the gate leans open, the
     ring's value is then the local samples' alpha (``ring_sampled_alpha``, ``judge_ring``) wherever they say
-    anything; off only to measure what they do."""
+    anything (``gate_samples`` False: at every ring pixel where they say anything); off only to measure what they
+    do."""
     if not bool(accurate.any()):
         return alpha
     line_alpha, valid = colour_line_alpha(image, guide) if line is None else line
     ring = boundary_ring(guide) > 0
     sample = ring_sampled_alpha(image, guide, ring & accurate.view(-1, 1, 1, 1)) if sampled else None
     return judge_ring(guide, refined, gate_logit, alpha, line_alpha, valid & accurate.view(-1, 1, 1, 1), ring,
-                      proposal, sample)
+                      proposal, sample, gate_samples)
 
 
 def judge_ring(guide: torch.Tensor, refined: torch.Tensor, gate_logit: torch.Tensor, alpha: torch.Tensor,
                line_alpha: torch.Tensor, valid: torch.Tensor, ring: torch.Tensor,
                proposal: float = RING_PROPOSAL,
-               sample: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+               sample: tuple[torch.Tensor, torch.Tensor] | None = None, gate_samples: bool = True) -> torch.Tensor:
     """The colour line's verdict on ``ring`` pixels where it is ``valid``: the on-side refinement where the gate's
     probability is >= ``proposal`` and it lands nearer ``line_alpha`` than the guide does, else the guide; then,
     with ``sample`` (``ring_sampled_alpha``'s (alpha, valid)), every ring pixel where the gate leans open and the
@@ -253,7 +317,7 @@ def judge_ring(guide: torch.Tensor, refined: torch.Tensor, gate_logit: torch.Ten
     out = torch.where(ring & valid, torch.where(take, on_side, guide.to(alpha.dtype)), alpha)
     if sample is not None:  # where the refiner proposes, the ring's value is the local samples' alpha
         sampled = on_guide_side(guide, sample[0].to(alpha.dtype)).to(alpha.dtype)
-        out = torch.where(ring & sample[1] & leans_open, sampled, out)
+        out = torch.where(ring & sample[1] & (leans_open if gate_samples else True), sampled, out)
     return out
 
 

@@ -74,12 +74,13 @@ def guide_baseline(item: dict) -> tuple[np.ndarray, None]:
 
 
 def checkpoint_predictor(path: Path, device: torch.device, downsample_ratio: float | str = "auto",
-                         dense: bool = False, ring_samples: bool = True) -> tuple[Predict, dict]:
+                         dense: bool = False, ring_samples: bool = True,
+                         ring_gate: bool = False, soft_zone: bool = False) -> tuple[Predict, dict]:
     """A checkpoint as a predictor: the sparse path (``model.sparse``: a coarse pass at ``downsample_ratio``, full
     resolution tiles where the refiner can act) unless ``dense``; a frame whose coarse pass is at full size
     (ratio 1) is the dense pass, which also gives the focus map and the gate for the figure."""
     predictor, ckpt = Predictor.from_checkpoint(path, device, downsample_ratio=downsample_ratio, dense=dense,
-                                                ring_samples=ring_samples)
+                                                ring_samples=ring_samples, ring_gate=ring_gate, soft_zone=soft_zone)
 
     def predict(item: dict):
         p = predictor(item["image"][None], item["guide"][None])
@@ -286,6 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_ring_samples", action="store_true",
                    help="the ring keeps the refiner's values (model.evidence.ring_sampled_alpha off; only to "
                         "measure what the local samples do, or to compare variants by their own ring values)")
+    p.add_argument("--gated_ring", action="store_true",
+                   help="the ring's local samples only where the gate leans open, so that an untrained refiner "
+                        "returns its guide exactly (Predictor ring_gate; the ablation's evaluations)")
+    p.add_argument("--soft_zone", action="store_true",
+                   help="grow the soft zone beyond the ring from local samples (model.evidence.soft_zone_alpha)")
     p.add_argument("--max_frames", type=nonneg_int, default=0, help="at most this many frames per clip (0: all)")
     p.add_argument("--save_pred", action="store_true", help="also write predictions to <out>/pred/<method>/")
     p.add_argument("--out", default=repo_default("runs/eval"), help="output folder")
@@ -346,7 +352,7 @@ def _methods(args, device: torch.device) -> list[tuple[str, str, Predict]]:
         raise UserError(f"--labels needs one name per checkpoint ({len(args.ckpt)}), got {len(args.labels)}")
     for j, path in enumerate(args.ckpt):
         predict, ckpt = checkpoint_predictor(Path(path), device, args.downsample_ratio, args.dense,
-                                             not args.no_ring_samples)
+                                             not args.no_ring_samples, args.gated_ring, args.soft_zone)
         methods.append((args.labels[j] if args.labels else str(ckpt["variant"]), str(path), predict))
     return methods
 

@@ -292,10 +292,11 @@ def test_auto_gives_the_accurate_rule_to_a_guide_the_image_agrees_with_frame_by_
     image, guide, _ = soft_edge_scene()
     grown = torch.zeros_like(guide)
     grown[..., :36] = 1
-    batch = Predictor(TrustStub())(torch.cat([image, image]), torch.cat([guide, grown]))
+    # the gated ring (its gate is shut): the accurate rule leaves the guide, so the rule each frame got shows
+    batch = Predictor(TrustStub(), ring_gate=True)(torch.cat([image, image]), torch.cat([guide, grown]))
     assert batch.accurate.tolist() == [True, False]
     assert torch.equal(batch.alpha[0], guide[0]) and (batch.alpha[1] == 0.5).any()
-    one = [Predictor(TrustStub())(image, g) for g in (guide, grown)]
+    one = [Predictor(TrustStub(), ring_gate=True)(image, g) for g in (guide, grown)]
     assert torch.equal(batch.alpha, torch.cat([p.alpha for p in one]))
     assert torch.equal(batch.dense.alpha, batch.alpha) and batch.dense.refined.shape == batch.alpha.shape
     off = Predictor(TrustStub(), guide_check=False)(image, guide)
@@ -322,16 +323,22 @@ def test_a_mixed_batch_through_a_real_refiner_is_its_frames_one_by_one():
 
 
 def test_an_untrained_refiner_still_returns_its_guide_exactly_and_the_proposal_follows_the_config():
-    """The gate starts at 0.27: it proposes nothing to the colour line, so an untrained refiner's output is its
-    guide bit for bit (how the ablation tells a variant that never left its guide)."""
+    """The gate starts at 0.27: with the gated ring (``ring_gate``, the ablation's evaluations) it proposes
+    nothing to the colour line, so an untrained refiner's output is its guide bit for bit (how the ablation tells a
+    variant that never left its guide). The default ungated ring takes the local samples whatever the gate: the
+    ring pixels change to the samples' alpha held on the guide's side, and nothing else does."""
     from model.evidence import RING_PROPOSAL, ring_proposal
     from model.refiner import build_refiner
 
     torch.manual_seed(0)
     model = build_refiner("light", base_channels=8)
-    image, guide, _ = soft_edge_scene()
+    image, guide, truth = soft_edge_scene(soft=(1.0, 0.6, 0.4, 0.0))  # pure samples 2 px from the boundary
+    ring = boundary_ring(guide) > 0
     for quality in ("auto", "accurate"):
-        assert torch.equal(Predictor(model, guide_quality=quality)(image, guide).alpha, guide)
+        assert torch.equal(Predictor(model, guide_quality=quality, ring_gate=True)(image, guide).alpha, guide)
+        ungated = Predictor(model, guide_quality=quality)(image, guide).alpha
+        assert torch.equal(ungated[~ring], guide[~ring])
+        torch.testing.assert_close(ungated[ring], truth[ring])  # 0.6 inside, 0.4 outside: the samples' alpha
     assert ring_proposal(model) == RING_PROPOSAL == 0.5
     assert ring_proposal(build_refiner("light", base_channels=8, accurate_gate_threshold=0.2)) == 0.2
     assert ring_proposal(torch.nn.Identity()) == RING_PROPOSAL
@@ -413,3 +420,76 @@ def test_the_ring_takes_the_local_samples_alpha_where_the_gate_leans_open():
     gated = guide2.clone()
     gated[..., 29:31] = 0.9
     assert torch.equal(ring_colour_evidence(flat, guide2, wrong, OPEN, gated, torch.tensor([True])), gated)
+
+
+def test_without_the_gate_the_ring_takes_the_samples_where_they_say_something_and_the_gate_decides_elsewhere():
+    image, guide, truth = soft_edge_scene(soft=(1.0, 0.6, 0.4, 0.0))
+    ring = boundary_ring(guide) > 0
+    shut = torch.full_like(OPEN, -1.0)
+    wrong = torch.full_like(truth, 0.05)
+    out = ring_colour_evidence(image, guide, wrong, shut, guide.clone(), torch.tensor([True]), gate_samples=False)
+    torch.testing.assert_close(out[ring], truth[ring])
+    assert torch.equal(out[~ring], guide[~ring])
+    assert torch.equal(ring_colour_evidence(image, guide, wrong, shut, guide.clone(), torch.tensor([False]),
+                                            gate_samples=False), guide)  # a coarse-ruled frame: untouched
+    flat, guide2, _ = soft_edge_scene(fg=(0.5, 0.3, 0.3), bg=(0.5, 0.32, 0.3), soft=(1.0, 0.6, 0.4, 0.0))
+    gated = guide2.clone()
+    gated[..., 29:31] = 0.9  # one colour on both sides: the samples say nothing, the gate's call stays
+    assert torch.equal(ring_colour_evidence(flat, guide2, wrong, shut, gated, torch.tensor([True]),
+                                            gate_samples=False), gated)
+
+
+# ------------------------------------------------------------------------------------- the soft zone
+def hair_scene(size: int = 64, reach: int = 6):
+    """A red person over green filling columns < 30, its truth falling linearly from 0.85 at column 30 to 0 at
+    column 30 + ``reach`` (soft hair spreading past the binary edge) in rows < 32, and a hard edge at column 30 in
+    rows >= 32; the image their composite and the truth's accurate guide (its ring in the soft rows: columns 32
+    and 33; beyond it, soft: 30, 31 inside, 34, 35 outside)."""
+    truth = torch.zeros(1, 1, size, size)
+    truth[..., :30] = 1
+    ramp = torch.linspace(0.85, 0.0, reach + 1)
+    truth[..., :32, 30:31 + reach] = ramp
+    f, b = torch.tensor(RED).view(1, 3, 1, 1), torch.tensor(GREEN).view(1, 3, 1, 1)
+    return truth * f + (1 - truth) * b, (truth >= 0.5).float(), truth
+
+
+def test_the_soft_zone_follows_soft_structure_past_the_ring_and_stays_shut_at_a_hard_edge():
+    from model.evidence import soft_zone_alpha
+
+    image, guide, truth = hair_scene()
+    ring = boundary_ring(guide) > 0
+    ringed = ring_colour_evidence(image, guide, guide, OPEN, guide.clone(), torch.tensor([True]))
+    out = soft_zone_alpha(image, guide, ringed, torch.tensor([True]))
+    soft_rows, hard_rows = (slice(2, 30), slice(34, 62))  # away from the rows where the two meet
+    err = lambda a, rows: (a - truth)[..., rows, :].abs().mean().item()  # noqa: E731
+    assert err(out, soft_rows) < 0.25 * err(ringed, soft_rows)  # the ramp beyond the ring: recovered
+    for cols in (slice(30, 32), slice(34, 36)):  # its samples lie 7 px away and more: pure colours, exact alphas
+        torch.testing.assert_close(out[..., soft_rows, cols], truth[..., soft_rows, cols], atol=1e-4, rtol=0)
+    assert torch.equal(out[..., hard_rows, :], ringed[..., hard_rows, :])  # a hard edge: nothing grows
+    assert torch.equal(out[ring], ringed[ring])  # the ring is the ring rule's
+    far = dilate(ring, 8) == 0
+    assert torch.equal(out[far], ringed[far])
+
+
+def test_the_soft_zone_needs_a_seed_and_an_accurate_ruled_frame():
+    from model.evidence import soft_zone_alpha
+
+    image, guide, truth = hair_scene()
+    ringed = ring_colour_evidence(image, guide, guide, OPEN, guide.clone(), torch.tensor([True]))
+    # the guide itself (an untrained refiner's gated ring): no ring pixel changed, no seed, the alpha exactly
+    assert torch.equal(soft_zone_alpha(image, guide, guide.clone(), torch.tensor([True])), guide)
+    assert torch.equal(soft_zone_alpha(image, guide, ringed, torch.tensor([False])), ringed)
+    two = soft_zone_alpha(torch.cat([image, image]), torch.cat([guide, guide]), torch.cat([ringed, ringed]),
+                          torch.tensor([True, False]))
+    assert torch.equal(two[1:], ringed) and torch.equal(two[:1], soft_zone_alpha(image, guide, ringed,
+                                                                                torch.tensor([True])))
+
+
+def test_the_predictor_grows_the_soft_zone_only_when_asked():
+    image, guide, truth = hair_scene()
+    stub = RingStub(guide)
+    plain = Predictor(stub, guide_quality="accurate")(image, guide).alpha
+    zoned = Predictor(stub, guide_quality="accurate", soft_zone=True)(image, guide).alpha
+    assert (zoned - truth).abs().sum() < 0.5 * (plain - truth).abs().sum()
+    ring = boundary_ring(guide) > 0
+    assert torch.equal(zoned[ring], plain[ring])
