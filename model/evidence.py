@@ -283,7 +283,7 @@ def soft_zone_alpha(image: torch.Tensor, guide: torch.Tensor, alpha: torch.Tenso
 def ring_colour_evidence(image: torch.Tensor, guide: torch.Tensor, refined: torch.Tensor, gate_logit: torch.Tensor,
                          alpha: torch.Tensor, accurate: torch.Tensor, proposal: float = RING_PROPOSAL,
                          line: tuple[torch.Tensor, torch.Tensor] | None = None,
-                         sampled: bool = True, gate_samples: bool = True) -> torch.Tensor:
+                         sampled: bool = True, ring_gate: bool = True) -> torch.Tensor:
     """``alpha`` (N,1,H,W) where, in each accurate-ruled frame (``accurate`` (N,) bool), the colour line judges
     the boundary ring: a ring pixel where it says anything is the on-side refinement (``refined`` held on the
     guide's side of 0.5) if the gate leans open there (its probability >= ``proposal``) and the
@@ -291,7 +291,7 @@ def ring_colour_evidence(image: torch.Tensor, guide: torch.Tensor, refined: torc
     pixels where the line says nothing, other pixels and frames: ``alpha`` (the gate's call). ``line``: the
     frame's ``colour_line_alpha`` when the caller has it already. ``sampled``: where the gate leans open, the
     ring's value is then the local samples' alpha (``ring_sampled_alpha``, ``judge_ring``) wherever they say
-    anything (``gate_samples`` False: at every ring pixel where they say anything); off only to measure what they
+    anything (``ring_gate`` False: at every ring pixel where they say anything); off only to measure what they
     do."""
     if not bool(accurate.any()):
         return alpha
@@ -299,13 +299,13 @@ def ring_colour_evidence(image: torch.Tensor, guide: torch.Tensor, refined: torc
     ring = boundary_ring(guide) > 0
     sample = ring_sampled_alpha(image, guide, ring & accurate.view(-1, 1, 1, 1)) if sampled else None
     return judge_ring(guide, refined, gate_logit, alpha, line_alpha, valid & accurate.view(-1, 1, 1, 1), ring,
-                      proposal, sample, gate_samples)
+                      proposal, sample, ring_gate)
 
 
 def judge_ring(guide: torch.Tensor, refined: torch.Tensor, gate_logit: torch.Tensor, alpha: torch.Tensor,
                line_alpha: torch.Tensor, valid: torch.Tensor, ring: torch.Tensor,
                proposal: float = RING_PROPOSAL,
-               sample: tuple[torch.Tensor, torch.Tensor] | None = None, gate_samples: bool = True) -> torch.Tensor:
+               sample: tuple[torch.Tensor, torch.Tensor] | None = None, ring_gate: bool = True) -> torch.Tensor:
     """The colour line's verdict on ``ring`` pixels where it is ``valid``: the on-side refinement where the gate's
     probability is >= ``proposal`` and it lands nearer ``line_alpha`` than the guide does, else the guide; then,
     with ``sample`` (``ring_sampled_alpha``'s (alpha, valid)), every ring pixel where the gate leans open and the
@@ -317,7 +317,7 @@ def judge_ring(guide: torch.Tensor, refined: torch.Tensor, gate_logit: torch.Ten
     out = torch.where(ring & valid, torch.where(take, on_side, guide.to(alpha.dtype)), alpha)
     if sample is not None:  # where the refiner proposes, the ring's value is the local samples' alpha
         sampled = on_guide_side(guide, sample[0].to(alpha.dtype)).to(alpha.dtype)
-        out = torch.where(ring & sample[1] & (leans_open if gate_samples else True), sampled, out)
+        out = torch.where(ring & sample[1] & (leans_open if ring_gate else True), sampled, out)
     return out
 
 

@@ -48,9 +48,9 @@ class Predictor:
     in the tiles it runs); ``guide_check``: with ``guide_quality`` auto, a frame
     whose guide the image agrees with (``model.evidence.ring_agreement`` >= ``GUIDE_AGREEMENT``) gets the
     accurate rule whatever the trust head says (the others: the trust head's call); ``ring_samples``: with the
-    ring evidence, where the gate leans open the ring's value is the alpha of local colour samples
-    (``model.evidence.ring_sampled_alpha``), not the refiner's (off only to measure what they do), at every ring
-    pixel where they say anything; ``ring_gate``: only where the gate leans open (the refiner proposes, the
+    ring evidence, the ring's value is the alpha of local colour samples (``model.evidence.ring_sampled_alpha``),
+    not the refiner's, at every ring pixel where they say anything (off only to measure what they do);
+    ``ring_gate``: only where the gate leans open (the refiner proposes, the
     samples dispose), so that an untrained refiner returns its guide exactly (the ablation's evaluations; the
     ungated ring is better on the embedded and the real photographs alike: bench/RESULTS.md, "The ring without
     the gate, and a soft zone beyond it"); ``soft_zone``: with the accurate rule, the zone beyond the ring where
@@ -117,7 +117,7 @@ class Predictor:
             else:
                 sparse = refine_sparse(self.model, image, guide, ratio, guide_accurate,
                                        ring_evidence=self.ring_evidence, line=line,
-                                       ring_samples=self.ring_samples, gate_samples=self.ring_gate)
+                                       ring_samples=self.ring_samples, ring_gate=self.ring_gate)
                 alpha, accurate, dense, ratio = sparse.alpha, sparse.accurate, None, sparse.ratio
         if self.soft_zone and self.ring_evidence:  # the frame's zone, whichever path refined its ring
             alpha = soft_zone_alpha(image, guide.to(alpha.dtype), alpha, accurate)

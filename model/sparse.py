@@ -131,14 +131,14 @@ def allowed(guide: torch.Tensor, accurate: bool, flips: torch.Tensor | None) -> 
 def refine_sparse(model: Refiner, image: torch.Tensor, guide: torch.Tensor, downsample_ratio: float | str = "auto",
                   guide_accurate: bool | None = None, tile: int = FINE_TILE, ring_evidence: bool = False,
                   line: tuple[torch.Tensor, torch.Tensor] | None = None, ring_samples: bool = True,
-                  gate_samples: bool = True) -> SparseOutput:
+                  ring_gate: bool = True) -> SparseOutput:
     """Alpha of ``image`` (N,3,H,W in [0,1]) given ``guide`` (N,1,H,W): a coarse pass at ``downsample_ratio``
     and the fine stage in ``tile``-px tiles where the refiner can change the guide (module docstring). A ratio of
     1 (what "auto" gives below ``1.5 * COARSE_LONG_SIDE`` px on the long side) is the dense pass itself.
     ``guide_accurate`` forces the rule (None: the trust head's call on the coarse pass). ``ring_evidence``: with
     the accurate rule, the colour line judges the ring in every tile run (``model.evidence``; ring pixels in no
     tile keep the guide; ``line``: the frames' ``colour_line_alpha`` when the caller has it; ``ring_samples``,
-    ``gate_samples``: as in ``model.evidence.ring_colour_evidence``, in the tiles run). The dense pass here is
+    ``ring_gate``: as in ``model.evidence.ring_colour_evidence``, in the tiles run). The dense pass here is
     the model's alone: the caller judges it."""
     if tile < 4 or tile % 4:
         raise ValueError(f"tile must be a positive multiple of 4, got {tile}")
@@ -155,7 +155,7 @@ def refine_sparse(model: Refiner, image: torch.Tensor, guide: torch.Tensor, down
         a, accurate, cov, count = _refine_one(model, image[i:i + 1], guide[i:i + 1], ratio, guide_accurate, tile,
                                               ring_evidence, None if line is None else (line[0][i:i + 1],
                                                                                         line[1][i:i + 1]),
-                                              ring_samples, gate_samples)
+                                              ring_samples, ring_gate)
         alphas.append(a), rules.append(accurate), coverage.append(cov), counts.append(count)
     dev = image.device
     return SparseOutput(torch.cat(alphas), torch.tensor(rules, device=dev), torch.tensor(coverage, device=dev),
@@ -328,7 +328,7 @@ def refine_windows(model: Refiner, image: torch.Tensor, guide: torch.Tensor, map
 def _refine_one(model: Refiner, image: torch.Tensor, guide: torch.Tensor, ratio: float,
                 guide_accurate: bool | None, tile: int, ring_evidence: bool = False,
                 line: tuple[torch.Tensor, torch.Tensor] | None = None,
-                ring_samples: bool = True, gate_samples: bool = True) -> tuple[torch.Tensor, bool, float, int]:
+                ring_samples: bool = True, ring_gate: bool = True) -> tuple[torch.Tensor, bool, float, int]:
     h, w = image.shape[-2:]
     coarse, small_guide, covers = coarse_pass(model, image, guide, ratio, guide_accurate)
     accurate = bool(coarse.accurate[0])
@@ -336,7 +336,7 @@ def _refine_one(model: Refiner, image: torch.Tensor, guide: torch.Tensor, ratio:
         flips = None if accurate else _grown_full((coarse.alpha >= 0.5) != (small_guide >= 0.5), covers, (h, w))
         need = allowed(guide, accurate, flips) & _grown_full(coarse.gate > 0, covers, (h, w))
         alpha, coverage, count = _tiles(model, image, guide, need, accurate, TILE, MARGIN, ring_evidence,
-                                        ring_samples, gate_samples)
+                                        ring_samples, ring_gate)
         return alpha, accurate, coverage, count
 
     # the tiles the rule lets change (the guide's ring, or its band plus the coarse flips) where the coarse gate
@@ -365,7 +365,7 @@ def _refine_one(model: Refiner, image: torch.Tensor, guide: torch.Tensor, ratio:
         if judge:
             cut = [_gather(t.to(image.dtype), r * tile, c * tile, tile) for t in (*line, *(sample or ()))]
             alpha = judge_ring(win.guide, win.refined, win.gate, alpha, cut[0], cut[1] > 0.5, win.region > 0,
-                               ring_proposal(model), (cut[2], cut[3] > 0.5) if sample else None, gate_samples)
+                               ring_proposal(model), (cut[2], cut[3] > 0.5) if sample else None, ring_gate)
         cells[0, :, r, c] = alpha.permute(1, 0, 2, 3).to(canvas.dtype)
     heights = (h - rows * tile).clamp(max=tile)
     widths = (w - cols * tile).clamp(max=tile)
@@ -380,7 +380,7 @@ def _grown_full(coarse_mask: torch.Tensor, covers: tuple[int, int], size: tuple[
 
 def _tiles(model: Refiner, image: torch.Tensor, guide: torch.Tensor, need: torch.Tensor, accurate: bool, tile: int,
            margin: int, ring_evidence: bool = False, ring_samples: bool = True,
-           gate_samples: bool = True) -> tuple[torch.Tensor, float, int]:
+           ring_gate: bool = True) -> tuple[torch.Tensor, float, int]:
     """The guide with every ``tile``-px cell that holds a ``need`` pixel replaced by the refiner's output there,
     each cell run with ``margin`` px of context; returns (alpha, fraction of pixels in those cells, their number)."""
     h, w = image.shape[-2:]
@@ -402,7 +402,7 @@ def _tiles(model: Refiner, image: torch.Tensor, guide: torch.Tensor, need: torch
         out = res.alpha
         if accurate and ring_evidence:  # the colour line's box (15 px each way) lies within the crop's margin
             out = ring_colour_evidence(imgs, gds, res.refined, res.gate_logit, out, res.accurate,
-                                       ring_proposal(model), sampled=ring_samples, gate_samples=gate_samples)
+                                       ring_proposal(model), sampled=ring_samples, ring_gate=ring_gate)
         out = out[..., margin: margin + tile, margin: margin + tile]
         for k, (r, c) in enumerate(cells):
             y, x = r * tile, c * tile

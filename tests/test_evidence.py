@@ -427,16 +427,16 @@ def test_without_the_gate_the_ring_takes_the_samples_where_they_say_something_an
     ring = boundary_ring(guide) > 0
     shut = torch.full_like(OPEN, -1.0)
     wrong = torch.full_like(truth, 0.05)
-    out = ring_colour_evidence(image, guide, wrong, shut, guide.clone(), torch.tensor([True]), gate_samples=False)
+    out = ring_colour_evidence(image, guide, wrong, shut, guide.clone(), torch.tensor([True]), ring_gate=False)
     torch.testing.assert_close(out[ring], truth[ring])
     assert torch.equal(out[~ring], guide[~ring])
     assert torch.equal(ring_colour_evidence(image, guide, wrong, shut, guide.clone(), torch.tensor([False]),
-                                            gate_samples=False), guide)  # a coarse-ruled frame: untouched
+                                            ring_gate=False), guide)  # a coarse-ruled frame: untouched
     flat, guide2, _ = soft_edge_scene(fg=(0.5, 0.3, 0.3), bg=(0.5, 0.32, 0.3), soft=(1.0, 0.6, 0.4, 0.0))
     gated = guide2.clone()
     gated[..., 29:31] = 0.9  # one colour on both sides: the samples say nothing, the gate's call stays
     assert torch.equal(ring_colour_evidence(flat, guide2, wrong, shut, gated, torch.tensor([True]),
-                                            gate_samples=False), gated)
+                                            ring_gate=False), gated)
 
 
 # ------------------------------------------------------------------------------------- the soft zone
