@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 import torch
 
+from model.masks import boundary_distance as mask_boundary_distance
 from utils.cli import ArgumentParser, UserError, run_main
 from utils.images import read_image, to_uint, write_png
 from utils.paths import repo_default
@@ -102,8 +103,7 @@ def guide_for(name: str, remake: bool = False) -> np.ndarray:
 
 def boundary_distance(guide: np.ndarray) -> np.ndarray:
     """Distance (px) of every pixel to the guide's boundary (inside and outside alike)."""
-    g = (guide > 0.5).astype(np.uint8)
-    return np.maximum(cv2.distanceTransform(g, cv2.DIST_L2, 5), cv2.distanceTransform(1 - g, cv2.DIST_L2, 5))
+    return mask_boundary_distance((guide > 0.5).astype(np.uint8))
 
 
 def no_harm_stats(alpha: np.ndarray, guide: np.ndarray, far_px: int = FAR_PX) -> dict[str, float]:

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.masks import boundary_ring, dilate
+from model.masks import boundary_distance, boundary_ring, dilate
 from model.output_rule import on_guide_side
 
 NEAR_PX = 11  # Chebyshev radius of the zone left to the output rule: 11 px square < 16 px Euclidean everywhere
@@ -234,13 +234,6 @@ def _sampled_alpha_and_fit(image: torch.Tensor, guide: torch.Tensor, ring: torch
     return alpha, valid, misfit
 
 
-def _boundary_distance(full: np.ndarray) -> np.ndarray:
-    """L2 px from each pixel of a 0/1 mask to the nearest pixel of the other side (1 on the ring's pixels)."""
-    inside = cv2.distanceTransform(full, cv2.DIST_L2, 5)
-    outside = cv2.distanceTransform(1 - full, cv2.DIST_L2, 5)
-    return np.where(full > 0, inside, outside)
-
-
 def soft_zone_alpha(image: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor, accurate: torch.Tensor,
                     reach: float = ZONE_PX) -> torch.Tensor:
     """``alpha`` (N,1,H,W) with, in each accurate-ruled frame (``accurate`` (N,) bool), the soft zone beyond the
@@ -261,7 +254,7 @@ def soft_zone_alpha(image: torch.Tensor, guide: torch.Tensor, alpha: torch.Tenso
     if not bool(seeds.any()):
         return alpha
     inside = guide >= 0.5
-    band = torch.stack([torch.from_numpy(_boundary_distance(inside[i, 0].cpu().numpy().astype(np.uint8)) <= reach)
+    band = torch.stack([torch.from_numpy(boundary_distance(inside[i, 0].cpu().numpy().astype(np.uint8)) <= reach)
                         for i in range(guide.shape[0])])[:, None].to(guide.device)
     candidates = band & ~ring & (dilate(seeds, ZONE_STEPS) > 0)
     sampled, valid, misfit = _sampled_alpha_and_fit(image, guide, candidates, ZONE_KNOWN_PX)

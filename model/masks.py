@@ -2,6 +2,8 @@
 band of a prediction. Shared by the refiner, the sparse path and the losses."""
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -56,3 +58,8 @@ def uncertain(alpha: torch.Tensor, radius: int, eps: float = 1.0 / 255) -> torch
     """1 where ``alpha`` is neither ~0 nor ~1, dilated by ``radius`` pixels (a square max-pool); else 0."""
     return dilate((alpha > eps) & (alpha < 1 - eps), radius).to(alpha.dtype)
 
+
+def boundary_distance(inside: np.ndarray) -> np.ndarray:
+    """L2 px (OpenCV's 5x5 mask) from each pixel of a 0/1 uint8 mask to the nearest pixel of the other side: 1 on
+    either side of the boundary, growing inwards and outwards alike."""
+    return np.maximum(cv2.distanceTransform(inside, cv2.DIST_L2, 5), cv2.distanceTransform(1 - inside, cv2.DIST_L2, 5))

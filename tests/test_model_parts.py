@@ -178,3 +178,22 @@ def test_run_folder_lock_is_one_per_name(tmp_path):
                 pass
         with RunFolder(tmp_path, "other", "a training run", checkpoints=("last.pt",)).lock():
             pass
+
+
+def test_mask_boundary_distance_is_one_beside_the_boundary_and_the_same_from_either_side():
+    from model.masks import boundary_distance
+
+    rng = np.random.default_rng(4)
+    mask = np.zeros((40, 50), np.uint8)
+    mask[8:30, 10:41] = 1
+    mask[rng.random(mask.shape) < 0.02] ^= 1  # specks on both sides
+    dist = boundary_distance(mask)
+    padded = np.pad(mask, 1, mode="edge")
+    beside = np.zeros_like(mask, bool)  # a 4-neighbour on the other side
+    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
+        beside |= padded[dy:dy + 40, dx:dx + 50] != mask
+    assert (dist[beside] == 1).all() and (dist[~beside] > 1).all()
+    assert np.array_equal(boundary_distance(1 - mask), dist)
+    block = np.zeros((40, 50), np.uint8)
+    block[8:30, 10:41] = 1
+    assert boundary_distance(block)[19, 25] >= 10  # the block's middle, 11 px from its nearest edge
