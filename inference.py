@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guide_mask", "--g", "--guide", dest="guide_mask",
                    help="guide mask: image, folder of masks, or mask video")
     p.add_argument("--guide_quality", choices=GUIDE_QUALITIES, default="auto",
-                   help="auto: the refiner's trust head judges each guide; accurate: a segmenter's mask on a clean "
+                   help="auto: the image judges each guide (do its boundary's colours agree with it?); accurate: a segmenter's mask on a clean "
                         "frame (only its boundary ring is refined, never flipped); coarse: may be wrong by whole "
                         "regions (refined within ~10 px of its edge, flipped where the refiner is sure)")
     p.add_argument("--downsample_ratio", type=ratio_arg, default="auto",

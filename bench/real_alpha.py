@@ -99,7 +99,7 @@ def classical(method: str) -> Method:
 
 
 def refiner(ckpt: str, guide_quality: str, **options) -> Method:
-    """A checkpoint's predictor (``options``: ``model.predictor.Predictor``'s, e.g. ring_gate, soft_zone)."""
+    """A checkpoint's predictor (``options``: ``model.predictor.Predictor``'s, e.g. ring_gate, soft_zone, coarse_band)."""
     from model.predictor import Predictor
 
     predictor, _ = Predictor.from_checkpoint(ckpt, "cpu", guide_quality=guide_quality, **options)
@@ -189,6 +189,9 @@ def build_parser():
                         "ring_gate; the ablation's evaluations)")
     p.add_argument("--soft_zone", action="store_true",
                    help="the refiner grows the soft zone beyond the ring (model.evidence.soft_zone_alpha)")
+    p.add_argument("--no_coarse_band", action="store_true",
+                   help="coarse-ruled frames keep the refiner's band (model.evidence.coarse_band_alpha off; the "
+                        "ablation's evaluations)")
     return p
 
 
@@ -207,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [b for b in baselines if b not in CLASSICAL]
     if unknown:
         raise UserError(f"--baselines: unknown method {unknown[0]!r}: use {', '.join(CLASSICAL)} or none")
-    options = {"ring_gate": args.gated_ring, "soft_zone": args.soft_zone}
+    options = {"ring_gate": args.gated_ring, "soft_zone": args.soft_zone, "coarse_band": not args.no_coarse_band}
     methods = {kind: methods_for(args.ckpt, kind, baselines, **options) for kind in GUIDES}
     out = Path(args.out)
     rows: list[dict] = []

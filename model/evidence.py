@@ -73,6 +73,11 @@ ZONE_KNOWN_PX = 7.0  # its samples lie beyond it: guide pixels at least this far
 ZONE_SOFT = 0.1  # a pixel is soft where its sampled alpha lies in (ZONE_SOFT, 1 - ZONE_SOFT)
 ZONE_FIT = 0.05  # and its colour lies this close to its pair's line (distance over the pair's distance)
 ZONE_STEPS = 8  # 8-connected growth steps from the seeds: the zone stays within 8 px (Chebyshev) of one
+COARSE_BAND_PX = 8.0  # a coarse guide's trimap: unknown within this (L2 px) of its boundary (it is off by up to ~7)
+COARSE_MODEL_PX = 2.0  # and within this of the refiner's own boundary
+GUIDED_RADIUS = 2  # the coarse band's guided filter: 5x5 windows
+GUIDED_EPS = 3e-4  # its ridge on the slope (colours in [0, 1]): small, so soft hair keeps its contrast
+GUIDED_TILE = 64  # px: the band's filter runs in tiles of this side that hold band pixels
 
 
 def box_sum(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -184,9 +189,6 @@ def _sampled_alpha_and_fit(image: torch.Tensor, guide: torch.Tensor, ring: torch
     alpha = torch.zeros(n, 1, h, w, dtype=torch.float32, device=guide.device)
     valid = torch.zeros(n, 1, h, w, dtype=torch.bool, device=guide.device)
     misfit = torch.full((n, 1, h, w), math.inf, dtype=torch.float32, device=guide.device)
-    step = (-SAMPLE_REACH, 0, SAMPLE_REACH)
-    dy = np.array([a for a in step for _ in step])
-    dx = np.array([b for _ in step for b in step])
     for i in range(n):
         full = (guide[i, 0] >= 0.5).cpu().numpy().astype(np.uint8)
         ys, xs = np.nonzero(ring[i, 0].cpu().numpy())
@@ -194,44 +196,149 @@ def _sampled_alpha_and_fit(image: torch.Tensor, guide: torch.Tensor, ring: torch
             continue
         # the samples are looked for in the ring's box grown by SAMPLE_MARGIN px: a frame's far corners cost
         # time and hold no sample nearer than that
-        y0, x0 = max(0, ys.min() - SAMPLE_MARGIN), max(0, xs.min() - SAMPLE_MARGIN)
-        y1, x1 = min(h, ys.max() + SAMPLE_MARGIN + 1), min(w, xs.max() + SAMPLE_MARGIN + 1)
+        y0, x0, y1, x1 = _margin_box(ys, xs, h, w)
         inside = np.ascontiguousarray(full[y0:y1, x0:x1])
-        qy = np.clip(ys[:, None] + dy, y0, y1 - 1) - y0  # (M,9) query points, in the box
-        qx = np.clip(xs[:, None] + dx, x0, x1 - 1) - x0
-        samples = []
-        for side in (inside, 1 - inside):  # foreground, background
-            known = cv2.distanceTransform(side, cv2.DIST_L2, 5) >= known_px
-            if not known.any():
-                break
-            rows, cols = _nearest(known, qy, qx)
-            samples.append((torch.from_numpy(rows + y0), torch.from_numpy(cols + x0)))
-        if len(samples) < 2:
+        known = [cv2.distanceTransform(side, cv2.DIST_L2, 5) >= known_px for side in (inside, 1 - inside)]
+        if not (known[0].any() and known[1].any()):
             continue
-        img = image[i].float().cpu()
-        (fy, fx), (by, bx) = samples
-        py, px = torch.from_numpy(ys), torch.from_numpy(xs)
-        out, ok, fit = torch.empty(len(ys)), torch.zeros(len(ys), dtype=torch.bool), torch.empty(len(ys))
-        for a in range(0, len(ys), SAMPLE_CHUNK):
-            sl = slice(a, a + SAMPLE_CHUNK)
-            colour = img[:, py[sl], px[sl]].T[:, None, None, :]  # (m,1,1,3)
-            fg = img[:, fy[sl], fx[sl]].permute(1, 2, 0)[:, :, None, :]  # (m,9,1,3)
-            bg = img[:, by[sl], bx[sl]].permute(1, 2, 0)[:, None, :, :]  # (m,1,9,3)
-            line = fg - bg
-            pair_alpha = (((colour - bg) * line).sum(-1) / line.square().sum(-1).clamp(min=1e-8)).clamp(0, 1)
-            miss = (colour - bg - pair_alpha[..., None] * line).square().sum(-1)  # (m,9,9)
-            apart = line.square().sum(-1) >= RING_SEPARATION ** 2  # a pair of one colour says nothing
-            miss = torch.where(apart, miss, torch.full_like(miss, math.inf))
-            best = miss.flatten(1).argmin(1, keepdim=True)
-            out[sl] = pair_alpha.flatten(1).gather(1, best)[:, 0]
-            ok[sl] = apart.flatten(1).any(1)
-            fit[sl] = (miss.flatten(1).gather(1, best)[:, 0]
-                       / line.square().sum(-1).flatten(1).gather(1, best)[:, 0].clamp(min=1e-8)).sqrt()
-        py, px = py[ok].to(guide.device), px[ok].to(guide.device)
+        out, ok, fit = _best_pairs(image[i], ys, xs, known[0], known[1], (y0, x0))
+        py, px = torch.from_numpy(ys[ok]).to(guide.device), torch.from_numpy(xs[ok]).to(guide.device)
         alpha[i, 0, py, px] = out[ok].to(guide.device)
         valid[i, 0, py, px] = True
         misfit[i, 0, py, px] = fit[ok].to(guide.device)
     return alpha, valid, misfit
+
+
+def _margin_box(ys: np.ndarray, xs: np.ndarray, h: int, w: int) -> tuple[int, int, int, int]:
+    """(y0, x0, y1, x1): the box of the query pixels grown by ``SAMPLE_MARGIN`` px, inside the HxW frame."""
+    return (max(0, int(ys.min()) - SAMPLE_MARGIN), max(0, int(xs.min()) - SAMPLE_MARGIN),
+            min(h, int(ys.max()) + SAMPLE_MARGIN + 1), min(w, int(xs.max()) + SAMPLE_MARGIN + 1))
+
+
+def _best_pairs(image: torch.Tensor, ys: np.ndarray, xs: np.ndarray, fg_known: np.ndarray, bg_known: np.ndarray,
+                origin: tuple[int, int] = (0, 0)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The local samples' verdict on the query pixels ``(ys, xs)`` (frame coordinates) of one ``image`` (3,H,W):
+    the nearest ``fg_known`` and ``bg_known`` pixel (bool maps of a box whose top-left corner is ``origin``) to
+    each pixel and to the 8 points ``SAMPLE_REACH`` px around it, and of the 81 pairs the one whose line explains
+    the colour best. Returns (alpha, ok, misfit), each (M,) on the CPU: the pair's alpha, whether a pair of colours
+    at least ``RING_SEPARATION`` apart exists, and the colour's distance to the pair's line over the pair's
+    distance."""
+    y0, x0 = origin
+    bh, bw = fg_known.shape
+    step = (-SAMPLE_REACH, 0, SAMPLE_REACH)
+    dy = np.array([a for a in step for _ in step])
+    dx = np.array([b for _ in step for b in step])
+    qy = np.clip(ys[:, None] + dy, y0, y0 + bh - 1) - y0  # (M,9) query points, in the box
+    qx = np.clip(xs[:, None] + dx, x0, x0 + bw - 1) - x0
+    (fy, fx), (by, bx) = [_nearest(known, qy, qx) for known in (fg_known, bg_known)]
+    fy, fx, by, bx = (torch.from_numpy(v + o) for v, o in ((fy, y0), (fx, x0), (by, y0), (bx, x0)))
+    img = image.float().cpu()
+    py, px = torch.from_numpy(ys), torch.from_numpy(xs)
+    out, ok, fit = torch.empty(len(ys)), torch.zeros(len(ys), dtype=torch.bool), torch.empty(len(ys))
+    for a in range(0, len(ys), SAMPLE_CHUNK):
+        sl = slice(a, a + SAMPLE_CHUNK)
+        colour = img[:, py[sl], px[sl]].T[:, None, None, :]  # (m,1,1,3)
+        fg = img[:, fy[sl], fx[sl]].permute(1, 2, 0)[:, :, None, :]  # (m,9,1,3)
+        bg = img[:, by[sl], bx[sl]].permute(1, 2, 0)[:, None, :, :]  # (m,1,9,3)
+        line = fg - bg
+        pair_alpha = (((colour - bg) * line).sum(-1) / line.square().sum(-1).clamp(min=1e-8)).clamp(0, 1)
+        miss = (colour - bg - pair_alpha[..., None] * line).square().sum(-1)  # (m,9,9)
+        apart = line.square().sum(-1) >= RING_SEPARATION ** 2  # a pair of one colour says nothing
+        miss = torch.where(apart, miss, torch.full_like(miss, math.inf))
+        best = miss.flatten(1).argmin(1, keepdim=True)
+        out[sl] = pair_alpha.flatten(1).gather(1, best)[:, 0]
+        ok[sl] = apart.flatten(1).any(1)
+        fit[sl] = (miss.flatten(1).gather(1, best)[:, 0]
+                   / line.square().sum(-1).flatten(1).gather(1, best)[:, 0].clamp(min=1e-8)).sqrt()
+    return out, ok, fit
+
+
+def guided_filter(image: torch.Tensor, p: torch.Tensor, radius: int = GUIDED_RADIUS, eps: float = GUIDED_EPS,
+                  where: np.ndarray | None = None) -> torch.Tensor:
+    """He, Sun and Tang's guided filter with a colour guide: ``image`` (3,H,W), ``p`` (H,W) -> (H,W). In every
+    (2 radius + 1)^2 window (cut at the frame's edge) ``p`` is fitted as a linear function of the colour, ridge
+    ``eps`` on the slope; each pixel gets the mean over the windows that hold it of their fits at its colour. An
+    alpha that is locally a linear function of the colour (the colour-line model of closed-form matting) comes
+    out as it went in; sample noise across a window is averaged away. ``where`` (bool HxW): only those pixels'
+    values are wanted (the windows are solved only around them; elsewhere the output is ``p``). float64, box sums
+    by OpenCV."""
+    k = 2 * radius + 1
+    x = image.double().cpu().permute(1, 2, 0).numpy()
+    q = p.double().cpu().numpy()
+    box = lambda v: cv2.boxFilter(v, -1, (k, k), normalize=False, borderType=cv2.BORDER_CONSTANT)  # noqa: E731
+    count = box(np.ones_like(q))
+    mean = lambda v: box(v) / (count[..., None] if v.ndim == 3 else count)  # noqa: E731
+    mean_i, mean_p = mean(x), mean(q)
+    cov_ip = mean(x * q[..., None]) - mean_i * mean_p[..., None]
+    solve = np.ones(q.shape, bool) if where is None else dilate(torch.from_numpy(where)[None, None], radius)[0, 0].numpy() > 0
+    ys, xs = np.nonzero(solve)
+    pairs = [(a, b) for a in range(3) for b in range(a, 3)]
+    second = mean(np.stack([x[..., a] * x[..., b] for a, b in pairs], -1))[ys, xs]  # (M,6)
+    var = np.empty((len(ys), 3, 3))
+    for j, (a, b) in enumerate(pairs):
+        var[:, a, b] = var[:, b, a] = second[:, j] - mean_i[ys, xs, a] * mean_i[ys, xs, b]
+    slope = np.zeros(x.shape)
+    slope[ys, xs] = np.linalg.solve(var + eps * np.eye(3), cov_ip[ys, xs][..., None])[..., 0]
+    offset = mean_p - (slope * mean_i).sum(-1)
+    out = (mean(slope) * x).sum(-1) + mean(offset)
+    if where is not None:
+        out = np.where(where, out, q)
+    return torch.from_numpy(out).to(p.dtype)
+
+
+def _guided_filter_near(image: torch.Tensor, p: torch.Tensor, where: np.ndarray, tile: int = GUIDED_TILE) -> torch.Tensor:
+    """``guided_filter(image, p, where=where)``, computed only in the ``tile`` px squares that hold a ``where``
+    pixel, each with a halo of twice the radius (a pixel's value depends on windows within the radius, their
+    pixels within twice it, so the tiles' values are the whole frame's); elsewhere ``p``. A band around a person
+    at 1080p touches about a quarter of the frame."""
+    h, w = where.shape
+    halo = 2 * GUIDED_RADIUS
+    out = p.clone()
+    for y in range(0, h, tile):
+        for x in range(0, w, tile):
+            core = where[y:y + tile, x:x + tile]
+            if not core.any():
+                continue
+            y0, x0, y1, x1 = max(0, y - halo), max(0, x - halo), min(h, y + tile + halo), min(w, x + tile + halo)
+            part = guided_filter(image[:, y0:y1, x0:x1], p[y0:y1, x0:x1], where=where[y0:y1, x0:x1])
+            out[y:y + tile, x:x + tile] = part[y - y0:y - y0 + core.shape[0], x - x0:x - x0 + core.shape[1]]
+    return out
+
+
+def coarse_band_alpha(image: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor, accurate: torch.Tensor,
+                      band_px: float = COARSE_BAND_PX, model_px: float = COARSE_MODEL_PX) -> torch.Tensor:
+    """``alpha`` (N,1,H,W) with, in each coarse-ruled frame (``accurate`` (N,) False), a trimap band refined from
+    local samples. Unknown: within ``band_px`` px of the guide's boundary (a coarse guide is off by up to that),
+    within ``model_px`` of the refiner's own boundary (``alpha`` >= 0.5), and wherever the two disagree (a hole the
+    refiner filled, a blob it removed). Known: where guide and refiner agree, outside it. Each unknown pixel takes
+    the alpha of its best pair of local samples of the two known sides (``_best_pairs``, as the ring's), the band
+    then smoothed by a guided filter on the image (``guided_filter``); known pixels are their side (0 or 1). The
+    refiner decides the structure, the image the values: on real photographs the refiner's own band values were
+    worse than its guide's and the samples' better than shared matting's; on the embedded frames the refiner's
+    structure with the samples' values beats both (bench/RESULTS.md, "Coarse guides"). Accurate-ruled frames, and
+    frames with no known pixel on a side: ``alpha`` exactly."""
+    if bool(accurate.all()):
+        return alpha
+    out = alpha.clone()
+    for i in torch.nonzero(~accurate.cpu()).flatten().tolist():
+        side = (guide[i, 0] >= 0.5).cpu().numpy().astype(np.uint8)
+        mine = (alpha[i, 0] >= 0.5).cpu().numpy().astype(np.uint8)
+        unknown = (boundary_distance(side) <= band_px) | (boundary_distance(mine) <= model_px) | (side != mine)
+        fg_known, bg_known = (side == 1) & (mine == 1) & ~unknown, (side == 0) & (mine == 0) & ~unknown
+        if not (fg_known.any() and bg_known.any() and unknown.any()):
+            continue
+        ys, xs = np.nonzero(unknown)
+        h, w = unknown.shape
+        y0, x0, y1, x1 = _margin_box(ys, xs, h, w)
+        value, ok, _ = _best_pairs(image[i], ys, xs, np.ascontiguousarray(fg_known[y0:y1, x0:x1]),
+                                   np.ascontiguousarray(bg_known[y0:y1, x0:x1]), (y0, x0))
+        band = torch.from_numpy(mine.astype(np.float32))
+        band[ys[ok.numpy()], xs[ok.numpy()]] = value[ok]
+        smooth = _guided_filter_near(image[i], band, unknown).clamp(0, 1)
+        known = torch.from_numpy(mine.astype(np.float32))
+        frame = torch.where(torch.from_numpy(unknown), smooth, known)
+        out[i, 0] = frame.to(device=alpha.device, dtype=alpha.dtype)
+    return out
 
 
 def soft_zone_alpha(image: torch.Tensor, guide: torch.Tensor, alpha: torch.Tensor, accurate: torch.Tensor,

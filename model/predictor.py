@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from model.checkpoint import load_refiner
-from model.evidence import (GUIDE_AGREEMENT, colour_line_alpha, far_flip_evidence, ring_agreement,
-                            ring_colour_evidence, ring_proposal, soft_zone_alpha)
+from model.evidence import (GUIDE_AGREEMENT, coarse_band_alpha, colour_line_alpha, far_flip_evidence,
+                            ring_agreement, ring_colour_evidence, ring_proposal, soft_zone_alpha)
 from model.refiner import Refiner, RefinerOutput
 from model.sparse import coarse_ratio, refine_sparse
 
@@ -45,9 +45,14 @@ class Predictor:
     flips far from the guide's boundary are kept only where the image supports them (``model.evidence``; off
     only to measure what it does); ``ring_evidence``: with the accurate rule, the image's colour line judges each
     boundary-ring pixel where it says anything, not the gate (``model.evidence``; the sparse path judges the ring
-    in the tiles it runs); ``guide_check``: with ``guide_quality`` auto, a frame
-    whose guide the image agrees with (``model.evidence.ring_agreement`` >= ``GUIDE_AGREEMENT``) gets the
-    accurate rule whatever the trust head says (the others: the trust head's call); ``ring_samples``: with the
+    in the tiles it runs); ``guide_check``: with ``guide_quality`` auto, the image calls each frame's guide, not
+    the trust head: one whose boundary ring the colours agree with (``model.evidence.ring_agreement`` >=
+    ``GUIDE_AGREEMENT``) gets the accurate rule, any other the coarse rule (off: the trust head calls every
+    frame; on the 116 real items the image called 231 of their 232 guides right, the trust head 25 of the 116
+    coarse guides accurate: bench/RESULTS.md, "Coarse guides"); ``coarse_band``: a coarse-ruled frame's trimap band (within
+    8 px of the guide's boundary, 2 of the refiner's, and where they disagree) takes the alpha of local samples,
+    smoothed by a guided filter (``model.evidence.coarse_band_alpha``: the refiner decides the structure, the image
+    the values; off in the ablation's evaluations, where an untrained refiner must return its guide); ``ring_samples``: with the
     ring evidence, the ring's value is the alpha of local colour samples (``model.evidence.ring_sampled_alpha``),
     not the refiner's, at every ring pixel where they say anything (off only to measure what they do);
     ``ring_gate``: only where the gate leans open (the refiner proposes, the
@@ -61,7 +66,8 @@ class Predictor:
     def __init__(self, model: Refiner, device: torch.device | str = "cpu", downsample_ratio: float | str = "auto",
                  dense: bool = False, guide_quality: str = "auto", autocast: torch.dtype | None = None,
                  far_evidence: bool = True, ring_evidence: bool = True, guide_check: bool = True,
-                 ring_samples: bool = True, ring_gate: bool = False, soft_zone: bool = False):
+                 ring_samples: bool = True, ring_gate: bool = False, soft_zone: bool = False,
+                 coarse_band: bool = True):
         if guide_quality not in GUIDE_QUALITIES:
             raise ValueError(f"guide_quality must be one of {', '.join(GUIDE_QUALITIES)}, got {guide_quality!r}")
         if downsample_ratio != "auto" and not 0 < float(downsample_ratio) <= 1:
@@ -73,6 +79,7 @@ class Predictor:
         self.autocast = autocast
         self.far_evidence, self.ring_evidence, self.guide_check = far_evidence, ring_evidence, guide_check
         self.ring_samples, self.ring_gate, self.soft_zone = ring_samples, ring_gate, soft_zone
+        self.coarse_band = coarse_band
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: torch.device | str = "cpu",
@@ -94,10 +101,10 @@ class Predictor:
         if guide_accurate is None and self.guide_check:
             line = colour_line_alpha(image, guide)
             by_image = ring_agreement(image, guide, line) >= GUIDE_AGREEMENT
-            if bool(by_image.all()):
-                guide_accurate = True
-            elif bool(by_image.any()):  # a mixed batch: each frame with its own call
-                return _cat([self._run(image[i:i + 1], guide[i:i + 1], True if by_image[i] else None,
+            if bool(by_image.all()) or not bool(by_image.any()):
+                guide_accurate = bool(by_image[0])
+            else:  # a mixed batch: each frame with its own call
+                return _cat([self._run(image[i:i + 1], guide[i:i + 1], bool(by_image[i]),
                                        (line[0][i:i + 1], line[1][i:i + 1])) for i in range(image.shape[0])])
         return self._run(image, guide, guide_accurate, line)
 
@@ -125,6 +132,10 @@ class Predictor:
                 dense = dataclasses.replace(dense, alpha=alpha)
         if self.far_evidence:  # the accurate rule never changes a far pixel: only coarse-ruled frames can change
             alpha = far_flip_evidence(image, guide.to(alpha.dtype), alpha)
+            if dense is not None:
+                dense = dataclasses.replace(dense, alpha=alpha)
+        if self.coarse_band:  # last: its structure is the refiner's output, far flips already judged
+            alpha = coarse_band_alpha(image, guide, alpha, accurate)
             if dense is not None:
                 dense = dataclasses.replace(dense, alpha=alpha)
         return Prediction(alpha, accurate, ratio, dense)

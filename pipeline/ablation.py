@@ -291,7 +291,7 @@ def _eval_argv(args, dataset: str, tree: str, ckpts: list[str], labels: list[str
     return ["--root", set_root(args, dataset), "--split", "test", "--tree", tree, "--ckpt", *ckpts,
             "--labels", *labels, "--baselines", baselines, "--eval_long_side", str(args.eval_long_side),
             "--max_frames", str(args.max_frames), "--out", str(out), "--gated_ring",
-            *(["--no_ring_samples"] if args.no_ring_samples else [])]
+            "--no_coarse_band", *(["--no_ring_samples"] if args.no_ring_samples else [])]
 
 
 def _stamp(argv: list[str], ckpts: list[str]) -> dict:
@@ -349,7 +349,7 @@ def _real_argv(args, out: Path, ckpts: list[str]) -> list[str] | None:
     if not _has_real(args):
         return None
     return ["--root", str(args.real_root), "--out", str(out / "real_alpha"), "--no_panels", "--gated_ring",
-            *(["--ckpt", *ckpts, "--baselines", "none"] if ckpts else [])]
+            "--no_coarse_band", *(["--ckpt", *ckpts, "--baselines", "none"] if ckpts else [])]
 
 
 def commit_paths(paths: list[Path], message: str) -> None:

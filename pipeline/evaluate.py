@@ -75,12 +75,14 @@ def guide_baseline(item: dict) -> tuple[np.ndarray, None]:
 
 def checkpoint_predictor(path: Path, device: torch.device, downsample_ratio: float | str = "auto",
                          dense: bool = False, ring_samples: bool = True,
-                         ring_gate: bool = False, soft_zone: bool = False) -> tuple[Predict, dict]:
+                         ring_gate: bool = False, soft_zone: bool = False,
+                         coarse_band: bool = True) -> tuple[Predict, dict]:
     """A checkpoint as a predictor: the sparse path (``model.sparse``: a coarse pass at ``downsample_ratio``, full
     resolution tiles where the refiner can act) unless ``dense``; a frame whose coarse pass is at full size
     (ratio 1) is the dense pass, which also gives the focus map and the gate for the figure."""
     predictor, ckpt = Predictor.from_checkpoint(path, device, downsample_ratio=downsample_ratio, dense=dense,
-                                                ring_samples=ring_samples, ring_gate=ring_gate, soft_zone=soft_zone)
+                                                ring_samples=ring_samples, ring_gate=ring_gate, soft_zone=soft_zone,
+                                                coarse_band=coarse_band)
 
     def predict(item: dict):
         p = predictor(item["image"][None], item["guide"][None])
@@ -292,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "returns its guide exactly (Predictor ring_gate; the ablation's evaluations)")
     p.add_argument("--soft_zone", action="store_true",
                    help="grow the soft zone beyond the ring from local samples (model.evidence.soft_zone_alpha)")
+    p.add_argument("--no_coarse_band", action="store_true",
+                   help="coarse-ruled frames keep the refiner's band (model.evidence.coarse_band_alpha off), so that "
+                        "an untrained refiner returns its guide exactly (the ablation's evaluations)")
     p.add_argument("--max_frames", type=nonneg_int, default=0, help="at most this many frames per clip (0: all)")
     p.add_argument("--save_pred", action="store_true", help="also write predictions to <out>/pred/<method>/")
     p.add_argument("--out", default=repo_default("runs/eval"), help="output folder")
@@ -352,7 +357,8 @@ def _methods(args, device: torch.device) -> list[tuple[str, str, Predict]]:
         raise UserError(f"--labels needs one name per checkpoint ({len(args.ckpt)}), got {len(args.labels)}")
     for j, path in enumerate(args.ckpt):
         predict, ckpt = checkpoint_predictor(Path(path), device, args.downsample_ratio, args.dense,
-                                             not args.no_ring_samples, args.gated_ring, args.soft_zone)
+                                             not args.no_ring_samples, args.gated_ring, args.soft_zone,
+                                             not args.no_coarse_band)
         methods.append((args.labels[j] if args.labels else str(ckpt["variant"]), str(path), predict))
     return methods
 

@@ -113,8 +113,8 @@ class HolePuncher(torch.nn.Module):
 def test_the_predictor_applies_it_and_only_ever_moves_pixels_back_to_the_guide():
     image, guide = scene(96, (16, 80))
     image = (image + 0.2 * torch.rand(image.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
-    on = Predictor(HolePuncher())(image, guide)
-    off = Predictor(HolePuncher(), far_evidence=False)(image, guide)
+    on = Predictor(HolePuncher(), coarse_band=False)(image, guide)  # the coarse band: its own tests
+    off = Predictor(HolePuncher(), far_evidence=False, coarse_band=False)(image, guide)
     differ = on.alpha != off.alpha
     assert differ.sum() == 16 * 16  # the hole, refused
     assert torch.equal(on.alpha[differ], guide[differ])
@@ -248,7 +248,7 @@ def test_the_predictor_applies_the_ring_rule_to_accurate_ruled_frames_only():
     assert torch.equal(told.dense.alpha, told.alpha)
     off = Predictor(RingStub(truth), guide_quality="accurate", ring_evidence=False)(image, guide)
     assert torch.equal(off.alpha, guide)
-    coarse = Predictor(RingStub(truth), guide_quality="coarse")(image, guide)
+    coarse = Predictor(RingStub(truth), guide_quality="coarse", coarse_band=False)(image, guide)
     assert torch.equal(coarse.alpha, guide)
 
 
@@ -276,11 +276,16 @@ def test_an_accurate_guide_agrees_with_the_image_and_a_grown_one_does_not():
 
 
 class TrustStub(torch.nn.Module):
-    """A refiner whose trust head calls every guide coarse; told, it uses the rule it is told. Its coarse rule
-    softens the whole ring to 0.5, its accurate rule leaves the guide."""
+    """A refiner whose trust head calls every guide coarse (``calls_accurate``: accurate); told, it uses the rule it
+    is told. Its coarse rule softens the whole ring to 0.5, its accurate rule leaves the guide."""
+
+    def __init__(self, calls_accurate: bool = False):
+        super().__init__()
+        self.calls_accurate = calls_accurate
 
     def forward(self, image, guide, guide_accurate=None):
-        accurate = torch.full((guide.shape[0],), bool(guide_accurate), dtype=torch.bool)
+        call = self.calls_accurate if guide_accurate is None else bool(guide_accurate)
+        accurate = torch.full((guide.shape[0],), call, dtype=torch.bool)
         alpha = guide.clone()
         ring = boundary_ring(guide) > 0
         coarse = (~accurate).view(-1, 1, 1, 1) & ring
@@ -292,15 +297,21 @@ def test_auto_gives_the_accurate_rule_to_a_guide_the_image_agrees_with_frame_by_
     image, guide, _ = soft_edge_scene()
     grown = torch.zeros_like(guide)
     grown[..., :36] = 1
-    # the gated ring (its gate is shut): the accurate rule leaves the guide, so the rule each frame got shows
-    batch = Predictor(TrustStub(), ring_gate=True)(torch.cat([image, image]), torch.cat([guide, grown]))
+    # the gated ring (its gate is shut) and no coarse band: the accurate rule leaves the guide, the stub's coarse
+    # rule softens the ring, so the rule each frame got shows
+    batch = Predictor(TrustStub(), ring_gate=True, coarse_band=False)(torch.cat([image, image]),
+                                                                      torch.cat([guide, grown]))
     assert batch.accurate.tolist() == [True, False]
     assert torch.equal(batch.alpha[0], guide[0]) and (batch.alpha[1] == 0.5).any()
-    one = [Predictor(TrustStub(), ring_gate=True)(image, g) for g in (guide, grown)]
+    one = [Predictor(TrustStub(), ring_gate=True, coarse_band=False)(image, g) for g in (guide, grown)]
     assert torch.equal(batch.alpha, torch.cat([p.alpha for p in one]))
     assert torch.equal(batch.dense.alpha, batch.alpha) and batch.dense.refined.shape == batch.alpha.shape
     off = Predictor(TrustStub(), guide_check=False)(image, guide)
     assert off.accurate.tolist() == [False]  # the trust head's own call
+    # the other way: a trust head that calls every guide accurate does not save a guide the image disagrees with
+    trusting = TrustStub(calls_accurate=True)
+    assert Predictor(trusting, guide_check=False)(image, grown).accurate.tolist() == [True]
+    assert Predictor(trusting)(image, grown).accurate.tolist() == [False]
     told = Predictor(TrustStub(), guide_quality="coarse")(image, guide)
     assert told.accurate.tolist() == [False]  # a rule the user chose is never overridden
 
@@ -493,3 +504,114 @@ def test_the_predictor_grows_the_soft_zone_only_when_asked():
     assert (zoned - truth).abs().sum() < 0.5 * (plain - truth).abs().sum()
     ring = boundary_ring(guide) > 0
     assert torch.equal(zoned[ring], plain[ring])
+
+
+# ------------------------------------------------------------------------------------------ the coarse band
+def _guided_by_windows(image: np.ndarray, p: np.ndarray, r: int, eps: float) -> np.ndarray:
+    """The guided filter from its definition: in every window (cut at the frame's edge) the ridge regression of p
+    on [colour, 1] (ridge eps on the colour's weights, the mean squared error over the window's pixels), solved by
+    least squares; each pixel the mean of the fits, at its colour, of the windows that hold it."""
+    h, w = p.shape
+    fits = {}
+    for y in range(h):
+        for x in range(w):
+            ys, xs = slice(max(0, y - r), y + r + 1), slice(max(0, x - r), x + r + 1)
+            colour, target = image[ys, xs].reshape(-1, 3), p[ys, xs].reshape(-1)
+            n = len(target)
+            design = np.vstack([np.hstack([colour, np.ones((n, 1))]) / np.sqrt(n),
+                                np.hstack([np.sqrt(eps) * np.eye(3), np.zeros((3, 1))])])
+            fits[y, x] = np.linalg.lstsq(design, np.concatenate([target / np.sqrt(n), np.zeros(3)]), rcond=None)[0]
+    out = np.zeros((h, w))
+    for y in range(h):
+        for x in range(w):
+            held = [fits[j, i] for j in range(max(0, y - r), min(h, y + r + 1))
+                    for i in range(max(0, x - r), min(w, x + r + 1))]
+            out[y, x] = np.mean([f[:3] @ image[y, x] + f[3] for f in held])
+    return out
+
+
+@pytest.mark.parametrize("r,eps", [(1, 1e-2), (2, 3e-4)])
+def test_guided_filter_matches_its_definition_window_by_window(r, eps):
+    from model.evidence import guided_filter
+
+    rng = np.random.default_rng(5)
+    image = rng.random((9, 11, 3))
+    p = rng.random((9, 11))
+    got = guided_filter(torch.from_numpy(image).permute(2, 0, 1), torch.from_numpy(p), r, eps)
+    np.testing.assert_allclose(got.numpy(), _guided_by_windows(image, p, r, eps), atol=1e-9)
+    linear = torch.from_numpy(image @ np.array([0.2, -0.5, 0.7]) + 0.1)  # alpha linear in the colour: kept
+    np.testing.assert_allclose(guided_filter(torch.from_numpy(image).permute(2, 0, 1), linear, r, 1e-12).numpy(),
+                               linear.numpy(), atol=1e-6)
+
+
+def test_the_bands_filter_in_tiles_is_the_whole_frames_at_the_band():
+    from model.evidence import GUIDED_RADIUS, _guided_filter_near, guided_filter
+
+    rng = np.random.default_rng(6)
+    image = torch.from_numpy(rng.random((3, 70, 90)))
+    p = torch.from_numpy(rng.random((70, 90)))
+    where = np.zeros((70, 90), bool)
+    where[5:9, 3:60] = where[30:66, 40:44] = where[69, 89] = True  # across tile borders and at the frame's edge
+    whole = guided_filter(image, p, GUIDED_RADIUS)
+    tiled = _guided_filter_near(image, p, where, tile=16)
+    np.testing.assert_allclose(tiled.numpy()[where], whole.numpy()[where], atol=1e-12)
+    assert torch.equal(tiled[torch.from_numpy(~where)], p[torch.from_numpy(~where)])
+
+
+def _head_scene(grow: int = 5, hole: bool = False):
+    """A red head with a soft 4-px rim on a blue background, its coarse guide grown by ``grow`` px (and with a
+    hole far inside it), and a 'refiner' that filled the hole: (image, guide, refiner's alpha, truth)."""
+    yy, xx = np.mgrid[:64, :80].astype(np.float32)
+    radius = np.hypot(yy - 32, xx - 40)
+    truth = np.clip((20 - radius) / 4 + 0.5, 0, 1).astype(np.float32)
+    fg, bg = np.array([0.9, 0.2, 0.1]), np.array([0.1, 0.3, 0.8])
+    image = (truth[..., None] * fg + (1 - truth[..., None]) * bg).astype(np.float32)
+    guide = (radius <= 20 + grow).astype(np.float32)
+    refined = guide.copy()
+    if hole:
+        guide[28:36, 36:44] = 0
+    t = lambda a: torch.from_numpy(a)[None, None]  # noqa: E731
+    return torch.from_numpy(image).permute(2, 0, 1)[None], t(guide), t(refined), t(truth)
+
+
+def test_the_coarse_band_takes_the_samples_alpha_near_the_edges_and_keeps_accurate_frames():
+    from model.evidence import COARSE_BAND_PX, COARSE_MODEL_PX, coarse_band_alpha
+    from model.masks import boundary_distance
+
+    image, guide, refined, truth = _head_scene(hole=True)
+    out = coarse_band_alpha(image, guide, refined, torch.tensor([False]))
+    err = lambda a: float((a - truth).abs().mean())  # noqa: E731
+    assert err(out) < 0.15 * err(guide) and err(out) < 0.15 * err(refined)
+    hole = torch.zeros_like(guide, dtype=torch.bool)
+    hole[..., 28:36, 36:44] = True
+    assert float(out[hole].min()) > 0.95  # the refiner's structure (the hole filled), the image's values
+    side = lambda a: a[0, 0].numpy().astype(np.uint8)  # noqa: E731
+    far = ((boundary_distance(side(guide >= 0.5)) > COARSE_BAND_PX)
+           & (boundary_distance(side(refined >= 0.5)) > COARSE_MODEL_PX) & (side(guide) == side(refined)))
+    far = torch.from_numpy(far)[None, None]
+    assert far.any() and torch.equal(out[far], refined[far])  # known pixels: their side, exactly
+    # accurate-ruled frames, and a batch: each frame by its own rule
+    assert torch.equal(coarse_band_alpha(image, guide, refined, torch.tensor([True])), refined)
+    both = coarse_band_alpha(torch.cat([image, image]), torch.cat([guide, guide]), torch.cat([refined, refined]),
+                             torch.tensor([True, False]))
+    assert torch.equal(both[0], refined[0]) and torch.equal(both[1], out[0])
+    # no known pixel of a side (the guide covers the frame): nothing to sample, the alpha as it was
+    full = torch.ones_like(guide)
+    assert torch.equal(coarse_band_alpha(image, full, full, torch.tensor([False])), full)
+
+
+def test_the_predictor_gives_coarse_ruled_frames_the_band_and_the_ablation_can_turn_it_off():
+    from model.evidence import coarse_band_alpha
+    from model.refiner import build_refiner
+
+    torch.manual_seed(0)
+    model = build_refiner("light", base_channels=8)
+    image, guide, _, truth = _head_scene()
+    on = Predictor(model)(image, guide)
+    off = Predictor(model, coarse_band=False)(image, guide)
+    assert on.accurate.tolist() == [False]  # a guide grown 5 px: the image calls it coarse
+    assert torch.equal(on.alpha, coarse_band_alpha(image, guide, off.alpha, on.accurate))
+    assert torch.equal(on.dense.alpha, on.alpha)
+    assert float((on.alpha - truth).abs().mean()) < 0.2 * float((off.alpha - truth).abs().mean())
+    gated = Predictor(model, ring_gate=True, coarse_band=False)(image, guide)
+    assert torch.equal(gated.alpha, guide)  # the ablation's evaluation: an untrained refiner returns its guide

@@ -136,14 +136,18 @@ def test_predictor_gives_what_the_paths_it_chooses_give():
     image, guide = _frame(40, 56)
     with torch.no_grad():
         for quality, accurate in (("auto", None), ("accurate", True), ("coarse", False)):
-            # the ring's local samples (tested in test_evidence) off: the paths themselves compared
-            p = Predictor(model, guide_quality=quality, ring_samples=False)(image, guide)
+            # the ring's local samples, the image's call and the coarse band (tested in test_evidence) off: the
+            # paths themselves compared
+            p = Predictor(model, guide_quality=quality, ring_samples=False, guide_check=False,
+                          coarse_band=False)(image, guide)
             assert p.ratio == 1.0 and p.dense is not None
             assert torch.equal(p.alpha, model(image, guide, guide_accurate=accurate).alpha)
-        p = Predictor(model, downsample_ratio=0.5, ring_samples=False)(image, guide)
+        p = Predictor(model, downsample_ratio=0.5, ring_samples=False, guide_check=False, coarse_band=False)(image,
+                                                                                                           guide)
         assert p.ratio == 0.5 and p.dense is None
         assert torch.equal(p.alpha, refine_sparse(model, image, guide, 0.5).alpha)
-    alpha = Predictor(model, ring_samples=False).alpha(image[0].permute(1, 2, 0).numpy(), guide[0, 0].numpy())
+    alpha = Predictor(model, ring_samples=False, guide_check=False, coarse_band=False).alpha(
+        image[0].permute(1, 2, 0).numpy(), guide[0, 0].numpy())
     assert alpha.shape == (40, 56) and alpha.dtype == np.float32
     assert np.array_equal(alpha, model(image, guide).alpha[0, 0].detach().numpy())
 

@@ -50,8 +50,9 @@ def test_scores_every_method_beside_the_guide(tmp_path, capsys):
     torch.manual_seed(0)
     save_refiner(tmp_path / "m.pt", build_refiner("light", base_channels=8))
     out = tmp_path / "out"
+    # without the coarse band (its own test below), as the ablation scores an untrained refiner
     assert R.main(["--root", str(tmp_path / "set"), "--ckpt", str(tmp_path / "m.pt"), "--out", str(out),
-                   "--crop", "48", "--crops", "1", "--long_side", "64"]) == 0
+                   "--crop", "48", "--crops", "1", "--long_side", "64", "--no_coarse_band"]) == 0
     rows = list(__import__("csv").DictReader(open(out / "per_item.csv")))
     items = {r["item"] for r in rows}
     assert len(items) == 2 and any(i.endswith("@whole") for i in items)
@@ -114,3 +115,20 @@ def test_baselines_can_be_left_out_and_panels_skipped(tmp_path):
     with pytest.raises(UserError, match="unknown method 'knn'"):
         R.main(common + ["--out", str(tmp_path / "bad"), "--baselines", "shared,knn"])
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_coarse_band_refines_an_untrained_refiners_coarse_guide_near_its_edge_only(tmp_path):
+    """By default a coarse-ruled guide's band takes the local samples' alpha (model.evidence.coarse_band_alpha):
+    on the toy head even an untrained refiner's coarse rows beat their guide, and nothing 16 px or more from the
+    guide's boundary moves."""
+    image, alpha = _photo()
+    write_png(tmp_path / "set" / "s" / "image" / "p0.png", image)
+    write_png(tmp_path / "set" / "s" / "alpha" / "p0.png", alpha, bits=16)
+    torch.manual_seed(0)
+    save_refiner(tmp_path / "m.pt", build_refiner("light", base_channels=8))
+    out = tmp_path / "out"
+    assert R.main(["--root", str(tmp_path / "set"), "--ckpt", str(tmp_path / "m.pt"), "--out", str(out),
+                   "--crops", "0", "--long_side", "128", "--baselines", "none", "--no_panels"]) == 0
+    rows = {(r["guide_kind"], r["method"]): r for r in __import__("csv").DictReader(open(out / "per_item.csv"))}
+    assert float(rows[("coarse", "refiner")]["mad"]) < 0.6 * float(rows[("coarse", "guide")]["mad"])
+    assert float(rows[("coarse", "refiner")]["far_pct"]) == 0.0
